@@ -1,0 +1,189 @@
+//! Assembly: turn a validated [`Config`] into a running worker.
+//!
+//! [`App::build`] opens the store, builds every stage and destination
+//! (failing early on any bad setting), and [`App::serve`] runs the HTTP
+//! server, the delivery workers and housekeeping until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::destinations::{self, BuildContext, Destination};
+use crate::http::admin::AdminAuth;
+use crate::http::{router, AppState};
+use crate::stages::deliver::{run_worker, RetryPolicy};
+use crate::stages::Pipeline;
+use crate::storage::{SqliteStorage, Storage};
+use crate::time::now_ms;
+
+/// A destination ready to run: its name, runtime and retry policy.
+struct DestinationRuntime {
+    name: Arc<str>,
+    destination: Arc<dyn Destination>,
+    policy: RetryPolicy,
+}
+
+/// A built worker, ready to serve.
+pub struct App {
+    config: Config,
+    state: AppState,
+    destinations: Vec<DestinationRuntime>,
+}
+
+impl App {
+    /// Builds every part from `config`. Fails on anything that would fail later.
+    pub fn build(config: Config) -> anyhow::Result<App> {
+        let metrics = crate::telemetry::install();
+        // 1. The store.
+        let sqlite =
+            SqliteStorage::open(&config.storage.data_dir, config.storage.max_commit_events)?;
+        let storage: Arc<dyn Storage> = Arc::new(sqlite);
+        // 2. Destinations, each checking its own settings.
+        let destinations = build_destinations(&config)?;
+        // 3. The stages.
+        let pipeline = Pipeline::build(&config, Arc::clone(&storage))?;
+        let admin = AdminAuth {
+            token: config.admin.resolve_token()?.map(Arc::from),
+            live_token: config.admin.resolve_live_token()?.map(Arc::from),
+        };
+        let state = AppState {
+            pipeline: Arc::new(pipeline),
+            storage,
+            metrics,
+            server: Arc::new(config.server.clone()),
+            admin: Arc::new(admin),
+        };
+        Ok(App {
+            config,
+            state,
+            destinations,
+        })
+    }
+
+    /// The shared state (for tests that drive the router without a socket).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Binds `listen` (or the configured address) and serves until Ctrl-C or
+    /// SIGTERM, then stops accepting, lets delivery finish its batch and exits.
+    pub async fn serve(self, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+        let addr = listen.unwrap_or(self.config.server.listen);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}; is another process using it?"))?;
+        let local = listener.local_addr()?;
+        // NOTE: tests and scripts read this line to find the port.
+        println!("waymark listening on http://{local}");
+        tracing::info!(%local, "Listening.");
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut workers = Vec::new();
+        // 1. One delivery worker per destination.
+        for d in &self.destinations {
+            workers.push(tokio::spawn(run_worker(
+                Arc::clone(&d.name),
+                Arc::clone(&d.destination),
+                d.policy.clone(),
+                self.state.pipeline.outbox().clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        // 2. Housekeeping: forget dedup entries past the window.
+        workers.push(tokio::spawn(prune_dedup(
+            Arc::clone(&self.state.storage),
+            self.config.limits.dedup_window_secs,
+            shutdown_rx.clone(),
+        )));
+        // 3. HTTP until a signal.
+        let app = router(self.state.clone());
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+        let _ = shutdown_tx.send(true);
+        for w in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+        }
+        tracing::info!("Stopped.");
+        Ok(())
+    }
+}
+
+fn build_destinations(config: &Config) -> anyhow::Result<Vec<DestinationRuntime>> {
+    let cx = BuildContext {
+        data_dir: config.storage.data_dir.clone(),
+    };
+    config
+        .destinations
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let destination: Arc<dyn Destination> = Arc::from(destinations::build(d, &cx, i)?);
+            Ok(DestinationRuntime {
+                name: Arc::from(d.name.as_str()),
+                policy: RetryPolicy::from_config(&d.delivery, destination.max_batch()),
+                destination,
+            })
+        })
+        .collect()
+}
+
+/// Checks a config the way `serve` would, without binding or starting
+/// anything that lasts: destinations are built against a scratch directory.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    let scratch = std::env::temp_dir().join(format!("waymark-check-{}", uuid::Uuid::new_v4()));
+    let mut checked = config.clone();
+    checked.storage.data_dir = scratch.clone();
+    let result = build_destinations(&checked).map(|_| ());
+    let _ = std::fs::remove_dir_all(scratch);
+    crate::visitor::CookieCodec::from_config(&config.identity)?;
+    result
+}
+
+async fn prune_dedup(
+    storage: Arc<dyn Storage>,
+    window_secs: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let cutoff = now_ms() - window_secs as i64 * 1_000;
+        match storage.prune_dedup(cutoff).await {
+            Ok(n) => tracing::debug!(pruned = n, "Dedup entries pruned."),
+            Err(error) => tracing::warn!(error = %error, "Pruning dedup entries failed."),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("Shutting down.");
+}

@@ -1,0 +1,176 @@
+//! `[server]`, `[storage]` and `[admin]`: where Waymark listens, stores and is administered.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{secret, ConfigError};
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Default: `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Header that carries the client IP when Waymark sits behind a CDN or
+    /// proxy you trust, such as `x-forwarded-for` (the left-most address is
+    /// used). Default: none, the connection's peer address is used.
+    #[serde(default)]
+    pub trusted_proxy_header: Option<String>,
+    /// Directory served at `/` (the demo shop). Default: `demo-site`; not served when missing.
+    #[serde(default = "default_site_dir")]
+    pub site_dir: Option<PathBuf>,
+    /// Directory holding the built tag (`wm.js` and `wm/`), served at `/wm.js`
+    /// and `/wm/`. Default: `client-wasm/dist`.
+    #[serde(default = "default_tag_dir")]
+    pub tag_dir: PathBuf,
+    /// Whether the public origin is https, so cookies get `Secure`. Default:
+    /// detected per request from `x-forwarded-proto` behind a trusted proxy.
+    #[serde(default)]
+    pub https: Option<bool>,
+    /// Longest time a request may take, in milliseconds. Default: 10000.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Requests handled at once before new ones get 503. Default: 1024.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            trusted_proxy_header: None,
+            site_dir: default_site_dir(),
+            tag_dir: default_tag_dir(),
+            https: None,
+            request_timeout_ms: default_request_timeout_ms(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(header) = &self.trusted_proxy_header {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(ConfigError::invalid(
+                    "server.trusted_proxy_header",
+                    format!("`{header}` is not a valid header name; use e.g. \"x-forwarded-for\""),
+                ));
+            }
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "server.request_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_site_dir() -> Option<PathBuf> {
+    Some(PathBuf::from("demo-site"))
+}
+
+fn default_tag_dir() -> PathBuf {
+    PathBuf::from("client-wasm/dist")
+}
+
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_concurrent_requests() -> usize {
+    1024
+}
+
+/// `[storage]`: the embedded SQLite store.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory for the SQLite database and file destinations with relative
+    /// paths. Created when missing. Default: `./waymark-data`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Most events written in one group commit. Default: 2000.
+    #[serde(default = "default_max_commit_events")]
+    pub max_commit_events: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: default_data_dir(),
+            max_commit_events: default_max_commit_events(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./waymark-data")
+}
+
+fn default_max_commit_events() -> usize {
+    2_000
+}
+
+/// `[admin]`: bearer tokens for `/admin/`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Environment variable holding the admin token. Default: none; without
+    /// any token the admin API answers 401 to everyone.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The admin token inline. For development only; prefer `token_env`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Environment variable holding a read-only token for `/admin/live`.
+    #[serde(default)]
+    pub live_token_env: Option<String>,
+    /// A read-only token for `/admin/live` inline; it may also be passed as
+    /// `?token=` because browsers' EventSource cannot send headers.
+    #[serde(default)]
+    pub live_token: Option<String>,
+}
+
+impl AdminConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.resolve_token()?;
+        self.resolve_live_token()?;
+        Ok(())
+    }
+
+    /// The admin token, from the environment or inline.
+    pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            "admin.token",
+            self.token.as_deref(),
+            self.token_env.as_deref(),
+        )
+    }
+
+    /// The read-only live-stream token, from the environment or inline.
+    pub fn resolve_live_token(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            "admin.live_token",
+            self.live_token.as_deref(),
+            self.live_token_env.as_deref(),
+        )
+    }
+}

@@ -1,0 +1,123 @@
+//! Destinations: the [`Destination`] trait, its error, and the registry
+//! that builds one from a `[[destinations]]` table.
+//!
+//! Each type lives in its own module with a config struct (the reference
+//! for its settings) and a runtime type that holds only prebuilt things, so
+//! the per-batch path parses nothing.
+
+mod amplitude;
+mod file;
+mod ga4;
+pub(crate) mod http;
+mod meta_capi;
+mod mixpanel;
+mod segment;
+mod webhook;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{ConfigError, DestinationConfig};
+use crate::storage::OutboxEntry;
+
+pub use amplitude::AmplitudeConfig;
+pub use file::FileConfig;
+pub use ga4::Ga4Config;
+pub use meta_capi::MetaCapiConfig;
+pub use mixpanel::MixpanelConfig;
+pub use segment::SegmentConfig;
+pub use webhook::{signature as webhook_signature, WebhookConfig};
+
+/// What a destination is built with besides its own settings.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// `[storage] data_dir`: relative file paths are resolved against it.
+    pub data_dir: PathBuf,
+}
+
+/// A delivery failure, classified so the deliver stage knows what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    /// Whether trying again later may succeed (429, 5xx, I/O, connect errors).
+    pub retriable: bool,
+    /// The vendor's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+    /// What happened, for logs and the dead-letter store (no secrets).
+    pub message: String,
+}
+
+impl DeliveryError {
+    /// A failure that may pass on a later attempt.
+    #[cold]
+    pub fn retriable(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            retriable: true,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that will fail again (the vendor rejected the payload).
+    #[cold]
+    pub fn permanent(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            retriable: false,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+
+    /// Whether the deliver stage should retry.
+    pub fn is_retriable(&self) -> bool {
+        self.retriable
+    }
+}
+
+/// A place events are delivered to.
+///
+/// The deliver stage owns batching, retries, backoff and the dead-letter
+/// store; a destination only encodes and sends. It never sleeps.
+#[async_trait::async_trait]
+pub trait Destination: Send + Sync + 'static {
+    /// Most events the vendor accepts in one call.
+    fn max_batch(&self) -> usize;
+
+    /// Delivers `events` (at most [`max_batch`](Self::max_batch), oldest
+    /// first). `Ok` means every event was accepted; an error applies to the
+    /// whole batch, and its [`DeliveryError::is_retriable`] decides between
+    /// a retry and the dead-letter store.
+    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError>;
+}
+
+/// Builds the destination a config table describes, checking its settings.
+pub fn build(
+    config: &DestinationConfig,
+    cx: &BuildContext,
+    index: usize,
+) -> Result<Box<dyn Destination>, ConfigError> {
+    let settings = config.type_settings();
+    let key = |k: &str| format!("destinations[{index}].{k}");
+    match config.kind.as_str() {
+        "file" => FileConfig::parse(settings, &key("settings"))?.build(cx),
+        "webhook" => WebhookConfig::parse(settings, &key("settings"))?.build(cx, &key("settings")),
+        "segment" => SegmentConfig::parse(settings, &key("settings"))?.build(cx, &key("settings")),
+        "ga4" => Ga4Config::parse(settings, &key("settings"))?.build(cx, &key("settings")),
+        "mixpanel" => MixpanelConfig::parse(settings, &key("settings"))?.build(cx, &key("settings")),
+        "amplitude" => AmplitudeConfig::parse(settings, &key("settings"))?.build(cx, &key("settings")),
+        "meta_capi" => MetaCapiConfig::parse(settings, &key("settings"))?.build(cx, &key("settings")),
+        other => Err(ConfigError::invalid(
+            key("type"),
+            format!("`{other}` is not a destination type; use file, webhook, segment, ga4, mixpanel, amplitude or meta_capi"),
+        )),
+    }
+}
+
+/// Deserialises type settings with the key named on error.
+pub(crate) fn parse_settings<T: serde::de::DeserializeOwned>(
+    settings: toml::Table,
+    key: &str,
+) -> Result<T, ConfigError> {
+    T::deserialize(toml::Value::Table(settings))
+        .map_err(|e| ConfigError::invalid(key, e.to_string().trim_end().to_owned()))
+}

@@ -1,0 +1,106 @@
+//! The admin API under `/admin/`, behind a bearer token compared in constant time.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// The admin tokens, resolved at start.
+#[derive(Debug, Clone, Default)]
+pub struct AdminAuth {
+    /// Full access.
+    pub token: Option<Arc<str>>,
+    /// Read-only access to `/admin/live`.
+    pub live_token: Option<Arc<str>>,
+}
+
+impl AdminAuth {
+    /// Whether `presented` equals the admin token (constant time).
+    pub fn is_admin(&self, presented: &str) -> bool {
+        matches(self.token.as_deref(), presented)
+    }
+
+    /// Whether `presented` may read the live stream.
+    pub fn may_watch(&self, presented: &str) -> bool {
+        self.is_admin(presented) || matches(self.live_token.as_deref(), presented)
+    }
+}
+
+fn matches(expected: Option<&str>, presented: &str) -> bool {
+    match expected {
+        Some(expected) if !presented.is_empty() => {
+            bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+        }
+        _ => false,
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Middleware: only the admin token passes.
+pub async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(&request) {
+        Some(token) if state.admin.is_admin(token) => next.run(request).await,
+        _ => unauthorized(),
+    }
+}
+
+#[cold]
+fn unauthorized() -> Response {
+    let mut response = ApiError::client(
+        StatusCode::UNAUTHORIZED,
+        "Authorization",
+        "missing or wrong admin token; send `Authorization: Bearer <token>` from [admin]",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer realm=\"waymark-admin\""),
+    );
+    response
+}
+
+/// The admin routes (mounted under `/admin`, behind [`require_admin`]).
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/quarantine", get(quarantine))
+        .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// The most recent quarantined events with their reasons.
+async fn quarantine(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let entries = state
+        .storage
+        .quarantine_list(q.limit.unwrap_or(100).min(1_000))
+        .await?;
+    Ok(Json(serde_json::json!({ "events": entries })))
+}

@@ -1,0 +1,254 @@
+//! Enrich: add what the worker knows about the client to `context`.
+//!
+//! - `context.userAgent` is parsed with the uap-core regexes (vendored in
+//!   `assets/uap-core/` with their Apache-2.0 licence) into `context.browser`,
+//!   `context.os` and `context.device`, each with `family` and `version`
+//!   (device: `family`, `brand`, `model`). Fields the client sent are kept.
+//! - `context.ip` is the client address (the event's own `context.ip`, the
+//!   trusted proxy header, or the connection), truncated per the source's
+//!   `ip` policy.
+//!
+//! # Design
+//! UA parsing walks hundreds of regexes, but real traffic repeats a few
+//! hundred user agents, so results are cached by UA string (issue #2).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use serde_json::{json, Map, Value};
+use uaparser::{Parser, UserAgentParser};
+
+use crate::config::IpPolicy;
+use crate::event::Event;
+
+/// The uap-core regexes, vendored with their licence.
+const UAP_REGEXES: &[u8] = include_bytes!("../../assets/uap-core/regexes.yaml");
+
+/// Distinct user agents remembered before the cache is cleared.
+const UA_CACHE_CAPACITY: usize = 10_000;
+
+/// Parsed user agent fields, ready to merge into `context`.
+#[derive(Debug)]
+struct UaFields {
+    browser: Value,
+    os: Value,
+    device: Value,
+}
+
+/// Enriches events with user agent and IP fields.
+pub struct Enricher {
+    parser: UserAgentParser,
+    cache: RwLock<HashMap<String, Arc<UaFields>>>,
+}
+
+impl std::fmt::Debug for Enricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enricher").finish_non_exhaustive()
+    }
+}
+
+impl Enricher {
+    /// Compiles the uap-core regexes (about a second; done once at start).
+    pub fn new() -> Result<Enricher, String> {
+        let parser = UserAgentParser::builder()
+            .with_unicode_support(false)
+            .build_from_bytes(UAP_REGEXES)
+            .map_err(|e| format!("uap-core regexes: {e}"))?;
+        Ok(Enricher {
+            parser,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Adds UA and IP fields to `event`. `client_ip` is the request's address
+    /// after trusted-proxy resolution.
+    pub fn enrich(&self, event: &mut Event, client_ip: Option<IpAddr>, policy: IpPolicy) {
+        if let Some(ua) = event.str("context.userAgent").map(str::to_owned) {
+            let fields = self.parse_cached(&ua);
+            merge_missing(event, "context.browser", &fields.browser);
+            merge_missing(event, "context.os", &fields.os);
+            merge_missing(event, "context.device", &fields.device);
+        }
+        let stated = event
+            .str("context.ip")
+            .and_then(|s| s.parse::<IpAddr>().ok());
+        match (policy, stated.or(client_ip)) {
+            (IpPolicy::Drop, _) | (_, None) => {
+                let _ = event.remove("context.ip");
+            }
+            (IpPolicy::Full, Some(ip)) => {
+                let _ = event.set("context.ip", Value::String(ip.to_string()));
+            }
+            (IpPolicy::Truncate, Some(ip)) => {
+                let _ = event.set("context.ip", Value::String(truncate_ip(ip).to_string()));
+            }
+        }
+    }
+
+    fn parse_cached(&self, ua: &str) -> Arc<UaFields> {
+        if let Some(hit) = self.cache.read().ok().and_then(|c| c.get(ua).cloned()) {
+            return hit;
+        }
+        let fields = Arc::new(self.parse(ua));
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() >= UA_CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(ua.to_owned(), Arc::clone(&fields));
+        }
+        fields
+    }
+
+    fn parse(&self, ua: &str) -> UaFields {
+        let client = self.parser.parse(ua);
+        let version = |parts: [Option<&str>; 3]| -> Value {
+            let joined: Vec<&str> = parts.into_iter().map_while(|p| p).collect();
+            if joined.is_empty() {
+                Value::Null
+            } else {
+                Value::String(joined.join("."))
+            }
+        };
+        let ua_v = &client.user_agent;
+        let os_v = &client.os;
+        UaFields {
+            browser: json!({
+                "family": ua_v.family.as_ref(),
+                "version": version([ua_v.major.as_deref(), ua_v.minor.as_deref(), ua_v.patch.as_deref()]),
+            }),
+            os: json!({
+                "family": os_v.family.as_ref(),
+                "version": version([os_v.major.as_deref(), os_v.minor.as_deref(), os_v.patch.as_deref()]),
+            }),
+            device: json!({
+                "family": client.device.family.as_ref(),
+                "brand": client.device.brand.as_deref(),
+                "model": client.device.model.as_deref(),
+            }),
+        }
+    }
+}
+
+/// Sets each key of `fields` under `path` unless the event already has it.
+fn merge_missing(event: &mut Event, path: &str, fields: &Value) {
+    let Value::Object(fields) = fields else {
+        return;
+    };
+    let existing: Map<String, Value> = match event.get(path) {
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return,
+        None => Map::new(),
+    };
+    let mut merged = existing;
+    for (k, v) in fields {
+        if !v.is_null() && !merged.contains_key(k) {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    let _ = event.set(path, Value::Object(merged));
+}
+
+/// Zeroes the host part: the last octet of IPv4, the last 80 bits of IPv6 (a /48).
+pub fn truncate_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return truncate_ip(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+        }
+    }
+}
+
+/// The client address: the left-most entry of the trusted proxy header when
+/// configured and parseable, else the connection's peer.
+pub fn client_ip(proxy_header: Option<&str>, peer: Option<IpAddr>) -> Option<IpAddr> {
+    proxy_header
+        .and_then(|h| h.split(',').next())
+        .map(str::trim)
+        .and_then(|s| {
+            s.parse::<IpAddr>()
+                .ok()
+                .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        })
+        .or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn enricher() -> &'static Enricher {
+        static E: OnceLock<Enricher> = OnceLock::new();
+        E.get_or_init(|| Enricher::new().unwrap())
+    }
+
+    fn event(v: Value) -> Event {
+        match v {
+            Value::Object(m) => Event::from_map(m),
+            _ => unreachable!(),
+        }
+    }
+
+    const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.109 Safari/537.36";
+    const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
+
+    #[test]
+    fn user_agents_become_browser_os_and_device() {
+        let mut e = event(json!({"context":{"userAgent": CHROME_MAC}}));
+        enricher().enrich(&mut e, None, IpPolicy::Truncate);
+        assert_eq!(e.str("context.browser.family"), Some("Chrome"));
+        assert_eq!(e.str("context.browser.version"), Some("120.0.6099"));
+        assert_eq!(e.str("context.os.family"), Some("Mac OS X"));
+        assert_eq!(e.str("context.device.family"), Some("Mac"));
+
+        let mut e = event(json!({"context":{"userAgent": IPHONE}}));
+        enricher().enrich(&mut e, None, IpPolicy::Truncate);
+        assert_eq!(e.str("context.browser.family"), Some("Mobile Safari"));
+        assert_eq!(e.str("context.os.family"), Some("iOS"));
+        assert_eq!(e.str("context.device.brand"), Some("Apple"));
+        assert_eq!(e.str("context.device.model"), Some("iPhone"));
+    }
+
+    #[test]
+    fn client_supplied_fields_are_kept() {
+        let mut e = event(json!({"context":{"userAgent": IPHONE, "os":{"family":"custom"}}}));
+        enricher().enrich(&mut e, None, IpPolicy::Truncate);
+        assert_eq!(e.str("context.os.family"), Some("custom"));
+        assert_eq!(e.str("context.os.version"), Some("17.1"));
+    }
+
+    #[test]
+    fn ip_policies() {
+        let ip: IpAddr = "203.0.113.77".parse().unwrap();
+        let mut e = event(json!({}));
+        enricher().enrich(&mut e, Some(ip), IpPolicy::Truncate);
+        assert_eq!(e.str("context.ip"), Some("203.0.113.0"));
+        let mut e = event(json!({}));
+        enricher().enrich(&mut e, Some(ip), IpPolicy::Full);
+        assert_eq!(e.str("context.ip"), Some("203.0.113.77"));
+        let mut e = event(json!({"context":{"ip":"198.51.100.1"}}));
+        enricher().enrich(&mut e, Some(ip), IpPolicy::Drop);
+        assert_eq!(e.get("context.ip"), None);
+        let v6: IpAddr = "2001:db8:85a3:1234:5678:8a2e:370:7334".parse().unwrap();
+        assert_eq!(truncate_ip(v6).to_string(), "2001:db8:85a3::");
+    }
+
+    #[test]
+    fn proxy_header_left_most_address_wins() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_ip(Some("198.51.100.7, 10.0.0.2"), Some(peer)),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(client_ip(Some("garbage"), Some(peer)), Some(peer));
+        assert_eq!(client_ip(None, Some(peer)), Some(peer));
+    }
+}

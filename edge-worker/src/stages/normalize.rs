@@ -1,0 +1,399 @@
+//! Normalize: validate a raw event against the Segment Spec and bring it to
+//! the one shape every later stage can rely on.
+//!
+//! After this stage an event is a JSON object with a valid `type`, a string
+//! `messageId`, `userId` and/or `anonymousId` as strings, the call's required
+//! field, object-typed `context`/`properties`/`traits`/`integrations`,
+//! `receivedAt`, and a `timestamp` corrected for client clock skew.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::ingest::RawEvent;
+use crate::event::{Event, EventType};
+use crate::time::{format_rfc3339, parse_rfc3339};
+
+/// Why an event was rejected. Boxed on the hot path (see [`Rejected`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable reason code for metrics and the quarantine table.
+    pub reason: &'static str,
+    /// The field at fault (dotted path), or `event` for the whole event.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+/// A rejection, boxed so the `Result` stays one word wide.
+pub type Rejected = Box<Rejection>;
+
+#[cold]
+fn reject(reason: &'static str, field: &str, problem: impl Into<String>) -> Rejected {
+    Box::new(Rejection {
+        reason,
+        field: field.to_owned(),
+        problem: problem.into(),
+    })
+}
+
+/// Request-wide inputs to normalization.
+#[derive(Debug, Clone, Copy)]
+pub struct NormalizeContext<'a> {
+    /// When the request arrived.
+    pub received_at: DateTime<Utc>,
+    /// `sentAt` of the batch, for events without their own.
+    pub batch_sent_at: Option<&'a str>,
+    /// Largest event in bytes of JSON.
+    pub max_event_bytes: usize,
+    /// Deepest nesting allowed.
+    pub max_depth: usize,
+    /// Whether the request carries a visitor id that the identify stage will
+    /// use as `anonymousId`, so an event without ids is still valid.
+    pub has_visitor: bool,
+}
+
+/// Fields that must be objects when present.
+const OBJECT_FIELDS: [&str; 4] = ["context", "properties", "traits", "integrations"];
+/// Fields that must be strings when present.
+const STRING_FIELDS: [&str; 3] = ["event", "name", "category"];
+/// Fields that must be RFC 3339 timestamps when present.
+const TIME_FIELDS: [&str; 3] = ["timestamp", "sentAt", "originalTimestamp"];
+/// Longest id accepted for `messageId`, `userId`, `anonymousId` and the like.
+const MAX_ID_LEN: usize = 255;
+
+/// Validates and normalizes one raw event.
+pub fn normalize(raw: &RawEvent<'_>, cx: &NormalizeContext<'_>) -> Result<Event, Rejected> {
+    // 1. Size first: nothing else is worth doing on an oversized event.
+    let text = raw.raw.get();
+    if text.len() > cx.max_event_bytes {
+        return Err(reject(
+            "too_large",
+            "event",
+            format!(
+                "event is {} bytes, over the {}-byte limit; send less data per event",
+                text.len(),
+                cx.max_event_bytes
+            ),
+        ));
+    }
+    let mut body: Map<String, Value> = match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(reject(
+                "not_an_object",
+                "event",
+                "each event must be a JSON object",
+            ))
+        }
+        Err(e) => return Err(reject("invalid_json", "event", e.to_string())),
+    };
+    let depth = max_depth(&body);
+    if depth > cx.max_depth {
+        return Err(reject(
+            "too_deep",
+            "event",
+            format!(
+                "nesting depth {depth} is over the limit of {}; flatten nested objects",
+                cx.max_depth
+            ),
+        ));
+    }
+
+    // 2. The call type: from the endpoint, or the event's own `type`.
+    let kind = match (raw.endpoint_type, body.get("type")) {
+        (Some(kind), None) => kind,
+        (Some(kind), Some(Value::String(t))) if t == kind.as_str() => kind,
+        (Some(kind), Some(_)) => {
+            return Err(reject(
+                "invalid_type",
+                "type",
+                format!("must be `{}` on this endpoint, or left out", kind.as_str()),
+            ))
+        }
+        (None, Some(Value::String(t))) => EventType::parse(t).ok_or_else(|| {
+            reject(
+                "invalid_type",
+                "type",
+                format!(
+                    "`{t}` is not a call type; use track, page, screen, identify, group or alias"
+                ),
+            )
+        })?,
+        (None, Some(_)) => return Err(reject("wrong_type", "type", "must be a string")),
+        (None, None) => {
+            return Err(reject(
+                "missing_field",
+                "type",
+                "is required in a batch; use track, page, screen, identify, group or alias",
+            ))
+        }
+    };
+    body.insert("type".into(), Value::String(kind.as_str().into()));
+    body.remove("writeKey");
+
+    // 3. Field types.
+    for field in OBJECT_FIELDS {
+        match body.get(field) {
+            None | Some(Value::Object(_)) => {}
+            Some(Value::Null) => {
+                body.remove(field);
+            }
+            Some(_) => return Err(reject("wrong_type", field, "must be an object")),
+        }
+    }
+    for field in STRING_FIELDS {
+        if matches!(body.get(field), Some(v) if !v.is_string() && !v.is_null()) {
+            return Err(reject("wrong_type", field, "must be a string"));
+        }
+    }
+    for field in [
+        "userId",
+        "anonymousId",
+        "groupId",
+        "previousId",
+        "messageId",
+    ] {
+        id_field(&mut body, field)?;
+    }
+
+    // 4. Required fields per call.
+    if !body.contains_key("userId") && !body.contains_key("anonymousId") && !cx.has_visitor {
+        return Err(reject(
+            "missing_field",
+            "userId",
+            "userId or anonymousId is required",
+        ));
+    }
+    let required = match kind {
+        EventType::Track => Some("event"),
+        EventType::Group => Some("groupId"),
+        EventType::Alias => Some("previousId"),
+        _ => None,
+    };
+    if let Some(field) = required {
+        let present = match body.get(field) {
+            Some(Value::String(s)) => !s.trim().is_empty(),
+            _ => false,
+        };
+        if !present {
+            return Err(reject(
+                "missing_field",
+                field,
+                format!("is required for {} calls", kind.as_str()),
+            ));
+        }
+    }
+
+    // 5. Times: parse, then correct the client clock skew as Segment does.
+    let mut times: [Option<DateTime<Utc>>; 3] = [None; 3];
+    for (slot, field) in times.iter_mut().zip(TIME_FIELDS) {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => {
+                *slot = Some(parse_rfc3339(s).ok_or_else(|| {
+                    reject(
+                        "invalid_timestamp",
+                        field,
+                        format!(
+                            "`{s}` is not an ISO 8601 timestamp such as 2024-05-01T12:00:00.000Z"
+                        ),
+                    )
+                })?);
+            }
+            Some(_) => return Err(reject("wrong_type", field, "must be an ISO 8601 string")),
+        }
+    }
+    let [timestamp, sent_at, original] = times;
+    let sent_at = sent_at.or_else(|| cx.batch_sent_at.and_then(parse_rfc3339));
+    let client_time = original.or(timestamp);
+    let corrected = match (client_time, sent_at) {
+        (Some(client), Some(sent)) => {
+            body.insert(
+                "originalTimestamp".into(),
+                Value::String(format_rfc3339(client)),
+            );
+            cx.received_at - (sent - client)
+        }
+        (Some(client), None) => client,
+        (None, _) => cx.received_at,
+    };
+    if let Some(sent) = sent_at {
+        body.insert("sentAt".into(), Value::String(format_rfc3339(sent)));
+    }
+    body.insert("timestamp".into(), Value::String(format_rfc3339(corrected)));
+    body.insert(
+        "receivedAt".into(),
+        Value::String(format_rfc3339(cx.received_at)),
+    );
+
+    // 6. A messageId for every event.
+    if !body.contains_key("messageId") {
+        body.insert(
+            "messageId".into(),
+            Value::String(format!("wm-{}", uuid::Uuid::now_v7())),
+        );
+    }
+    Ok(Event::from_map(body))
+}
+
+/// Ids may be strings or numbers (Segment accepts both); numbers become
+/// strings, empty strings count as absent.
+fn id_field(body: &mut Map<String, Value>, field: &str) -> Result<(), Rejected> {
+    let normalized = match body.get(field) {
+        None => return Ok(()),
+        Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) if s.len() > MAX_ID_LEN => {
+            return Err(reject(
+                "too_long",
+                field,
+                format!("is {} bytes; ids may be at most {MAX_ID_LEN}", s.len()),
+            ))
+        }
+        Some(Value::String(_)) => return Ok(()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return Err(reject("wrong_type", field, "must be a string or a number")),
+    };
+    match normalized {
+        Some(s) => {
+            body.insert(field.to_owned(), Value::String(s));
+        }
+        None => {
+            body.remove(field);
+        }
+    }
+    Ok(())
+}
+
+/// Nesting depth of a JSON object: an object of scalars is 1.
+fn max_depth(map: &Map<String, Value>) -> usize {
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    1 + map.values().map(depth).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use serde_json::value::RawValue;
+
+    fn cx() -> NormalizeContext<'static> {
+        NormalizeContext {
+            received_at: parse_rfc3339("2024-05-01T12:00:10.000Z").unwrap(),
+            batch_sent_at: None,
+            max_event_bytes: 32 * 1024,
+            max_depth: 8,
+            has_visitor: false,
+        }
+    }
+
+    fn run(v: Value, endpoint: Option<EventType>) -> Result<Event, Rejected> {
+        let text = v.to_string();
+        let raw: Box<RawValue> = RawValue::from_string(text).unwrap();
+        normalize(
+            &RawEvent {
+                raw: &raw,
+                endpoint_type: endpoint,
+            },
+            &cx(),
+        )
+    }
+
+    #[test]
+    fn a_valid_track_gets_ids_and_times() {
+        let e = run(
+            json!({"type":"track","event":"Signed Up","anonymousId":"a1"}),
+            None,
+        )
+        .unwrap();
+        assert!(e.message_id().starts_with("wm-"));
+        assert_eq!(e.str("receivedAt"), Some("2024-05-01T12:00:10.000Z"));
+        assert_eq!(e.str("timestamp"), Some("2024-05-01T12:00:10.000Z"));
+    }
+
+    #[test]
+    fn clock_skew_is_corrected_from_sent_at() {
+        // The client clock is 1 hour fast; the event happened 5 s before sending.
+        let e = run(
+            json!({"type":"page","anonymousId":"a","timestamp":"2024-05-01T13:00:00.000Z","sentAt":"2024-05-01T13:00:05.000Z"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(e.str("timestamp"), Some("2024-05-01T12:00:05.000Z"));
+        assert_eq!(e.str("originalTimestamp"), Some("2024-05-01T13:00:00.000Z"));
+    }
+
+    #[test]
+    fn required_fields_per_call() {
+        let cases = [
+            (json!({"type":"track","event":"x"}), "userId"),
+            (json!({"type":"track","userId":"u"}), "event"),
+            (json!({"type":"track","userId":"u","event":"  "}), "event"),
+            (json!({"type":"group","userId":"u"}), "groupId"),
+            (json!({"type":"alias","userId":"u"}), "previousId"),
+            (json!({"userId":"u"}), "type"),
+        ];
+        for (v, field) in cases {
+            let err = run(v.clone(), None).unwrap_err();
+            assert_eq!(err.reason, "missing_field", "{v}");
+            assert_eq!(err.field, field, "{v}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let cases = [
+            (json!({"type":"track","userId":"u","event":1}), "event"),
+            (
+                json!({"type":"track","userId":"u","event":"e","properties":[1]}),
+                "properties",
+            ),
+            (json!({"type":"identify","userId":{"a":1}}), "userId"),
+            (
+                json!({"type":"identify","userId":"u","traits":"x"}),
+                "traits",
+            ),
+            (
+                json!({"type":"page","userId":"u","timestamp":5}),
+                "timestamp",
+            ),
+            (json!({"type":7,"userId":"u"}), "type"),
+        ];
+        for (v, field) in cases {
+            let err = run(v.clone(), None).unwrap_err();
+            assert_eq!(err.field, field, "{v}: {err:?}");
+        }
+        let err = run(
+            json!({"type":"page","userId":"u","timestamp":"yesterday"}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, "invalid_timestamp");
+        let err = run(json!({"type":"click","userId":"u"}), None).unwrap_err();
+        assert_eq!(err.reason, "invalid_type");
+    }
+
+    #[test]
+    fn numeric_ids_become_strings_and_endpoint_sets_type() {
+        let e = run(json!({"userId":42,"event":"x"}), Some(EventType::Track)).unwrap();
+        assert_eq!(e.user_id(), Some("42"));
+        assert_eq!(e.event_type(), EventType::Track);
+        let err = run(json!({"type":"page","userId":"u"}), Some(EventType::Track)).unwrap_err();
+        assert_eq!(err.reason, "invalid_type");
+    }
+
+    #[test]
+    fn depth_and_size_limits() {
+        let deep = json!({"type":"track","userId":"u","event":"e","properties":{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":1}}}}}}}}});
+        assert_eq!(run(deep, None).unwrap_err().reason, "too_deep");
+        let big =
+            json!({"type":"track","userId":"u","event":"e","properties":{"s":"x".repeat(40_000)}});
+        assert_eq!(run(big, None).unwrap_err().reason, "too_large");
+    }
+}

@@ -1,0 +1,175 @@
+//! The narrow storage boundary, and its embedded SQLite implementation.
+//!
+//! [`Storage`] is what the pipeline, delivery and the admin API need from a
+//! store, said in their words (commit an ingest batch, claim due outbox
+//! entries, dead-letter them), so a shared backend for several workers is a
+//! new module implementing it, not a rewrite. [`SqliteStorage`] is the
+//! embedded default: WAL mode, one writer thread with group commit
+//! ([`writer`]), and a small pool of read connections.
+
+mod schema;
+mod sqlite;
+pub(crate) mod writer;
+
+use std::sync::Arc;
+
+pub use sqlite::SqliteStorage;
+
+/// A storage failure. The store is unusable or a statement failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The database could not be opened or migrated.
+    #[error(
+        "storage: cannot open {path}: {reason}; check the data directory exists and is writable"
+    )]
+    Open {
+        /// The database file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A statement failed.
+    #[error("storage: {0}")]
+    Sql(String),
+    /// A group commit failed; none of its writes happened.
+    #[error("storage: commit failed: {0}")]
+    Commit(String),
+    /// The writer thread is gone (shutting down or crashed).
+    #[error("storage: the writer has stopped")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StorageError {
+    #[cold]
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError::Sql(e.to_string())
+    }
+}
+
+/// One event accepted by the pipeline, with the destinations it is routed to.
+#[derive(Debug, Clone)]
+pub struct AcceptedEvent {
+    /// Source name.
+    pub source: Arc<str>,
+    /// The event's `messageId`.
+    pub message_id: String,
+    /// Whether this source dedups on `messageId`.
+    pub dedup: bool,
+    /// The event as JSON.
+    pub json: String,
+    /// Destinations the event goes to (may be empty: it is still deduped).
+    pub destinations: Vec<Arc<str>>,
+}
+
+/// One event that failed validation, kept with its reason.
+#[derive(Debug, Clone)]
+pub struct QuarantinedEvent {
+    /// Source name (empty when the write key was unknown).
+    pub source: Arc<str>,
+    /// A stable reason code, such as `missing_field`.
+    pub reason: &'static str,
+    /// The field at fault and what is wrong, for people.
+    pub detail: String,
+    /// The event as received (JSON text, or lossy text when not JSON).
+    pub raw: String,
+}
+
+/// Everything one ingest request writes, committed together before the ack.
+#[derive(Debug, Default)]
+pub struct IngestCommit {
+    /// Events to route, in request order.
+    pub accepted: Vec<AcceptedEvent>,
+    /// Events to quarantine.
+    pub quarantined: Vec<QuarantinedEvent>,
+}
+
+/// What the commit did with each accepted event, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// New: written to the outbox of every routed destination.
+    Enqueued,
+    /// Seen before within the dedup window: nothing written.
+    Duplicate,
+}
+
+/// An outbox entry waiting for delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    /// Row id; stable until delivered or dead-lettered.
+    pub id: i64,
+    /// Source name.
+    pub source: String,
+    /// The event's `messageId`.
+    pub message_id: String,
+    /// The event as JSON.
+    pub json: String,
+    /// When it was committed, in Unix milliseconds.
+    pub enqueued_at_ms: i64,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+}
+
+/// A quarantined event, as listed by the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuarantineEntry {
+    /// Row id.
+    pub id: i64,
+    /// Source name.
+    pub source: String,
+    /// When it was received, in Unix milliseconds.
+    pub received_at_ms: i64,
+    /// Reason code.
+    pub reason: String,
+    /// What is wrong.
+    pub detail: String,
+    /// The raw event.
+    pub raw: String,
+}
+
+/// What the pipeline, delivery and admin need from a store.
+///
+/// Every write resolves only once it is durable. Errors mean the write did
+/// not happen; the caller answers 503 (ingest) or retries later (delivery).
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Dedups, enqueues and quarantines one request's events in one durable
+    /// commit. Returns, per accepted event in order, whether it was enqueued
+    /// or a duplicate. Called by ingest before it answers.
+    async fn commit_ingest(&self, commit: IngestCommit) -> Result<Vec<Stored>, StorageError>;
+
+    /// Up to `limit` entries of `destination` due at `now_ms`, oldest first.
+    /// Called by the destination's delivery worker.
+    async fn outbox_due(
+        &self,
+        destination: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError>;
+
+    /// Removes delivered entries.
+    async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError>;
+
+    /// Schedules entries for another attempt at `next_attempt_ms`, recording the error.
+    async fn outbox_retry(
+        &self,
+        ids: Vec<i64>,
+        next_attempt_ms: i64,
+        error: String,
+    ) -> Result<(), StorageError>;
+
+    /// Moves entries to the dead-letter store with a reason.
+    async fn outbox_dead_letter(&self, ids: Vec<i64>, reason: String) -> Result<(), StorageError>;
+
+    /// Entries waiting for `destination`.
+    async fn outbox_depth(&self, destination: &str) -> Result<u64, StorageError>;
+
+    /// The most recent quarantined events, newest first.
+    async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StorageError>;
+
+    /// Forgets dedup entries older than `cutoff_ms`. Called periodically.
+    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError>;
+
+    /// Proves the store accepts a durable write. Used by `/readyz`.
+    async fn check_writable(&self) -> Result<(), StorageError>;
+}

@@ -1,0 +1,98 @@
+//! The SQLite schema, applied in order at open. Each module that stores
+//! something owns a numbered migration here; a migration never changes once
+//! released, a new one is appended instead.
+
+use rusqlite::Connection;
+
+/// Migrations in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: ingest: dedup, outbox, quarantine, dead letters.
+    r#"
+    CREATE TABLE dedup (
+        source      TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        seen_at_ms  INTEGER NOT NULL,
+        PRIMARY KEY (source, message_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX dedup_seen ON dedup (seen_at_ms);
+
+    CREATE TABLE outbox (
+        id               INTEGER PRIMARY KEY,
+        destination      TEXT NOT NULL,
+        source           TEXT NOT NULL,
+        message_id       TEXT NOT NULL,
+        event            TEXT NOT NULL,
+        enqueued_at_ms   INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms  INTEGER NOT NULL DEFAULT 0,
+        last_error       TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (destination, next_attempt_ms, id);
+
+    CREATE TABLE quarantine (
+        id              INTEGER PRIMARY KEY,
+        source          TEXT NOT NULL,
+        received_at_ms  INTEGER NOT NULL,
+        reason          TEXT NOT NULL,
+        detail          TEXT NOT NULL,
+        raw             TEXT NOT NULL
+    );
+
+    CREATE TABLE dead_letters (
+        id               INTEGER PRIMARY KEY,
+        destination      TEXT NOT NULL,
+        source           TEXT NOT NULL,
+        message_id       TEXT NOT NULL,
+        event            TEXT NOT NULL,
+        enqueued_at_ms   INTEGER NOT NULL,
+        failed_at_ms     INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL,
+        reason           TEXT NOT NULL
+    );
+    CREATE INDEX dead_letters_destination ON dead_letters (destination, id);
+
+    CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at_ms INTEGER NOT NULL);
+    "#,
+];
+
+/// Applies the migrations that have not run yet.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Applies an extra migration set owned by another module (identity,
+/// delivery), tracked in its own row of `schema_versions`.
+pub(crate) fn migrate_module(
+    conn: &mut Connection,
+    module: &str,
+    migrations: &[&str],
+) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_versions (module TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+    )?;
+    let done: usize = conn
+        .query_row(
+            "SELECT version FROM schema_versions WHERE module = ?1",
+            [module],
+            |r| r.get(0),
+        )
+        .unwrap_or(0);
+    for (i, sql) in migrations.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_versions (module, version) VALUES (?1, ?2)
+             ON CONFLICT (module) DO UPDATE SET version = excluded.version",
+            rusqlite::params![module, i + 1],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! The embedded store: SQLite in WAL mode under the data directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::writer::WriteQueue;
+use super::{schema, IngestCommit, OutboxEntry, QuarantineEntry, Storage, StorageError, Stored};
+use crate::time::now_ms;
+
+/// Name of the database file inside the data directory.
+pub const DATABASE_FILE: &str = "waymark.db";
+
+/// Read connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 4;
+
+/// SQLite storage: one writer thread with group commit, pooled readers.
+pub struct SqliteStorage {
+    path: PathBuf,
+    writer: WriteQueue,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStorage {
+    /// Opens (creating when missing) `<data_dir>/waymark.db`, applies
+    /// migrations and starts the writer. `max_group` caps jobs per commit.
+    pub fn open(data_dir: &Path, max_group: usize) -> Result<Arc<SqliteStorage>, StorageError> {
+        let path = data_dir.join(DATABASE_FILE);
+        let open_error = |reason: String| StorageError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
+        let mut conn = open_connection(&path).map_err(|e| open_error(e.to_string()))?;
+        schema::migrate(&mut conn).map_err(|e| open_error(e.to_string()))?;
+        let writer = WriteQueue::start(conn, max_group).map_err(|e| open_error(e.to_string()))?;
+        Ok(Arc::new(SqliteStorage {
+            path,
+            writer,
+            readers: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `job` in the next group commit (see [`WriteQueue::write`]).
+    pub(crate) async fn write<R, F>(&self, job: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+    {
+        self.writer.write(job).await
+    }
+
+    /// Runs a read on a pooled connection off the async threads.
+    pub(crate) async fn read<R, F>(self: &Arc<Self>, job: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let pooled = this.readers.lock().ok().and_then(|mut pool| pool.pop());
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&this.path)?,
+            };
+            let result = job(&conn);
+            if let Ok(mut pool) = this.readers.lock() {
+                if pool.len() < MAX_IDLE_READERS {
+                    pool.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|_| StorageError::Closed)?
+    }
+}
+
+/// Opens a connection with Waymark's pragmas.
+fn open_connection(path: &Path) -> Result<Connection, StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // WAL: readers never block the writer; FULL: a commit survives power
+    // loss, affordable because commits are grouped.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+#[async_trait::async_trait]
+impl Storage for Arc<SqliteStorage> {
+    async fn commit_ingest(&self, commit: IngestCommit) -> Result<Vec<Stored>, StorageError> {
+        self.write(move |conn| {
+            let now = now_ms();
+            let mut stored = Vec::with_capacity(commit.accepted.len());
+            let mut dedup = conn.prepare_cached(
+                "INSERT INTO dedup (source, message_id, seen_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (source, message_id) DO NOTHING",
+            )?;
+            let mut enqueue = conn.prepare_cached(
+                "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for event in &commit.accepted {
+                if event.dedup
+                    && dedup.execute(params![&*event.source, event.message_id, now])? == 0
+                {
+                    stored.push(Stored::Duplicate);
+                    continue;
+                }
+                for destination in &event.destinations {
+                    enqueue.execute(params![
+                        &**destination,
+                        &*event.source,
+                        event.message_id,
+                        event.json,
+                        now
+                    ])?;
+                }
+                stored.push(Stored::Enqueued);
+            }
+            let mut quarantine = conn.prepare_cached(
+                "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for q in &commit.quarantined {
+                quarantine.execute(params![&*q.source, now, q.reason, q.detail, q.raw])?;
+            }
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn outbox_due(
+        &self,
+        destination: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        let destination = destination.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, source, message_id, event, enqueued_at_ms, attempts FROM outbox
+                 WHERE destination = ?1 AND next_attempt_ms <= ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![destination, now_ms, limit as i64], |r| {
+                Ok(OutboxEntry {
+                    id: r.get(0)?,
+                    source: r.get(1)?,
+                    message_id: r.get(2)?,
+                    json: r.get(3)?,
+                    enqueued_at_ms: r.get(4)?,
+                    attempts: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_retry(
+        &self,
+        ids: Vec<i64>,
+        next_attempt_ms: i64,
+        error: String,
+    ) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3
+                 WHERE id = ?1",
+            )?;
+            for id in ids {
+                stmt.execute(params![id, next_attempt_ms, error])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_dead_letter(&self, ids: Vec<i64>, reason: String) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let now = now_ms();
+            let mut copy = conn.prepare_cached(
+                "INSERT INTO dead_letters
+                   (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason)
+                 SELECT destination, source, message_id, event, enqueued_at_ms, ?2, attempts + 1, ?3
+                 FROM outbox WHERE id = ?1",
+            )?;
+            let mut delete = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            for id in ids {
+                copy.execute(params![id, now, reason])?;
+                delete.execute([id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_depth(&self, destination: &str) -> Result<u64, StorageError> {
+        let destination = destination.to_owned();
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE destination = ?1",
+                [destination],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StorageError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, source, received_at_ms, reason, detail, raw FROM quarantine
+                 ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok(QuarantineEntry {
+                    id: r.get(0)?,
+                    source: r.get(1)?,
+                    received_at_ms: r.get(2)?,
+                    reason: r.get(3)?,
+                    detail: r.get(4)?,
+                    raw: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
+        self.write(move |conn| {
+            Ok(conn.execute("DELETE FROM dedup WHERE seen_at_ms < ?1", [cutoff_ms])? as u64)
+        })
+        .await
+    }
+
+    async fn check_writable(&self) -> Result<(), StorageError> {
+        self.write(|conn| {
+            conn.execute(
+                "INSERT INTO health (id, checked_at_ms) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at_ms = excluded.checked_at_ms",
+                [now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{AcceptedEvent, QuarantinedEvent};
+
+    fn accepted(id: &str, destinations: &[&str]) -> AcceptedEvent {
+        AcceptedEvent {
+            source: "web".into(),
+            message_id: id.into(),
+            dedup: true,
+            json: format!(r#"{{"messageId":"{id}"}}"#),
+            destinations: destinations.iter().map(|d| Arc::from(*d)).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_enqueues_per_destination_and_dedups() {
+        let dir = tempdir();
+        let store = SqliteStorage::open(&dir, 100).unwrap();
+        let first = IngestCommit {
+            accepted: vec![accepted("m1", &["a", "b"]), accepted("m2", &["a"])],
+            quarantined: vec![QuarantinedEvent {
+                source: "web".into(),
+                reason: "missing_field",
+                detail: "userId or anonymousId is required".into(),
+                raw: "{}".into(),
+            }],
+        };
+        let stored = store.commit_ingest(first).await.unwrap();
+        assert_eq!(stored, vec![Stored::Enqueued, Stored::Enqueued]);
+        assert_eq!(store.outbox_depth("a").await.unwrap(), 2);
+        assert_eq!(store.outbox_depth("b").await.unwrap(), 1);
+
+        let again = IngestCommit {
+            accepted: vec![accepted("m1", &["a", "b"])],
+            quarantined: vec![],
+        };
+        assert_eq!(
+            store.commit_ingest(again).await.unwrap(),
+            vec![Stored::Duplicate]
+        );
+        assert_eq!(store.outbox_depth("a").await.unwrap(), 2);
+        assert_eq!(store.quarantine_list(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn dedup_survives_reopen() {
+        let dir = tempdir();
+        {
+            let store = SqliteStorage::open(&dir, 100).unwrap();
+            store
+                .commit_ingest(IngestCommit {
+                    accepted: vec![accepted("m1", &["a"])],
+                    quarantined: vec![],
+                })
+                .await
+                .unwrap();
+        }
+        let store = SqliteStorage::open(&dir, 100).unwrap();
+        let stored = store
+            .commit_ingest(IngestCommit {
+                accepted: vec![accepted("m1", &["a"])],
+                quarantined: vec![],
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored, vec![Stored::Duplicate]);
+    }
+
+    #[tokio::test]
+    async fn retry_delays_and_dead_letter_moves() {
+        let dir = tempdir();
+        let store = SqliteStorage::open(&dir, 100).unwrap();
+        store
+            .commit_ingest(IngestCommit {
+                accepted: vec![accepted("m1", &["a"]), accepted("m2", &["a"])],
+                quarantined: vec![],
+            })
+            .await
+            .unwrap();
+        let due = store.outbox_due("a", now_ms(), 10).await.unwrap();
+        assert_eq!(due.len(), 2);
+        store
+            .outbox_retry(vec![due[0].id], now_ms() + 60_000, "503".into())
+            .await
+            .unwrap();
+        let due_now = store.outbox_due("a", now_ms(), 10).await.unwrap();
+        assert_eq!(due_now.len(), 1);
+        store
+            .outbox_dead_letter(vec![due_now[0].id], "400".into())
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_depth("a").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_writes_share_commits() {
+        let dir = tempdir();
+        let store = SqliteStorage::open(&dir, 500).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                store
+                    .commit_ingest(IngestCommit {
+                        accepted: vec![accepted(&format!("m{i}"), &["a"])],
+                        quarantined: vec![],
+                    })
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), vec![Stored::Enqueued]);
+        }
+        assert_eq!(store.outbox_depth("a").await.unwrap(), 200);
+        store.check_writable().await.unwrap();
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("waymark-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

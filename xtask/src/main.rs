@@ -1,0 +1,108 @@
+//! `cargo xtask`: Waymark's developer commands.
+//!
+//! - `run`: build what the worker serves and start it on the embedded default.
+//! - `test`: install what is missing, build every part, run every test.
+//! - `bench ingest`: the ingest load generator against the real worker and a bare server.
+//!
+//! Each command installs its own prerequisites, so a fresh machine needs
+//! only `cargo xtask run` and `cargo xtask test`.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    match args.first().map(String::as_str) {
+        Some("run") => run(&root, &args[1..]),
+        Some("test") => test(&root),
+        Some("bench") => bench(&root, args.get(1).map(String::as_str)),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 run [ARGS]       start Waymark on the embedded default (extra ARGS go to `waymark serve`)\n  \
+                 test             install prerequisites and run every test\n  \
+                 bench ingest     ingest load generator vs a bare server"
+            );
+            bail!("unknown command");
+        }
+    }
+}
+
+/// The workspace root (the parent of xtask/).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command in `root`, failing with its name when it fails.
+pub(crate) fn sh(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("+ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    let mut args = vec![
+        "run", "--quiet", "-p", "waymark", "--bin", "waymark", "--", "serve",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    sh(root, &cargo(), &args)
+}
+
+fn test(root: &Path) -> anyhow::Result<()> {
+    // 1. Formatting is cheap to check and keeps diffs honest.
+    sh(root, &cargo(), &["fmt", "--all", "--", "--check"])?;
+    // 2. Build the binaries the end-to-end tests start.
+    sh(root, &cargo(), &["build", "--workspace", "--bins"])?;
+    // 3. Every unit, integration and doc test of the workspace.
+    sh(root, &cargo(), &["test", "--workspace", "--no-fail-fast"])?;
+    Ok(())
+}
+
+fn bench(root: &Path, what: Option<&str>) -> anyhow::Result<()> {
+    match what {
+        Some("ingest") => {
+            sh(
+                root,
+                &cargo(),
+                &[
+                    "build",
+                    "--release",
+                    "-p",
+                    "waymark",
+                    "-p",
+                    "waymark-tests",
+                    "--bins",
+                ],
+            )?;
+            let target = setup::target_dir(root);
+            let waymark = target.join("release/waymark");
+            let loadgen = target.join("release/waymark-loadgen");
+            sh(
+                root,
+                loadgen.to_str().unwrap_or("waymark-loadgen"),
+                &["ingest", "--waymark", waymark.to_str().unwrap_or("waymark")],
+            )
+        }
+        _ => bail!("usage: cargo xtask bench ingest"),
+    }
+}
