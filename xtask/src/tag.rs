@@ -127,7 +127,7 @@ pub fn build_tag(root: &Path) -> anyhow::Result<TagSizes> {
         .arg(&shrunk)
         .arg("-o")
         .arg(&opt))?;
-    let wasm = std::fs::read(&opt)?;
+    let wasm = fix_table_exports(&std::fs::read(&opt)?)?;
     let wasm_name = format!("waymark.{}.wasm", content_hash(&wasm));
 
     // 5. The glue: env.js inlined, short names, pointed at the hashed module.
@@ -356,6 +356,15 @@ fn put_name(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Function-table entries that are never called through the table in the
+/// `bare` build, by name:
+/// - wasm-bindgen's closure invoke shims (the glue calls them as exports);
+/// - `Display` impls referenced by panic messages, which are only called
+///   when a message is formatted, and the `bare` panic handler formats
+///   nothing;
+/// - js-sys's JSPI task waker (the tag runs no futures).
+const DEAD_TABLE_ENTRIES: [&str; 3] = ["closures::_::invoke", "::fmt::Display>::fmt", "jspi::task_waker"];
+
 /// Short import names: import module → short module, and each field of
 /// the glue module (`__wbg_*`) → a short field. The glue is rewritten with
 /// the same map.
@@ -368,9 +377,9 @@ pub struct Renames {
 }
 
 /// The two byte passes over wasm-bindgen's output (see the module docs):
-/// - function-table entries pointing at closure invoke shims (which the
-///   glue calls through exports, never through the table) are pointed at
-///   the table's first other entry, so wasm-opt can drop the shims;
+/// - function-table entries that are never called through the table
+///   ([`DEAD_TABLE_ENTRIES`]) are pointed at the table's first other entry,
+///   so wasm-opt can drop the functions;
 /// - import modules and glue import fields get short names.
 ///
 /// Needs the name section (`--keep-debug`) to recognise the shims.
@@ -427,7 +436,7 @@ pub fn shrink_module(m: &[u8]) -> anyhow::Result<(Vec<u8>, Renames)> {
     let is_shim = |f: u32| {
         names
             .get(&f)
-            .is_some_and(|n| n.contains("closures::_::invoke"))
+            .is_some_and(|n| DEAD_TABLE_ENTRIES.iter().any(|d| n.contains(d)))
     };
 
     // Pass 2: rewrite the import (2) and element (9) sections.
@@ -513,6 +522,76 @@ pub fn shrink_module(m: &[u8]) -> anyhow::Result<(Vec<u8>, Renames)> {
         }
     }
     Ok((out, renames))
+}
+
+/// Points each exported table at a table of the type its name implies.
+///
+/// NOTE: Debian bookworm's binaryen (108) writes the export of
+/// wasm-bindgen's `__wbindgen_externrefs` table with the index of the
+/// function table (the code itself keeps using the right table), and
+/// `init` then fails with "WebAssembly.Table.set(): Argument 1 is invalid
+/// for table". This re-points that export at the module's one externref
+/// table, and fails if there is not exactly one.
+pub fn fix_table_exports(m: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = m.to_vec();
+    let mut i = 8;
+    let mut externref_tables = Vec::new();
+    let mut table_count = 0u32;
+    while i < m.len() {
+        let id = m[i];
+        i += 1;
+        let size = leb(m, &mut i)? as usize;
+        let end = i + size;
+        if id == 2 {
+            let mut j = i;
+            for _ in 0..leb(m, &mut j)? {
+                name(m, &mut j)?;
+                name(m, &mut j)?;
+                let kind = m[j];
+                j += 1;
+                if kind == 1 {
+                    if m.get(j) == Some(&0x6f) {
+                        externref_tables.push(table_count);
+                    }
+                    table_count += 1;
+                }
+                skip_import_desc(m, &mut j, kind)?;
+            }
+        }
+        if id == 4 {
+            let mut j = i;
+            for _ in 0..leb(m, &mut j)? {
+                if m.get(j) == Some(&0x6f) {
+                    externref_tables.push(table_count);
+                }
+                table_count += 1;
+                skip_import_desc(m, &mut j, 1)?;
+            }
+        }
+        if id == 7 {
+            let mut j = i;
+            for _ in 0..leb(m, &mut j)? {
+                let field = name(m, &mut j)?.to_string();
+                let kind = m[j];
+                j += 1;
+                let at = j;
+                let idx = leb(m, &mut j)?;
+                if kind == 1 && field == "__wbindgen_externrefs" {
+                    let [want] = externref_tables[..] else {
+                        bail!("wasm: expected one externref table, found {}", externref_tables.len());
+                    };
+                    if idx != want {
+                        if j - at != 1 || want > 127 {
+                            bail!("wasm: cannot re-point the externref table export in place");
+                        }
+                        out[at] = want as u8;
+                    }
+                }
+            }
+        }
+        i = end;
+    }
+    Ok(out)
 }
 
 fn skip_import_desc(m: &[u8], j: &mut usize, kind: u8) -> anyhow::Result<()> {
