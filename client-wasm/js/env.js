@@ -7,6 +7,7 @@
 // Router kinds, mirrored in src/env.rs.
 // 0 drain  1 page hidden  2 online  3 timer  4 send answered
 // 5 SPA page view  6 auto track [name, props]  7 TCF data  8 dataLayer item
+// 9 page visible again
 
 // localStorage as JSON; undefined when missing, malformed or disabled.
 export function wm_load(k) {
@@ -78,7 +79,8 @@ export function wm_listen(a, r) {
   a.h = function () { r(0); };
   var d = document, w = window, dl, push, tcf = w.__tcfapi;
   addEventListener("pagehide", function () { r(1); });
-  d.addEventListener("visibilitychange", function () { d.visibilityState == "hidden" && r(1); });
+  addEventListener("pageshow", function () { r(9); });
+  d.addEventListener("visibilitychange", function () { r(d.visibilityState == "hidden" ? 1 : 9); });
   addEventListener("online", function () { r(2); });
   if (typeof tcf == "function") {
     try { tcf("addEventListener", 2, function (t, ok) { ok && r(7, t); }); } catch (e) {}

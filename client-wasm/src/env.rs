@@ -32,6 +32,8 @@ pub mod kind {
     pub const TCF: u32 = 7;
     /// A `dataLayer` item.
     pub const DATA_LAYER: u32 = 8;
+    /// The page is shown or visible again.
+    pub const VISIBLE: u32 = 9;
 }
 
 #[wasm_bindgen(module = "/js/env.js")]

@@ -118,7 +118,13 @@ fn route(k: u32, arg: JsValue) {
     match k {
         kind::DRAIN => drain(),
         kind::HIDDEN => {
-            with(|t| t.send.unload(&t.cfg));
+            with(|t| {
+                t.send.hidden = true;
+                t.send.unload(&t.cfg);
+            });
+        }
+        kind::VISIBLE => {
+            with(|t| t.send.hidden = false);
         }
         kind::ONLINE => {
             with(|t| t.send.resume());

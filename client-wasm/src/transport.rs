@@ -47,6 +47,9 @@ pub struct Sender {
     retry_at: f64,
     /// The armed timer's id, or `undefined`.
     timer: JsValue,
+    /// The page is hidden or going away: events queued now (by the site's
+    /// own `pagehide` handlers, say) are beaconed at once.
+    pub hidden: bool,
 }
 
 impl Sender {
@@ -59,6 +62,7 @@ impl Sender {
             attempt: 0,
             retry_at: 0.0,
             timer: JsValue::UNDEFINED,
+            hidden: false,
         }
     }
 
@@ -70,7 +74,9 @@ impl Sender {
             self.remove(self.inflight, 1);
         }
         wm_save(KEY_QUEUE, &self.queue);
-        if self.queue.length().saturating_sub(self.inflight) >= cfg.flush_at {
+        if self.hidden {
+            self.unload(cfg);
+        } else if self.queue.length().saturating_sub(self.inflight) >= cfg.flush_at {
             self.schedule(0, true);
         } else {
             self.schedule(cfg.flush_interval_ms, false);
