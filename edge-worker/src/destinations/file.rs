@@ -17,7 +17,6 @@ use crate::config::ConfigError;
 use crate::storage::OutboxEntry;
 
 /// An example `file` destination.
-#[cfg(test)]
 pub const EXAMPLE: &str = r#"
 [[destinations]]
 name = "lake"

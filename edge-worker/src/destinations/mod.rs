@@ -28,6 +28,18 @@ pub use mixpanel::MixpanelConfig;
 pub use segment::SegmentConfig;
 pub use webhook::{signature as webhook_signature, WebhookConfig};
 
+/// Each destination type with its example `[[destinations]]` table, for
+/// the README reference and `waymark check` tests.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    ("file", file::EXAMPLE),
+    ("webhook", webhook::EXAMPLE),
+    ("segment", segment::EXAMPLE),
+    ("ga4", ga4::EXAMPLE),
+    ("mixpanel", mixpanel::EXAMPLE),
+    ("amplitude", amplitude::EXAMPLE),
+    ("meta_capi", meta_capi::EXAMPLE),
+];
+
 /// What a destination is built with besides its own settings.
 #[derive(Debug, Clone)]
 pub struct BuildContext {

@@ -7,12 +7,14 @@
 //! embedded default: WAL mode, one writer thread with group commit
 //! ([`writer`]), and a small pool of read connections.
 
+pub(crate) mod delivery;
 mod schema;
 mod sqlite;
 pub(crate) mod writer;
 
 use std::sync::Arc;
 
+pub use delivery::{ConsentSettled, DeadLetter, HeldEvent, HoldCommit, HoldOutcome};
 pub use sqlite::SqliteStorage;
 
 /// A storage failure. The store is unusable or a statement failed.
@@ -172,4 +174,39 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Proves the store accepts a durable write. Used by `/readyz`.
     async fn check_writable(&self) -> Result<(), StorageError>;
+
+    // Delivery (issue #5): dead letters and consent holds.
+
+    /// Up to `limit` dead letters of `destination`, oldest first. Called by
+    /// `waymark dlq list` and `GET /admin/dlq`.
+    async fn dead_letters(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StorageError>;
+
+    /// Moves dead letters of `destination` (all, or those with `ids`) back
+    /// to its outbox with a fresh age. Returns how many moved.
+    async fn replay_dead_letters(
+        &self,
+        destination: &str,
+        ids: Option<Vec<i64>>,
+    ) -> Result<u64, StorageError>;
+
+    /// Dead letters waiting for `destination`.
+    async fn dead_letter_count(&self, destination: &str) -> Result<u64, StorageError>;
+
+    /// Applies consent decisions (release to the outbox or drop) and adds
+    /// new holds, in one durable write. Called by the outbox before the ack.
+    async fn commit_holds(&self, commit: HoldCommit) -> Result<HoldOutcome, StorageError>;
+
+    /// Whether any `(destination, visitor)` pair has held events. A cheap
+    /// read that spares a commit when a decision has nothing to settle.
+    async fn holds_exist(&self, keys: Vec<(Arc<str>, String)>) -> Result<bool, StorageError>;
+
+    /// Drops holds of `destination` that expired by `now_ms`; returns how many.
+    async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError>;
+
+    /// Events held for `destination`.
+    async fn held_count(&self, destination: &str) -> Result<u64, StorageError>;
 }

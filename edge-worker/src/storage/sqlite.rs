@@ -34,6 +34,8 @@ impl SqliteStorage {
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
         let mut conn = open_connection(&path).map_err(|e| open_error(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| open_error(e.to_string()))?;
+        schema::migrate_module(&mut conn, "delivery", super::delivery::MIGRATIONS)
+            .map_err(|e| open_error(e.to_string()))?;
         let writer = WriteQueue::start(conn, max_group).map_err(|e| open_error(e.to_string()))?;
         Ok(Arc::new(SqliteStorage {
             path,
@@ -269,6 +271,45 @@ impl Storage for Arc<SqliteStorage> {
             Ok(())
         })
         .await
+    }
+
+    async fn dead_letters(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<super::DeadLetter>, StorageError> {
+        super::delivery::dead_letters(self, destination, limit).await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        destination: &str,
+        ids: Option<Vec<i64>>,
+    ) -> Result<u64, StorageError> {
+        super::delivery::replay_dead_letters(self, destination, ids).await
+    }
+
+    async fn dead_letter_count(&self, destination: &str) -> Result<u64, StorageError> {
+        super::delivery::dead_letter_count(self, destination).await
+    }
+
+    async fn commit_holds(
+        &self,
+        commit: super::HoldCommit,
+    ) -> Result<super::HoldOutcome, StorageError> {
+        super::delivery::commit_holds(self, commit).await
+    }
+
+    async fn holds_exist(&self, keys: Vec<(Arc<str>, String)>) -> Result<bool, StorageError> {
+        super::delivery::holds_exist(self, keys).await
+    }
+
+    async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError> {
+        super::delivery::expire_holds(self, destination, now_ms).await
+    }
+
+    async fn held_count(&self, destination: &str) -> Result<u64, StorageError> {
+        super::delivery::held_count(self, destination).await
     }
 }
 

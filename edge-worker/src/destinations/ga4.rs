@@ -1,0 +1,419 @@
+//! The `ga4` destination: Google Analytics 4 Measurement Protocol,
+//! `POST /mp/collect?measurement_id=…&api_secret=…`.
+//!
+//! One request carries one `client_id` and at most 25 events, so a batch is
+//! grouped by visitor. Mapping:
+//! - `client_id` is the visitor (`context.waymark.visitorId`, else
+//!   `anonymousId`); `user_id` is `userId`.
+//! - `consent.ad_user_data` / `consent.ad_personalization` come from the
+//!   event's Google Consent Mode fields (`context.consent.gcm`), else from
+//!   the configured purpose in `categoryPreferences`.
+//! - `page` becomes `page_view`, `screen` becomes `screen_view`, `track`
+//!   keeps its name mapped to GA4's rules (letters, digits and `_`, starting
+//!   with a letter, at most 40 characters, not reserved). `identify`,
+//!   `group` and `alias` have no GA4 event and are skipped (debug log).
+//! - Scalar properties become params (names mapped the same way, string
+//!   values cut to 100 characters, at most 25 params); `session_id` and
+//!   `engagement_time_msec` are always set.
+
+use std::collections::BTreeMap;
+
+use reqwest::header::CONTENT_TYPE;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use url::Url;
+
+use super::http::{self, default_timeout_ms, str_at};
+use super::{parse_settings, BuildContext, DeliveryError, Destination};
+use crate::config::ConfigError;
+use crate::storage::OutboxEntry;
+
+/// GA4's limit on events per request.
+pub const MAX_EVENTS: usize = 25;
+/// GA4's limit on params per event.
+pub const MAX_PARAMS: usize = 25;
+/// GA4's limit on event and param names, in characters.
+pub const MAX_NAME_CHARS: usize = 40;
+/// GA4's limit on string param values, in characters.
+pub const MAX_VALUE_CHARS: usize = 100;
+
+/// Event names GA4 reserves.
+pub const RESERVED_EVENTS: &[&str] = &[
+    "ad_activeview",
+    "ad_click",
+    "ad_exposure",
+    "ad_query",
+    "ad_reward",
+    "adunit_exposure",
+    "app_background",
+    "app_clear_data",
+    "app_exception",
+    "app_remove",
+    "app_store_refund",
+    "app_store_subscription_cancel",
+    "app_store_subscription_convert",
+    "app_store_subscription_renew",
+    "app_update",
+    "app_upgrade",
+    "dynamic_link_app_open",
+    "dynamic_link_app_update",
+    "dynamic_link_first_open",
+    "error",
+    "firebase_campaign",
+    "firebase_in_app_message_action",
+    "firebase_in_app_message_dismiss",
+    "firebase_in_app_message_impression",
+    "first_open",
+    "first_visit",
+    "in_app_purchase",
+    "notification_dismiss",
+    "notification_foreground",
+    "notification_open",
+    "notification_receive",
+    "os_update",
+    "session_start",
+    "session_start_with_rollout",
+    "user_engagement",
+];
+
+/// Name prefixes GA4 reserves for events and params.
+pub const RESERVED_PREFIXES: &[&str] = &["_", "firebase_", "ga_", "google_", "gtag."];
+
+/// An example `ga4` destination.
+pub const EXAMPLE: &str = r#"
+[[destinations]]
+name = "ga4"
+type = "ga4"
+consent = ["analytics"]
+measurement_id = "G-ABC123XYZ"
+api_secret_env = "GA4_API_SECRET"
+ads_purpose = "marketing"
+base_url = "https://www.google-analytics.com"
+timeout_ms = 10000
+"#;
+
+/// Settings for the `ga4` destination.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ga4Config {
+    /// The web stream's measurement ID, such as `G-ABC123XYZ`. Required.
+    pub measurement_id: String,
+    /// Environment variable holding the Measurement Protocol API secret.
+    #[serde(default)]
+    pub api_secret_env: Option<String>,
+    /// The API secret inline; for development only, prefer `api_secret_env`.
+    #[serde(default)]
+    pub api_secret: Option<String>,
+    /// Purpose whose grant sets `ad_user_data` and `ad_personalization` to
+    /// `GRANTED` when the event carries no Consent Mode fields. Default: `marketing`.
+    #[serde(default = "default_ads_purpose")]
+    pub ads_purpose: String,
+    /// API root; `/mp/collect` is appended. Tests point this at a loopback
+    /// fake. Default: `https://www.google-analytics.com` (EU:
+    /// `https://region1.google-analytics.com`).
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Longest a request may take, in milliseconds. Default: 10000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_ads_purpose() -> String {
+    "marketing".to_owned()
+}
+
+fn default_base_url() -> String {
+    "https://www.google-analytics.com".to_owned()
+}
+
+impl Ga4Config {
+    /// Parses the settings table.
+    pub fn parse(settings: toml::Table, key: &str) -> Result<Ga4Config, ConfigError> {
+        parse_settings(settings, key)
+    }
+
+    /// Checks the settings and prebuilds the client and URL.
+    pub fn build(
+        &self,
+        _cx: &BuildContext,
+        key: &str,
+    ) -> Result<Box<dyn Destination>, ConfigError> {
+        if self.measurement_id.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.measurement_id"),
+                "empty; copy it from Admin > Data streams > your stream",
+            ));
+        }
+        let secret = http::required_secret(
+            &format!("{key}.api_secret"),
+            self.api_secret.as_deref(),
+            self.api_secret_env.as_deref(),
+        )?;
+        let mut url = http::endpoint(&self.base_url, "/mp/collect", &format!("{key}.base_url"))?;
+        url.query_pairs_mut()
+            .append_pair("measurement_id", &self.measurement_id)
+            .append_pair("api_secret", &secret);
+        Ok(Box::new(Ga4Destination {
+            client: http::client(self.timeout_ms, key)?,
+            url,
+            ads_purpose: self.ads_purpose.clone(),
+        }))
+    }
+}
+
+struct Ga4Destination {
+    client: reqwest::Client,
+    url: Url,
+    ads_purpose: String,
+}
+
+/// Maps a name to GA4's rules: lowercase snake case of letters, digits and
+/// `_`, starting with a letter, at most 40 characters, never reserved.
+pub fn ga4_name(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(MAX_NAME_CHARS));
+    let mut last_underscore = false;
+    for c in raw.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+            last_underscore = false;
+        } else if !last_underscore && !out.is_empty() {
+            out.push('_');
+            last_underscore = true;
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    if !out.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        out.insert_str(0, "e_");
+    }
+    if RESERVED_EVENTS.contains(&out.as_str())
+        || RESERVED_PREFIXES.iter().any(|p| out.starts_with(p))
+    {
+        out.insert_str(0, "wm_");
+    }
+    out.truncate(MAX_NAME_CHARS);
+    out
+}
+
+/// `GRANTED` / `DENIED` for a Consent Mode field, from `gcm` or the purpose.
+fn consent_signal(event: &Map<String, Value>, gcm_field: &str, purpose: &str) -> &'static str {
+    let gcm = http::at(event, &format!("context.consent.gcm.{gcm_field}")).and_then(Value::as_str);
+    let granted = match gcm {
+        Some(v) => v.eq_ignore_ascii_case("granted"),
+        None => http::grants(event, purpose),
+    };
+    if granted {
+        "GRANTED"
+    } else {
+        "DENIED"
+    }
+}
+
+/// A deterministic session: `context.waymark.sessionId` (or
+/// `context.sessionId`) when the event has one, else the 30-minute window
+/// the event falls in, as GA4 session ids are the session's start in seconds.
+fn session_id(event: &Map<String, Value>, time_ms: i64) -> Value {
+    for path in ["context.waymark.sessionId", "context.sessionId"] {
+        match http::at(event, path) {
+            Some(Value::Number(n)) => return Value::Number(n.clone()),
+            Some(Value::String(s)) if !s.is_empty() => return Value::String(s.clone()),
+            _ => {}
+        }
+    }
+    let secs = time_ms.div_euclid(1_000);
+    json!(secs - secs.rem_euclid(1_800))
+}
+
+/// One GA4 event and the client it belongs to, or `None` when the call has no GA4 event.
+fn encode(
+    event: &Map<String, Value>,
+    ads_purpose: &str,
+) -> Option<(String, Option<String>, Value, Value)> {
+    let kind = str_at(event, "type").unwrap_or("track");
+    let time_ms = http::event_time_ms(event);
+    let mut params = Map::new();
+    let name = match kind {
+        "track" => ga4_name(str_at(event, "event").unwrap_or("event")),
+        "page" => {
+            for (param, path) in [
+                ("page_location", "context.page.url"),
+                ("page_title", "context.page.title"),
+                ("page_referrer", "context.page.referrer"),
+            ] {
+                if let Some(v) = str_at(event, path) {
+                    params.insert(param.into(), json!(cut(v)));
+                }
+            }
+            "page_view".to_owned()
+        }
+        "screen" => {
+            if let Some(v) = str_at(event, "name") {
+                params.insert("screen_name".into(), json!(cut(v)));
+            }
+            "screen_view".to_owned()
+        }
+        _ => return None,
+    };
+    params.insert("session_id".into(), session_id(event, time_ms));
+    params.insert("engagement_time_msec".into(), json!(1));
+    if let Some(props) = event.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            if params.len() >= MAX_PARAMS {
+                break;
+            }
+            let value = match v {
+                Value::String(s) => json!(cut(s)),
+                Value::Number(_) | Value::Bool(_) => v.clone(),
+                _ => continue,
+            };
+            params.entry(ga4_name(k)).or_insert(value);
+        }
+    }
+    let client_id = http::visitor_id(event)
+        .or_else(|| str_at(event, "userId"))?
+        .to_owned();
+    let user_id = str_at(event, "userId").map(str::to_owned);
+    let consent = json!({
+        "ad_user_data": consent_signal(event, "ad_user_data", ads_purpose),
+        "ad_personalization": consent_signal(event, "ad_personalization", ads_purpose),
+    });
+    let ga_event = json!({
+        "name": name,
+        "params": params,
+        "timestamp_micros": time_ms.saturating_mul(1_000),
+    });
+    Some((client_id, user_id, consent, ga_event))
+}
+
+/// Cuts a string value to GA4's 100 characters.
+fn cut(s: &str) -> String {
+    s.chars().take(MAX_VALUE_CHARS).collect()
+}
+
+/// A request under construction: one client, one user, one consent state.
+struct Request {
+    client_id: String,
+    user_id: Option<String>,
+    consent: Value,
+    events: Vec<Value>,
+}
+
+#[async_trait::async_trait]
+impl Destination for Ga4Destination {
+    fn max_batch(&self) -> usize {
+        // Events of many visitors share a batch; each request holds one.
+        250
+    }
+
+    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError> {
+        // 1. Group by client (and user and consent), in order, 25 per request.
+        let mut requests: Vec<Request> = Vec::new();
+        let mut open: BTreeMap<(String, Option<String>, String), usize> = BTreeMap::new();
+        for entry in events {
+            let event = http::parse_event(entry)?;
+            let Some((client_id, user_id, consent, ga_event)) = encode(&event, &self.ads_purpose)
+            else {
+                tracing::debug!(message_id = %entry.message_id, "Event has no GA4 equivalent; skipped.");
+                continue;
+            };
+            let key = (client_id.clone(), user_id.clone(), consent.to_string());
+            match open.get(&key).copied() {
+                Some(i) if requests[i].events.len() < MAX_EVENTS => {
+                    requests[i].events.push(ga_event)
+                }
+                _ => {
+                    open.insert(key, requests.len());
+                    requests.push(Request {
+                        client_id,
+                        user_id,
+                        consent,
+                        events: vec![ga_event],
+                    });
+                }
+            }
+        }
+        // 2. Send each.
+        for r in requests {
+            let mut body = json!({
+                "client_id": r.client_id,
+                "consent": r.consent,
+                "events": r.events,
+            });
+            if let (Some(user_id), Some(map)) = (r.user_id, body.as_object_mut()) {
+                map.insert("user_id".into(), json!(user_id));
+            }
+            let request = self
+                .client
+                .post(self.url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+            http::send(request, "ga4").await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> toml::Table {
+        let doc: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let mut t = doc["destinations"].as_array().unwrap()[0]
+            .as_table()
+            .unwrap()
+            .clone();
+        for k in ["name", "type", "consent"] {
+            t.remove(k);
+        }
+        t
+    }
+
+    #[test]
+    fn the_example_parses_and_a_misspelt_key_is_named() {
+        assert!(Ga4Config::parse(settings(), "x").is_ok());
+        let mut s = settings();
+        s.insert("measurment_id".into(), toml::Value::String("G-1".into()));
+        let err = Ga4Config::parse(s, "destinations[0].settings").unwrap_err();
+        assert!(err.to_string().contains("measurment_id"), "{err}");
+    }
+
+    #[test]
+    fn names_follow_ga4_rules() {
+        assert_eq!(ga4_name("Order Completed"), "order_completed");
+        assert_eq!(ga4_name("  Added-to cart!! "), "added_to_cart");
+        assert_eq!(ga4_name("1st purchase"), "e_1st_purchase");
+        assert_eq!(ga4_name("session_start"), "wm_session_start");
+        assert_eq!(ga4_name("google_thing"), "wm_google_thing");
+        assert_eq!(ga4_name("_private"), "private");
+        assert_eq!(ga4_name(&"x".repeat(60)).len(), MAX_NAME_CHARS);
+    }
+
+    #[test]
+    fn events_map_to_client_consent_and_params() {
+        let event = json!({
+            "type": "track", "event": "Order Completed", "userId": "u1",
+            "anonymousId": "a1", "timestamp": "2024-05-01T10:00:00Z",
+            "context": {"waymark": {"visitorId": "v1"},
+                        "consent": {"categoryPreferences": {"marketing": true}, "gcm": {"ad_personalization": "denied"}}},
+            "properties": {"Total Price": 12.5, "nested": {"a": 1}, "note": "n".repeat(150)}
+        });
+        let (client, user, consent, ga) = encode(event.as_object().unwrap(), "marketing").unwrap();
+        assert_eq!(client, "v1");
+        assert_eq!(user.as_deref(), Some("u1"));
+        assert_eq!(
+            consent,
+            json!({"ad_user_data":"GRANTED","ad_personalization":"DENIED"})
+        );
+        assert_eq!(ga["name"], "order_completed");
+        assert_eq!(ga["params"]["total_price"], 12.5);
+        assert!(ga["params"].get("nested").is_none());
+        assert_eq!(ga["params"]["note"].as_str().unwrap().len(), 100);
+        assert_eq!(ga["params"]["session_id"], json!(1_714_557_600));
+        assert_eq!(ga["timestamp_micros"], json!(1_714_557_600_000_000i64));
+        let identify = json!({"type":"identify","userId":"u1"});
+        assert!(encode(identify.as_object().unwrap(), "marketing").is_none());
+    }
+}

@@ -1,0 +1,533 @@
+//! What delivery needs from the store beyond the outbox: the dead-letter
+//! store's list and replay, and consent holds (events waiting for a
+//! visitor's decision before they may reach a destination).
+//!
+//! The [`Storage`](super::Storage) methods of the SQLite store delegate to
+//! the functions here, so delivery's SQL sits in one file (issue #5).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::sqlite::SqliteStorage;
+use super::StorageError;
+use crate::time::now_ms;
+
+/// The `delivery` module's migrations, applied by `SqliteStorage::open`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: consent holds.
+    r#"
+    CREATE TABLE consent_holds (
+        id              INTEGER PRIMARY KEY,
+        destination     TEXT NOT NULL,
+        source          TEXT NOT NULL,
+        visitor         TEXT NOT NULL,
+        message_id      TEXT NOT NULL,
+        event           TEXT NOT NULL,
+        held_at_ms      INTEGER NOT NULL,
+        expires_at_ms   INTEGER NOT NULL,
+        UNIQUE (destination, message_id)
+    );
+    CREATE INDEX consent_holds_visitor ON consent_holds (destination, visitor);
+    CREATE INDEX consent_holds_expiry ON consent_holds (destination, expires_at_ms);
+    "#,
+];
+
+/// A dead-lettered event, as listed by the CLI and the admin API.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Row id; pass it to replay one event.
+    pub id: i64,
+    /// The destination it failed for.
+    pub destination: String,
+    /// Source name.
+    pub source: String,
+    /// The event's `messageId`.
+    pub message_id: String,
+    /// When it was first committed, in Unix milliseconds.
+    pub enqueued_at_ms: i64,
+    /// When it was dead-lettered, in Unix milliseconds.
+    pub failed_at_ms: i64,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// The last error (vendor status and body excerpt, or `max age`).
+    pub reason: String,
+    /// The event as JSON.
+    pub event: Box<serde_json::value::RawValue>,
+}
+
+/// An event held for a destination until its visitor decides on consent.
+#[derive(Debug, Clone)]
+pub struct HeldEvent {
+    /// The destination that waits.
+    pub destination: Arc<str>,
+    /// Source name.
+    pub source: Arc<str>,
+    /// The visitor whose later events release or drop it.
+    pub visitor: String,
+    /// The event's `messageId`.
+    pub message_id: String,
+    /// The event as JSON.
+    pub json: String,
+}
+
+/// A later event's consent decision for one visitor and destination.
+#[derive(Debug, Clone)]
+pub struct ConsentSettled {
+    /// The destination that waits.
+    pub destination: Arc<str>,
+    /// The visitor.
+    pub visitor: String,
+    /// `Some(purposes)`: granted, release with these purposes marked
+    /// granted on each event; `None`: denied, drop.
+    pub granted: Option<Vec<String>>,
+}
+
+/// Holds to add and decisions to apply, in one durable write.
+#[derive(Debug, Clone, Default)]
+pub struct HoldCommit {
+    /// New holds.
+    pub held: Vec<HeldEvent>,
+    /// Decisions that release or drop earlier holds.
+    pub settled: Vec<ConsentSettled>,
+    /// When the new holds expire, in Unix milliseconds, per destination.
+    pub expires_at_ms: HashMap<Arc<str>, i64>,
+}
+
+/// What a [`HoldCommit`] did, per destination.
+#[derive(Debug, Clone, Default)]
+pub struct HoldOutcome {
+    /// Newly held events (duplicates of a held `messageId` are not counted).
+    pub held: Vec<(Arc<str>, usize)>,
+    /// Events moved to the outbox because consent was granted.
+    pub released: Vec<(Arc<str>, usize)>,
+    /// Events dropped because consent was denied.
+    pub dropped: Vec<(Arc<str>, usize)>,
+}
+
+fn bump(list: &mut Vec<(Arc<str>, usize)>, destination: &Arc<str>, n: usize) {
+    if n == 0 {
+        return;
+    }
+    match list.iter_mut().find(|(d, _)| d == destination) {
+        Some((_, c)) => *c += n,
+        None => list.push((Arc::clone(destination), n)),
+    }
+}
+
+/// Marks `purposes` granted in `context.consent.categoryPreferences` of a
+/// stored event, so that the released event says what allowed it.
+fn mark_granted(json: &str, purposes: &[String]) -> String {
+    let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(json) else {
+        return json.to_owned();
+    };
+    let context = event
+        .entry("context")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(prefs) = context
+        .as_object_mut()
+        .map(|c| {
+            c.entry("consent")
+                .or_insert_with(|| Value::Object(Default::default()))
+        })
+        .and_then(Value::as_object_mut)
+        .map(|c| {
+            c.entry("categoryPreferences")
+                .or_insert_with(|| Value::Object(Default::default()))
+        })
+        .and_then(Value::as_object_mut)
+    else {
+        return json.to_owned();
+    };
+    for p in purposes {
+        prefs.insert(p.clone(), Value::Bool(true));
+    }
+    serde_json::to_string(&event).unwrap_or_else(|_| json.to_owned())
+}
+
+pub(crate) async fn dead_letters(
+    store: &Arc<SqliteStorage>,
+    destination: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StorageError> {
+    let destination = destination.to_owned();
+    store
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, destination, source, message_id, enqueued_at_ms, failed_at_ms, attempts, reason, event
+                 FROM dead_letters WHERE destination = ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![destination, limit as i64], |r| {
+                let event: String = r.get(8)?;
+                Ok((
+                    DeadLetter {
+                        id: r.get(0)?,
+                        destination: r.get(1)?,
+                        source: r.get(2)?,
+                        message_id: r.get(3)?,
+                        enqueued_at_ms: r.get(4)?,
+                        failed_at_ms: r.get(5)?,
+                        attempts: r.get(6)?,
+                        reason: r.get(7)?,
+                        event: serde_json::value::RawValue::from_string("null".into())
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                    },
+                    event,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (mut letter, event) = row?;
+                if let Ok(raw) = serde_json::value::RawValue::from_string(event) {
+                    letter.event = raw;
+                }
+                out.push(letter);
+            }
+            Ok(out)
+        })
+        .await
+}
+
+pub(crate) async fn replay_dead_letters(
+    store: &Arc<SqliteStorage>,
+    destination: &str,
+    ids: Option<Vec<i64>>,
+) -> Result<u64, StorageError> {
+    let destination = destination.to_owned();
+    store
+        .write(move |conn| {
+            let now = now_ms();
+            // Replayed events start afresh: new age, no attempts.
+            let copy = "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms)
+                        SELECT destination, source, message_id, event, ?2 FROM dead_letters";
+            let moved = match ids {
+                None => {
+                    let n = conn.execute(
+                        &format!("{copy} WHERE destination = ?1 ORDER BY id"),
+                        params![destination, now],
+                    )?;
+                    conn.execute(
+                        "DELETE FROM dead_letters WHERE destination = ?1",
+                        [&destination],
+                    )?;
+                    n
+                }
+                Some(ids) => {
+                    let mut insert =
+                        conn.prepare_cached(&format!("{copy} WHERE destination = ?1 AND id = ?3"))?;
+                    let mut delete = conn.prepare_cached(
+                        "DELETE FROM dead_letters WHERE destination = ?1 AND id = ?2",
+                    )?;
+                    let mut n = 0;
+                    for id in ids {
+                        n += insert.execute(params![destination, now, id])?;
+                        delete.execute(params![destination, id])?;
+                    }
+                    n
+                }
+            };
+            Ok(moved as u64)
+        })
+        .await
+}
+
+pub(crate) async fn holds_exist(
+    store: &Arc<SqliteStorage>,
+    keys: Vec<(Arc<str>, String)>,
+) -> Result<bool, StorageError> {
+    store
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM consent_holds WHERE destination = ?1 AND visitor = ?2)",
+            )?;
+            for (destination, visitor) in &keys {
+                if stmt.query_row(params![&**destination, visitor], |r| r.get::<_, bool>(0))? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
+}
+
+pub(crate) async fn commit_holds(
+    store: &Arc<SqliteStorage>,
+    commit: HoldCommit,
+) -> Result<HoldOutcome, StorageError> {
+    store
+        .write(move |conn| {
+            let now = now_ms();
+            let mut outcome = HoldOutcome::default();
+            // 1. Decisions first: a request that grants also releases what it holds.
+            for s in &commit.settled {
+                let n = settle(conn, s, now)?;
+                match s.granted {
+                    Some(_) => bump(&mut outcome.released, &s.destination, n),
+                    None => bump(&mut outcome.dropped, &s.destination, n),
+                }
+            }
+            // 2. New holds.
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO consent_holds (destination, source, visitor, message_id, event, held_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (destination, message_id) DO NOTHING",
+            )?;
+            for h in &commit.held {
+                let expires = commit.expires_at_ms.get(&h.destination).copied().unwrap_or(now);
+                let n = insert.execute(params![
+                    &*h.destination,
+                    &*h.source,
+                    h.visitor,
+                    h.message_id,
+                    h.json,
+                    now,
+                    expires
+                ])?;
+                bump(&mut outcome.held, &h.destination, n);
+            }
+            Ok(outcome)
+        })
+        .await
+}
+
+/// Releases (to the outbox) or drops one visitor's holds for one destination.
+fn settle(conn: &Connection, s: &ConsentSettled, now: i64) -> Result<usize, StorageError> {
+    if let Some(purposes) = &s.granted {
+        let mut select = conn.prepare_cached(
+            "SELECT source, message_id, event FROM consent_holds
+             WHERE destination = ?1 AND visitor = ?2 ORDER BY id",
+        )?;
+        let rows = select
+            .query_map(params![&*s.destination, s.visitor], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut enqueue = conn.prepare_cached(
+            "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (source, message_id, event) in &rows {
+            enqueue.execute(params![
+                &*s.destination,
+                source,
+                message_id,
+                mark_granted(event, purposes),
+                now
+            ])?;
+        }
+    }
+    let n = conn.execute(
+        "DELETE FROM consent_holds WHERE destination = ?1 AND visitor = ?2",
+        params![&*s.destination, s.visitor],
+    )?;
+    Ok(n)
+}
+
+pub(crate) async fn expire_holds(
+    store: &Arc<SqliteStorage>,
+    destination: &str,
+    now_ms: i64,
+) -> Result<u64, StorageError> {
+    let d = destination.to_owned();
+    // A read first: the common case (nothing expired) costs no commit.
+    let any = store
+        .read({
+            let d = d.clone();
+            move |conn| {
+                Ok(conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM consent_holds WHERE destination = ?1 AND expires_at_ms <= ?2)",
+                    params![d, now_ms],
+                    |r| r.get::<_, bool>(0),
+                )?)
+            }
+        })
+        .await?;
+    if !any {
+        return Ok(0);
+    }
+    store
+        .write(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM consent_holds WHERE destination = ?1 AND expires_at_ms <= ?2",
+                params![d, now_ms],
+            )? as u64)
+        })
+        .await
+}
+
+pub(crate) async fn held_count(
+    store: &Arc<SqliteStorage>,
+    destination: &str,
+) -> Result<u64, StorageError> {
+    let d = destination.to_owned();
+    store
+        .read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM consent_holds WHERE destination = ?1",
+                [d],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+}
+
+pub(crate) async fn dead_letter_count(
+    store: &Arc<SqliteStorage>,
+    destination: &str,
+) -> Result<u64, StorageError> {
+    let d = destination.to_owned();
+    store
+        .read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM dead_letters WHERE destination = ?1",
+                [d],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{AcceptedEvent, IngestCommit, Storage};
+
+    fn tempdir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("waymark-delivery-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn held(dest: &str, visitor: &str, id: &str) -> HeldEvent {
+        HeldEvent {
+            destination: dest.into(),
+            source: "web".into(),
+            visitor: visitor.into(),
+            message_id: id.into(),
+            json: format!(
+                r#"{{"messageId":"{id}","context":{{"consent":{{"categoryPreferences":{{}}}}}}}}"#
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn holds_release_on_grant_and_drop_on_denial() {
+        let store = SqliteStorage::open(&tempdir(), 100).unwrap();
+        let far = HashMap::from([(Arc::from("ads"), now_ms() + 60_000)]);
+        let out = store
+            .commit_holds(HoldCommit {
+                held: vec![
+                    held("ads", "v1", "m1"),
+                    held("ads", "v1", "m2"),
+                    held("ads", "v2", "m3"),
+                    held("ads", "v1", "m1"),
+                ],
+                settled: vec![],
+                expires_at_ms: far.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.held, vec![(Arc::from("ads"), 3)]);
+        assert!(store
+            .holds_exist(vec![("ads".into(), "v1".into())])
+            .await
+            .unwrap());
+        let out = store
+            .commit_holds(HoldCommit {
+                held: vec![],
+                settled: vec![
+                    ConsentSettled {
+                        destination: "ads".into(),
+                        visitor: "v1".into(),
+                        granted: Some(vec!["marketing".into()]),
+                    },
+                    ConsentSettled {
+                        destination: "ads".into(),
+                        visitor: "v2".into(),
+                        granted: None,
+                    },
+                ],
+                expires_at_ms: far,
+            })
+            .await
+            .unwrap();
+        assert_eq!(out.released, vec![(Arc::from("ads"), 2)]);
+        assert_eq!(out.dropped, vec![(Arc::from("ads"), 1)]);
+        let due = store.outbox_due("ads", now_ms(), 10).await.unwrap();
+        assert_eq!(due.len(), 2);
+        assert!(
+            due[0].json.contains(r#""marketing":true"#),
+            "{}",
+            due[0].json
+        );
+        assert_eq!(store.held_count("ads").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn holds_expire() {
+        let store = SqliteStorage::open(&tempdir(), 100).unwrap();
+        store
+            .commit_holds(HoldCommit {
+                held: vec![held("ads", "v1", "m1")],
+                settled: vec![],
+                expires_at_ms: HashMap::from([(Arc::from("ads"), now_ms() - 1)]),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.expire_holds("ads", now_ms()).await.unwrap(), 1);
+        assert_eq!(store.expire_holds("ads", now_ms()).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_list_and_replay() {
+        let store = SqliteStorage::open(&tempdir(), 100).unwrap();
+        let accepted = (0..3)
+            .map(|i| AcceptedEvent {
+                source: "web".into(),
+                message_id: format!("m{i}"),
+                dedup: true,
+                json: format!(r#"{{"messageId":"m{i}"}}"#),
+                destinations: vec!["hook".into()],
+            })
+            .collect();
+        store
+            .commit_ingest(IngestCommit {
+                accepted,
+                quarantined: vec![],
+            })
+            .await
+            .unwrap();
+        let ids = store
+            .outbox_due("hook", now_ms(), 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        store
+            .outbox_dead_letter(ids, "HTTP 400".into())
+            .await
+            .unwrap();
+        let letters = store.dead_letters("hook", 10).await.unwrap();
+        assert_eq!(letters.len(), 3);
+        assert_eq!(letters[0].event.get(), r#"{"messageId":"m0"}"#);
+        assert_eq!(
+            store
+                .replay_dead_letters("hook", Some(vec![letters[1].id]))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.outbox_depth("hook").await.unwrap(), 1);
+        assert_eq!(store.replay_dead_letters("hook", None).await.unwrap(), 2);
+        assert_eq!(store.outbox_depth("hook").await.unwrap(), 3);
+        assert!(store.dead_letters("hook", 10).await.unwrap().is_empty());
+    }
+}
