@@ -99,11 +99,12 @@ impl Worker {
     pub fn start_in(config: &str, data_dir: PathBuf) -> Worker {
         let config_path = data_dir.join("waymark.toml");
         std::fs::write(&config_path, config).expect("write config");
+        let config_arg = config_path.to_string_lossy().into_owned();
         Worker::spawn(
             &[
                 "serve",
                 "--config",
-                config_path.to_str().unwrap_or_default(),
+                &config_arg,
                 "--listen",
                 "127.0.0.1:0",
                 "--data-dir",
