@@ -45,7 +45,8 @@ pub fn build_rules(root: &Path) -> anyhow::Result<()> {
             .join(TARGET)
             .join("release")
             .join(format!("{}.wasm", name.replace('-', "_")));
-        let bytes = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+        let bytes =
+            std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
         let component = wit_component::ComponentEncoder::default()
             .module(&bytes)
             .and_then(|encoder| encoder.validate(true).encode())
@@ -66,7 +67,9 @@ fn guest_crates(root: &Path) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for group in ["examples", "testdata"] {
         let dir = root.join("rules").join(group);
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
             let path = entry?.path();
             if path.join("Cargo.toml").is_file() {
                 if let Some(name) = path.file_name().and_then(|n| n.to_str()) {

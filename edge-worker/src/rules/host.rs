@@ -131,11 +131,12 @@ impl RuleState {
 
     /// Charges `bytes` against the call's write budget.
     fn charge(&mut self, bytes: usize) -> Result<(), PathError> {
-        self.written = self.written.saturating_add(bytes);
-        if self.written > MAX_WRITE_BYTES {
+        let total = self.written.saturating_add(bytes);
+        if total > MAX_WRITE_BYTES {
             self.refused_paths += 1;
             return Err(PathError::TooLarge);
         }
+        self.written = total;
         Ok(())
     }
 }

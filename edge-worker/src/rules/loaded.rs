@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::Map;
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Engine, Trap};
 
@@ -200,8 +201,10 @@ pub(crate) fn check_imports(
     rule: &str,
 ) -> Result<(), RuleError> {
     let ty = component.component_type();
-    for (import, _) in ty.imports(engine) {
-        if !GRANTED_IMPORTS.contains(&import) {
+    for (import, item) in ty.imports(engine) {
+        // Type imports (the world's `use types.{event, verdict}`) grant nothing.
+        let is_type = matches!(item.ty, ComponentItem::Type(_) | ComponentItem::Resource(_));
+        if !is_type && !GRANTED_IMPORTS.contains(&import) {
             return Err(RuleError::ForbiddenImport {
                 rule: rule.to_owned(),
                 import: import.to_owned(),
