@@ -23,6 +23,7 @@ pub mod config;
 pub mod destinations;
 pub mod event;
 pub mod http;
+pub mod identity;
 pub mod rules;
 pub mod stages;
 pub mod storage;

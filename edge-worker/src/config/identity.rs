@@ -26,6 +26,25 @@ pub struct IdentityConfig {
     /// key can be rotated by putting a new one first. At least one is required.
     #[serde(default)]
     pub keys: Vec<CookieKeyConfig>,
+    /// Traits whose values become identifiers of the identity graph, read
+    /// from `traits` of identify calls and `context.traits` of any call. The
+    /// value is trimmed, lowercased and stored only as its SHA-256, under a
+    /// node `<trait>:<hash>`. Default: `["email"]`.
+    #[serde(default = "default_trait_keys")]
+    pub trait_keys: Vec<String>,
+    /// Ids that never link, on top of the built-in deny-list (`undefined`,
+    /// `null`, `0`, `-1`, `anonymous`, `guest`, empty, …); compared trimmed
+    /// and case-insensitively. Default: none.
+    #[serde(default)]
+    pub junk_ids: Vec<String>,
+    /// Inactivity after which a visitor's next event starts a new session,
+    /// in seconds. Default: 1800 (30 minutes).
+    #[serde(default = "default_session_timeout_secs")]
+    pub session_timeout_secs: u64,
+    /// Identifier lookups kept in memory (least recently used evicted), in
+    /// entries; the graph itself stays on disk. Default: 100000.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
 }
 
 /// One cookie signing key.
@@ -50,6 +69,10 @@ impl Default for IdentityConfig {
             cookie_max_age_days: default_cookie_max_age_days(),
             cookie_purpose: default_cookie_purpose(),
             keys: Vec::new(),
+            trait_keys: default_trait_keys(),
+            junk_ids: Vec::new(),
+            session_timeout_secs: default_session_timeout_secs(),
+            cache_entries: default_cache_entries(),
         }
     }
 }
@@ -93,7 +116,7 @@ impl IdentityConfig {
             }
             key.resolve(i)?;
         }
-        Ok(())
+        self.validate_graph()
     }
 }
 
@@ -114,6 +137,55 @@ impl CookieKeyConfig {
         }
         Ok(value.into_bytes())
     }
+}
+
+impl IdentityConfig {
+    /// Checks the identity graph's settings.
+    fn validate_graph(&self) -> Result<(), ConfigError> {
+        for (i, name) in self.trait_keys.iter().enumerate() {
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid || ["user", "anon", "cookie"].contains(&name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("identity.trait_keys[{i}]"),
+                    format!(
+                        "`{name}` is not a usable trait key; use a trait name of letters, digits, `_` or `-` other than user, anon and cookie"
+                    ),
+                ));
+            }
+        }
+        if self.session_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "identity.session_timeout_secs",
+                "0 would start a session per event; use e.g. 1800 (30 minutes)",
+            ));
+        }
+        if self.cache_entries < 1_000 {
+            return Err(ConfigError::invalid(
+                "identity.cache_entries",
+                format!(
+                    "{} is too small to keep active visitors in memory; use at least 1000",
+                    self.cache_entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_trait_keys() -> Vec<String> {
+    vec!["email".to_owned()]
+}
+
+fn default_session_timeout_secs() -> u64 {
+    1_800
+}
+
+fn default_cache_entries() -> usize {
+    100_000
 }
 
 fn default_cookie_name() -> String {

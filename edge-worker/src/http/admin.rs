@@ -85,6 +85,7 @@ fn unauthorized() -> Response {
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/quarantine", get(quarantine))
+        .merge(super::admin_profiles::routes())
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
 }
 

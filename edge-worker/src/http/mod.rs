@@ -4,6 +4,7 @@
 //! under `/admin`, then stacks the layers once, outermost first.
 
 pub mod admin;
+pub mod admin_profiles;
 pub mod error;
 pub mod ingest;
 pub mod ops;

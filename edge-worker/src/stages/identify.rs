@@ -1,12 +1,25 @@
-//! Identify: tie each event to its visitor.
+//! Identify: tie each event to its visitor, its profile and its session.
 //!
-//! The request's verified `wm_vid` visitor id becomes the event's
-//! `anonymousId` when it has none, and is always recorded in
-//! `context.waymark.visitorId`.
+//! [`apply_visitor`] runs per event: the request's verified `wm_vid`
+//! visitor id becomes the event's `anonymousId` when it has none, and is
+//! always recorded in `context.waymark.visitorId`. [`link`] then runs once
+//! per request: it takes each event's identifiers ([`event_ids`]) into the
+//! identity graph in one write, drops events of deleted people, and stamps
+//! the rest with `context.waymark.profileId` and `context.waymark.session`.
 
-use serde_json::Value;
+use std::collections::BTreeMap;
 
-use crate::event::Event;
+use serde_json::{json, Value};
+
+use super::consent::{purpose_state, ConsentState};
+use super::Verdict;
+use crate::config::ConsentDefault;
+use crate::event::{Event, EventType};
+use crate::identity::graph::{Cause, EventIds, Linked};
+use crate::identity::key::{KeyRules, ANON, COOKIE, USER};
+use crate::identity::Identity;
+use crate::storage::StorageError;
+use crate::time::parse_rfc3339;
 use crate::visitor::VisitorId;
 
 /// Applies the request's visitor id to `event`.
@@ -19,16 +32,183 @@ pub fn apply_visitor(event: &mut Event, visitor: Option<&VisitorId>) {
     let _ = event.set("context.waymark.visitorId", id);
 }
 
+/// What the identify stage knows about the request's visitor.
+#[derive(Debug, Clone, Copy)]
+pub struct Visit<'a> {
+    /// The request's visitor id (verified cookie or freshly minted).
+    pub visitor: Option<&'a VisitorId>,
+    /// Whether the visitor id came from a verified cookie. A minted one
+    /// becomes an identifier only for events whose cookie purpose is granted,
+    /// because otherwise no cookie is set and the id dies with the request.
+    pub cookie_known: bool,
+    /// The consent purpose the cookie needs.
+    pub cookie_purpose: &'a str,
+    /// The source's consent defaults.
+    pub default_consent: &'a BTreeMap<String, ConsentDefault>,
+}
+
+/// Links one request's events into the identity graph and stamps them.
+///
+/// Returns a verdict per event: `Drop` for an event of a deleted person
+/// (suppressed), `Keep` for every other. Fails, linking nothing, when the
+/// store does; the caller answers 503 as for a failed outbox commit.
+pub async fn link(
+    identity: &Identity,
+    events: &mut [Event],
+    visit: &Visit<'_>,
+) -> Result<Vec<Verdict>, StorageError> {
+    let now_ms = crate::time::now_ms();
+    let ids = events
+        .iter()
+        .map(|event| {
+            let cookie = visit.visitor.map(VisitorId::as_str).filter(|_| {
+                visit.cookie_known
+                    || purpose_state(event, visit.cookie_purpose, visit.default_consent)
+                        == ConsentState::Granted
+            });
+            event_ids(
+                event,
+                identity.rules(),
+                visit.visitor.map(VisitorId::as_str),
+                cookie,
+                now_ms,
+            )
+        })
+        .collect();
+    let linked = identity.link(ids).await?;
+    let mut verdicts = Vec::with_capacity(events.len());
+    for (event, linked) in events.iter_mut().zip(linked) {
+        match linked {
+            Linked::Profile {
+                profile_id,
+                session,
+            } => {
+                let _ = event.set(
+                    "context.waymark.profileId",
+                    Value::String(profile_id.to_string()),
+                );
+                if let Some(s) = session {
+                    let _ = event.set(
+                        "context.waymark.session",
+                        json!({ "id": s.id, "count": s.count, "start": s.start }),
+                    );
+                }
+                verdicts.push(Verdict::Keep);
+            }
+            Linked::Unlinked => verdicts.push(Verdict::Keep),
+            Linked::Suppressed => verdicts.push(Verdict::Drop {
+                reason: "suppressed".to_owned(),
+            }),
+        }
+    }
+    Ok(verdicts)
+}
+
+/// The identity facts of one event.
+///
+/// `visitor` is the request's visitor id and `cookie` the same id when it
+/// may be used as an identifier. An `anonymousId` equal to the visitor id is
+/// the cookie (the stage filled it in), so it is filed under `cookie:` only,
+/// and not at all when the cookie may not be used.
+pub(crate) fn event_ids(
+    event: &Event,
+    rules: &KeyRules,
+    visitor: Option<&str>,
+    cookie: Option<&str>,
+    now_ms: i64,
+) -> EventIds {
+    let kind = event.event_type();
+    let mut keys: Vec<String> = Vec::with_capacity(4);
+    let push = |keys: &mut Vec<String>, key: Option<String>| {
+        if let Some(key) = key {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    };
+    // 1. Most authoritative first: userId, then trait keys, anonymousId, cookie.
+    let user = event.user_id().and_then(|u| rules.key(USER, u));
+    let user_seed = user.is_some() && kind != EventType::Alias;
+    push(&mut keys, user);
+    let own_traits = match kind {
+        EventType::Identify => event.get("traits").and_then(Value::as_object),
+        _ => None,
+    };
+    let context_traits = event.get("context.traits").and_then(Value::as_object);
+    for name in rules.trait_keys() {
+        let value = own_traits
+            .and_then(|t| t.get(name))
+            .or_else(|| context_traits.and_then(|t| t.get(name)))
+            .and_then(Value::as_str);
+        push(&mut keys, value.and_then(|v| rules.trait_key(name, v)));
+    }
+    if let Some(anon) = event.anonymous_id() {
+        if Some(anon) != visitor {
+            push(&mut keys, rules.key(ANON, anon));
+        }
+    }
+    let cookie_key = cookie.and_then(|c| rules.key(COOKIE, c));
+    push(&mut keys, cookie_key.clone());
+
+    // 2. Sessions follow the browser: the cookie, else the anonymousId, else the user.
+    let session_key = cookie_key.or_else(|| {
+        keys.iter()
+            .rev()
+            .find(|k| k.starts_with("anon:") || k.starts_with("user:"))
+            .cloned()
+    });
+
+    // 3. Traits: context.traits first, so an identify call's own traits win.
+    let mut traits = Vec::new();
+    for source in [context_traits, own_traits].into_iter().flatten() {
+        for (name, value) in source {
+            traits.push((name.clone(), value.to_string()));
+        }
+    }
+
+    let previous_id = match kind {
+        EventType::Alias => event
+            .str("previousId")
+            .filter(|p| !rules.is_junk(p))
+            .map(str::to_owned),
+        _ => None,
+    };
+    let ts_ms = event
+        .str("timestamp")
+        .and_then(parse_rfc3339)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(now_ms);
+    EventIds {
+        message_id: event.message_id().to_owned(),
+        kind,
+        ts_ms,
+        keys,
+        user_seed,
+        cause: if previous_id.is_some() {
+            Cause::Alias
+        } else {
+            Cause::Event
+        },
+        previous_id,
+        traits,
+        session_key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::config::IdentityConfig;
 
     fn event(v: Value) -> Event {
         match v {
             Value::Object(m) => Event::from_map(m),
             _ => unreachable!(),
         }
+    }
+
+    fn rules() -> KeyRules {
+        KeyRules::from_config(&IdentityConfig::default())
     }
 
     #[test]
@@ -47,5 +227,57 @@ mod tests {
         apply_visitor(&mut e, Some(&v));
         assert_eq!(e.anonymous_id(), Some("mine"));
         assert_eq!(e.str("context.waymark.visitorId"), Some(v.as_str()));
+    }
+
+    #[test]
+    fn identifiers_come_most_authoritative_first() {
+        let e = event(json!({
+            "type":"identify","userId":"u1","anonymousId":"a1",
+            "traits":{"email":" Ada@Example.com","name":"Ada"},
+            "timestamp":"2024-01-01T00:00:00.000Z"
+        }));
+        let ids = event_ids(&e, &rules(), Some("vid"), Some("vid"), 0);
+        let kinds: Vec<&str> = ids
+            .keys
+            .iter()
+            .map(|k| k.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(kinds, ["user", "email", "anon", "cookie"]);
+        assert!(ids.user_seed);
+        assert_eq!(ids.session_key.as_deref(), Some("cookie:vid"));
+        assert_eq!(ids.ts_ms, 1_704_067_200_000);
+        assert!(ids
+            .traits
+            .iter()
+            .any(|(k, v)| k == "name" && v == "\"Ada\""));
+    }
+
+    #[test]
+    fn the_filled_in_anonymous_id_is_the_cookie_only() {
+        let e = event(json!({"type":"page","anonymousId":"vid"}));
+        let with_cookie = event_ids(&e, &rules(), Some("vid"), Some("vid"), 0);
+        assert_eq!(with_cookie.keys, ["cookie:vid"]);
+        // No consent for the cookie: the minted id links nothing.
+        let without = event_ids(&e, &rules(), Some("vid"), None, 0);
+        assert!(without.keys.is_empty());
+        assert_eq!(without.session_key, None);
+    }
+
+    #[test]
+    fn junk_ids_are_left_out() {
+        let e = event(json!({"type":"track","userId":"undefined","anonymousId":"  ","event":"x"}));
+        let ids = event_ids(&e, &rules(), None, None, 0);
+        assert!(ids.keys.is_empty());
+        assert!(!ids.user_seed);
+    }
+
+    #[test]
+    fn alias_carries_its_previous_id_and_no_user_seed() {
+        let e = event(json!({"type":"alias","userId":"new","previousId":"old"}));
+        let ids = event_ids(&e, &rules(), None, None, 0);
+        assert_eq!(ids.keys, ["user:new"]);
+        assert_eq!(ids.previous_id.as_deref(), Some("old"));
+        assert_eq!(ids.cause, Cause::Alias);
+        assert!(!ids.user_seed);
     }
 }

@@ -106,6 +106,7 @@ pub struct Pipeline {
     enricher: Enricher,
     router: Router,
     outbox: Outbox,
+    identity: crate::identity::Identity,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -138,6 +139,7 @@ impl Pipeline {
             cookies: CookieCodec::from_config(&config.identity)?,
             enricher,
             router: Router::new(&config.destinations),
+            identity: crate::identity::Identity::build(&config.identity, &storage)?,
             outbox: Outbox::new(storage),
         })
     }
@@ -157,6 +159,11 @@ impl Pipeline {
     /// Ingest limits.
     pub fn limits(&self) -> &crate::config::LimitsConfig {
         &self.limits
+    }
+
+    /// The identity graph, for the admin API.
+    pub fn identity(&self) -> &crate::identity::Identity {
+        &self.identity
     }
 
     /// The outbox, for delivery workers to subscribe to.
@@ -209,6 +216,7 @@ impl Pipeline {
         let mut commit = CommitBuilder::new(&source.name, source.config.dedup);
         let mut cookie_consent = None;
         let mut consent_blocked = 0;
+        let mut identified = Vec::with_capacity(batch.events.len());
         for (index, raw) in batch.events.iter().enumerate() {
             // Normalize: a bad event is quarantined, the others go on.
             let mut event = match normalize(raw, &cx) {
@@ -228,6 +236,22 @@ impl Pipeline {
                 .enrich(&mut event, meta.client_ip, source.config.ip);
             // Identify.
             identify::apply_visitor(&mut event, visitor.as_ref());
+            identified.push(event);
+        }
+        // Identify, once per request: the identity graph, profile and session.
+        let visit = identify::Visit {
+            visitor: visitor.as_ref(),
+            cookie_known: existing.is_some(),
+            cookie_purpose: &self.cookie_purpose,
+            default_consent: &source.config.default_consent,
+        };
+        let verdicts = identify::link(&self.identity, &mut identified, &visit).await?;
+        let mut suppressed = 0;
+        for (event, verdict) in identified.into_iter().zip(verdicts) {
+            if verdict != Verdict::Keep {
+                suppressed += 1;
+                continue;
+            }
             cookie_consent = Some(purpose_state(
                 &event,
                 &self.cookie_purpose,
@@ -237,6 +261,7 @@ impl Pipeline {
             let routes = self.router.route(&event, &source.config);
             consent_blocked += routes.consent_blocked.len();
             commit.accept(&event, routes.to);
+            commit.consent(&event, &routes.consent_blocked, routes.holds);
         }
 
         // Outbox: one durable commit for the whole request.
@@ -260,6 +285,15 @@ impl Pipeline {
                 source: &source.name,
                 reason: error.rejection.reason,
                 count: 1,
+            }
+            .emit();
+        }
+        if suppressed > 0 {
+            EventsDropped {
+                stage: "identify",
+                source: &source.name,
+                reason: "suppressed",
+                count: suppressed,
             }
             .emit();
         }

@@ -175,6 +175,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Proves the store accepts a durable write. Used by `/readyz`.
     async fn check_writable(&self) -> Result<(), StorageError>;
 
+    /// The embedded SQLite store behind this storage, for modules that keep
+    /// their own tables in it (the identity graph). `None` for other backends.
+    fn sqlite(&self) -> Option<Arc<SqliteStorage>> {
+        None
+    }
+
     // Delivery (issue #5): dead letters and consent holds.
 
     /// Up to `limit` dead letters of `destination`, oldest first. Called by

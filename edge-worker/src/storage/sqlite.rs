@@ -34,6 +34,8 @@ impl SqliteStorage {
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
         let mut conn = open_connection(&path).map_err(|e| open_error(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| open_error(e.to_string()))?;
+        schema::migrate_module(&mut conn, "identity", crate::identity::MIGRATIONS)
+            .map_err(|e| open_error(e.to_string()))?;
         schema::migrate_module(&mut conn, "delivery", super::delivery::MIGRATIONS)
             .map_err(|e| open_error(e.to_string()))?;
         let writer = WriteQueue::start(conn, max_group).map_err(|e| open_error(e.to_string()))?;
@@ -259,6 +261,10 @@ impl Storage for Arc<SqliteStorage> {
             Ok(conn.execute("DELETE FROM dedup WHERE seen_at_ms < ?1", [cutoff_ms])? as u64)
         })
         .await
+    }
+
+    fn sqlite(&self) -> Option<Arc<SqliteStorage>> {
+        Some(Arc::clone(self))
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

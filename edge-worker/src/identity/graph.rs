@@ -1,0 +1,603 @@
+//! The identity graph: linking one request's events into profiles.
+//!
+//! [`link_batch`] runs inside one write job on the store's single writer
+//! thread, so every decision about the graph is serialised with every write
+//! to it: two requests can never both create a profile for the same new
+//! identifier, and the node cache ([`GraphState`]) is only ever touched by
+//! the thread that writes the rows it mirrors.
+//!
+//! # Design
+//! For each event, its node keys are taken most-authoritative first (`user:`,
+//! alias `previousId`, trait keys, `anon:`, `cookie:`). The first accepted
+//! key is the event's anchor; every other accepted key that brings something
+//! new (a new node, or another profile) is joined to the anchor by exactly
+//! one link, so each profile's nodes and active links form a tree, and
+//! removing the link of a merge splits the profile back in two (issue #4).
+//! A profile that would bring a second user into a group that already has
+//! one is refused, the refusal logged, and none of its keys linked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hashlink::LruCache;
+use rusqlite::Connection;
+
+use super::key::{kind_of, suppression_hash, ANON, COOKIE, USER};
+use super::store::{self, MergeRecord, NodeStats, SessionRow};
+use crate::event::EventType;
+use crate::storage::StorageError;
+
+/// Why an event's identifiers are linked: an ordinary event, or an explicit `alias`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// Any call but `alias`: its identifiers belong together.
+    Event,
+    /// `alias`: `previousId` and `userId` are the same person.
+    Alias,
+}
+
+impl Cause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cause::Event => "event",
+            Cause::Alias => "alias",
+        }
+    }
+}
+
+/// One event's identity facts, taken from the event before the write job.
+#[derive(Debug, Clone)]
+pub(crate) struct EventIds {
+    /// `messageId`, for the merge log.
+    pub message_id: String,
+    /// The call type, for event counts.
+    pub kind: EventType,
+    /// The event's (skew-corrected) time, in Unix milliseconds.
+    pub ts_ms: i64,
+    /// Node keys, most authoritative first; no junk, no duplicates. A
+    /// `userId` is always first.
+    pub keys: Vec<String>,
+    /// Whether `keys[0]` is the event's own `userId` and counts for the
+    /// guard even while it is new. False for `alias`, whose new `userId`
+    /// may join the `previousId`'s profile.
+    pub user_seed: bool,
+    /// `alias`'s `previousId`, resolved to a node in the job (`user:`, then
+    /// `anon:`, then `cookie:`, else a new `anon:`).
+    pub previous_id: Option<String>,
+    /// Why the keys are linked.
+    pub cause: Cause,
+    /// Traits to keep, as `(name, JSON text)`.
+    pub traits: Vec<(String, String)>,
+    /// The node key sessions are kept under: cookie, else anon, else user.
+    pub session_key: Option<String>,
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Linked {
+    /// The event carried no identifier that may link.
+    Unlinked,
+    /// One of its identifiers belongs to a deleted person: drop the event.
+    Suppressed,
+    /// The event belongs to a profile.
+    Profile {
+        /// The profile's id after every link of the batch.
+        profile_id: Arc<str>,
+        /// The visitor's session, when the event has a session key.
+        session: Option<Session>,
+    },
+}
+
+/// A visitor's session as stamped on an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Session {
+    /// Start of the session, in Unix milliseconds; stable for its length.
+    pub id: i64,
+    /// How many sessions the visitor has had, this one included.
+    pub count: i64,
+    /// Whether this event started the session.
+    pub start: bool,
+}
+
+/// What a batch did, for telemetry.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct BatchReport {
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub nodes_created: u64,
+    pub profiles_created: u64,
+    pub merges: u64,
+    pub refusals: u64,
+    pub suppressed: u64,
+}
+
+/// In-memory state kept beside the graph: bounded caches and counters.
+///
+/// Only write jobs touch it (they run one at a time on the writer thread).
+/// Any failed job clears it, because its rows were rolled back.
+pub(crate) struct GraphState {
+    /// Node key → profile id, least recently used evicted.
+    nodes: LruCache<String, Arc<str>>,
+    /// Session key → session, least recently used evicted.
+    sessions: LruCache<String, SessionRow>,
+    /// Rows in `identity_suppressions` and `identity_blocks`, loaded on first
+    /// use so lookups that cannot hit are skipped.
+    counts: Option<(u64, u64)>,
+}
+
+impl GraphState {
+    /// Empty caches holding at most `entries` nodes and as many sessions.
+    pub(crate) fn new(entries: usize) -> GraphState {
+        GraphState {
+            nodes: LruCache::new(entries.max(16)),
+            sessions: LruCache::new(entries.max(16)),
+            counts: None,
+        }
+    }
+
+    /// Forgets everything (after a failed job, or a privacy operation).
+    pub(crate) fn clear(&mut self) {
+        self.nodes.clear();
+        self.sessions.clear();
+        self.counts = None;
+    }
+
+    /// Forgets one node (deleted or moved by an admin operation).
+    pub(crate) fn forget_node(&mut self, key: &str) {
+        self.nodes.remove(key);
+        self.sessions.remove(key);
+    }
+
+    /// Records that suppressions or blocks were added.
+    pub(crate) fn added(&mut self, suppressions: u64, blocks: u64) {
+        if let Some((s, b)) = self.counts.as_mut() {
+            *s += suppressions;
+            *b += blocks;
+        }
+    }
+
+    fn counts(&mut self, conn: &Connection) -> Result<(u64, u64), StorageError> {
+        if let Some(counts) = self.counts {
+            return Ok(counts);
+        }
+        let counts = (
+            store::count(conn, "identity_suppressions")?,
+            store::count(conn, "identity_blocks")?,
+        );
+        self.counts = Some(counts);
+        Ok(counts)
+    }
+
+    /// The profile of a node: the cache, then the store.
+    fn lookup(
+        &mut self,
+        conn: &Connection,
+        key: &str,
+        report: &mut BatchReport,
+    ) -> Result<Option<Arc<str>>, StorageError> {
+        if let Some(p) = self.nodes.get(key) {
+            report.cache_hits += 1;
+            return Ok(Some(Arc::clone(p)));
+        }
+        report.cache_misses += 1;
+        let found: Option<Arc<str>> = store::node_profile(conn, key)?.map(Arc::from);
+        if let Some(p) = &found {
+            self.nodes.insert(key.to_owned(), Arc::clone(p));
+        }
+        Ok(found)
+    }
+
+    /// Points every cached node of `absorbed` at `survivor`.
+    fn repoint(&mut self, keys: &[String], survivor: &Arc<str>) {
+        for key in keys {
+            if let Some(p) = self.nodes.peek_mut(key.as_str()) {
+                *p = Arc::clone(survivor);
+            }
+        }
+    }
+}
+
+/// Batch-wide inputs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchContext {
+    /// Wall-clock time of the job, in Unix milliseconds.
+    pub now_ms: i64,
+    /// Inactivity that ends a session, in milliseconds.
+    pub session_timeout_ms: i64,
+}
+
+/// Links every event of one request and records counts, traits and
+/// sessions. Returns, per event in order, what became of it.
+pub(crate) fn link_batch(
+    conn: &Connection,
+    state: &mut GraphState,
+    events: &[EventIds],
+    cx: BatchContext,
+) -> Result<(Vec<Linked>, BatchReport), StorageError> {
+    let mut report = BatchReport::default();
+    let (suppressions, blocks) = state.counts(conn)?;
+    // Per event: its anchor node, or why it has none.
+    let mut anchors: Vec<Result<String, Linked>> = Vec::with_capacity(events.len());
+    for ev in events {
+        let keys = resolve_keys(conn, state, ev, &mut report)?;
+        // 1. Suppression: any deleted person's identifier drops the whole
+        //    event before anything is linked. Known nodes cannot be suppressed
+        //    (deletion removes them), so only new ones are checked.
+        if suppressions > 0 && is_suppressed(conn, state, &keys, &mut report)? {
+            report.suppressed += 1;
+            anchors.push(Err(Linked::Suppressed));
+            continue;
+        }
+        anchors.push(link_event(
+            conn,
+            state,
+            ev,
+            &keys,
+            blocks > 0,
+            cx.now_ms,
+            &mut report,
+        )?);
+    }
+
+    // 2. Counts and traits go on each event's anchor node; sessions on its session key.
+    let mut stats: HashMap<&str, NodeStats> = HashMap::new();
+    let mut sessions: HashMap<&str, SessionRow> = HashMap::new();
+    let mut out = Vec::with_capacity(events.len());
+    for (ev, anchor) in events.iter().zip(&anchors) {
+        let anchor = match anchor {
+            Ok(anchor) => anchor,
+            Err(linked) => {
+                out.push(linked.clone());
+                continue;
+            }
+        };
+        let s = stats.entry(anchor.as_str()).or_insert(NodeStats {
+            counts: [0; 6],
+            first_seen_ms: ev.ts_ms,
+            last_seen_ms: ev.ts_ms,
+        });
+        s.counts[type_index(ev.kind)] += 1;
+        s.first_seen_ms = s.first_seen_ms.min(ev.ts_ms);
+        s.last_seen_ms = s.last_seen_ms.max(ev.ts_ms);
+        for (name, value) in &ev.traits {
+            store::upsert_trait(conn, anchor, name, value, ev.ts_ms)?;
+        }
+        let session = match &ev.session_key {
+            Some(key) => {
+                let previous = match sessions.get(key.as_str()) {
+                    Some(s) => Some(*s),
+                    None => match state.sessions.get(key.as_str()) {
+                        Some(s) => Some(*s),
+                        None => store::session(conn, key)?,
+                    },
+                };
+                let (row, start) = advance_session(previous, ev.ts_ms, cx.session_timeout_ms);
+                sessions.insert(key.as_str(), row);
+                Some(Session {
+                    id: row.session_id,
+                    count: row.count,
+                    start,
+                })
+            }
+            None => None,
+        };
+        // The profile after every link of the batch: an earlier event of the
+        // request carries the same id as a later one that merged it.
+        let profile_id = match state.lookup(conn, anchor, &mut report)? {
+            Some(p) => p,
+            None => {
+                return Err(StorageError::Sql(format!(
+                    "identity: node {anchor} vanished"
+                )))
+            }
+        };
+        out.push(Linked::Profile {
+            profile_id,
+            session,
+        });
+    }
+    for (key, s) in &stats {
+        store::bump_node(conn, key, s)?;
+    }
+    for (key, row) in sessions {
+        store::put_session(conn, key, &row)?;
+        state.sessions.insert(key.to_owned(), row);
+    }
+    Ok((out, report))
+}
+
+/// The event's keys with `previousId` resolved to its node.
+fn resolve_keys(
+    conn: &Connection,
+    state: &mut GraphState,
+    ev: &EventIds,
+    report: &mut BatchReport,
+) -> Result<Vec<String>, StorageError> {
+    let Some(previous) = &ev.previous_id else {
+        return Ok(ev.keys.clone());
+    };
+    let mut chosen = None;
+    for kind in [USER, ANON, COOKIE] {
+        let key = format!("{kind}:{previous}");
+        if state.lookup(conn, &key, report)?.is_some() {
+            chosen = Some(key);
+            break;
+        }
+    }
+    let previous_key = chosen.unwrap_or_else(|| format!("{ANON}:{previous}"));
+    let mut keys = ev.keys.clone();
+    if !keys.contains(&previous_key) {
+        // Right after the userId, before the event's anonymous ids.
+        let at = usize::from(keys.first().is_some_and(|k| kind_of(k) == USER));
+        keys.insert(at, previous_key);
+    }
+    Ok(keys)
+}
+
+fn is_suppressed(
+    conn: &Connection,
+    state: &mut GraphState,
+    keys: &[String],
+    report: &mut BatchReport,
+) -> Result<bool, StorageError> {
+    for key in keys {
+        if state.lookup(conn, key, report)?.is_none()
+            && store::is_suppressed(conn, &suppression_hash(key))?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Links one event's keys; returns its anchor node.
+fn link_event(
+    conn: &Connection,
+    state: &mut GraphState,
+    ev: &EventIds,
+    keys: &[String],
+    check_blocks: bool,
+    now_ms: i64,
+    report: &mut BatchReport,
+) -> Result<Result<String, Linked>, StorageError> {
+    if keys.is_empty() {
+        return Ok(Err(Linked::Unlinked));
+    }
+    let message_id = Some(ev.message_id.as_str()).filter(|m| !m.is_empty());
+    let mut group: Option<Arc<str>> = None;
+    // The guard: does the group hold a user? A new userId counts already.
+    let mut group_has_user = false;
+    let mut anchor: Option<&str> = None;
+    let mut new_keys: Vec<&str> = Vec::new();
+    let mut refused: Vec<Arc<str>> = Vec::new();
+    let mut identifiers_json: Option<String> = None;
+    let mut identifiers = || -> String {
+        identifiers_json
+            .get_or_insert_with(|| serde_json::to_string(keys).unwrap_or_default())
+            .clone()
+    };
+
+    for (i, key) in keys.iter().enumerate() {
+        let Some(p) = state.lookup(conn, key, report)? else {
+            if i == 0 && ev.user_seed {
+                group_has_user = true;
+            }
+            anchor.get_or_insert(key);
+            new_keys.push(key);
+            continue;
+        };
+        if group.as_ref() == Some(&p) {
+            anchor.get_or_insert(key);
+            continue;
+        }
+        if refused.contains(&p) {
+            continue;
+        }
+        let p_has_user = kind_of(key) == USER || store::has_user(conn, &p)?;
+        let Some(g) = group.clone() else {
+            // The first profile met: the group becomes it, unless a new
+            // userId already claimed the group for another user.
+            if group_has_user && p_has_user {
+                refuse(
+                    conn,
+                    message_id,
+                    &identifiers(),
+                    None,
+                    &p,
+                    "conflicting_user",
+                    now_ms,
+                )?;
+                report.refusals += 1;
+                refused.push(p);
+                continue;
+            }
+            if let Some(a) = anchor {
+                store::insert_link(conn, a, key, ev.cause.as_str(), message_id, now_ms)?;
+            }
+            anchor.get_or_insert(key);
+            group_has_user |= p_has_user;
+            group = Some(p);
+            continue;
+        };
+        // A second profile: merge, unless the guards say no.
+        let reason = if group_has_user && p_has_user {
+            Some("conflicting_user")
+        } else if check_blocks && store::is_blocked(conn, &g, &p)? {
+            Some("split_by_admin")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            refuse(
+                conn,
+                message_id,
+                &identifiers(),
+                Some(&g),
+                &p,
+                reason,
+                now_ms,
+            )?;
+            report.refusals += 1;
+            refused.push(p);
+            continue;
+        }
+        let a = anchor.unwrap_or(key);
+        let link_id = store::insert_link(conn, a, key, ev.cause.as_str(), message_id, now_ms)?;
+        let survivor = merge(
+            conn,
+            state,
+            &g,
+            &p,
+            MergeMeta {
+                cause: ev.cause.as_str(),
+                message_id,
+                identifiers: &identifiers(),
+                link_id: Some(link_id),
+                absorbed_side_node: key,
+                group_side_node: a,
+                actor: None,
+            },
+            now_ms,
+        )?;
+        report.merges += 1;
+        group_has_user |= p_has_user;
+        group = Some(survivor);
+    }
+
+    // New nodes join the group, or a new profile when there is none.
+    let group = match group {
+        Some(g) => g,
+        None => {
+            let id: Arc<str> = Arc::from(new_profile_id());
+            store::insert_profile(conn, &id, now_ms)?;
+            report.profiles_created += 1;
+            id
+        }
+    };
+    let anchor = anchor.unwrap_or(keys[0].as_str());
+    for key in new_keys {
+        store::insert_node(conn, key, &group, now_ms)?;
+        report.nodes_created += 1;
+        if key != anchor {
+            store::insert_link(conn, anchor, key, ev.cause.as_str(), message_id, now_ms)?;
+        }
+        state.nodes.insert(key.to_owned(), Arc::clone(&group));
+    }
+    Ok(Ok(anchor.to_owned()))
+}
+
+fn refuse(
+    conn: &Connection,
+    message_id: Option<&str>,
+    identifiers: &str,
+    kept: Option<&str>,
+    refused: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    store::insert_refusal(
+        conn,
+        message_id,
+        kept.unwrap_or(""),
+        refused,
+        identifiers,
+        reason,
+        now_ms,
+    )
+}
+
+/// Describes a merge for the log.
+pub(crate) struct MergeMeta<'a> {
+    pub cause: &'a str,
+    pub message_id: Option<&'a str>,
+    pub identifiers: &'a str,
+    pub link_id: Option<i64>,
+    /// The link's endpoint in the second profile.
+    pub absorbed_side_node: &'a str,
+    /// The link's endpoint in the first profile.
+    pub group_side_node: &'a str,
+    pub actor: Option<&'a str>,
+}
+
+/// Merges two profiles; the older id survives. Returns the survivor.
+pub(crate) fn merge(
+    conn: &Connection,
+    state: &mut GraphState,
+    a: &Arc<str>,
+    b: &Arc<str>,
+    meta: MergeMeta<'_>,
+    now_ms: i64,
+) -> Result<Arc<str>, StorageError> {
+    let (a_created, b_created) = (
+        store::profile_created(conn, a)?,
+        store::profile_created(conn, b)?,
+    );
+    let a_survives = (a_created, &**a) <= (b_created, &**b);
+    let (survivor, absorbed, absorbed_node) = if a_survives {
+        (a, b, meta.absorbed_side_node)
+    } else {
+        (b, a, meta.group_side_node)
+    };
+    let moved = store::profile_nodes(conn, absorbed)?;
+    store::merge_profiles(conn, survivor, absorbed)?;
+    store::insert_merge(
+        conn,
+        &MergeRecord {
+            survivor,
+            absorbed,
+            cause: meta.cause,
+            message_id: meta.message_id,
+            identifiers: meta.identifiers,
+            link_id: meta.link_id,
+            absorbed_node: Some(absorbed_node),
+            actor: meta.actor,
+        },
+        now_ms,
+    )?;
+    state.repoint(&moved, survivor);
+    Ok(Arc::clone(survivor))
+}
+
+/// A new profile id: a UUIDv7, so ids sort by creation time.
+pub(crate) fn new_profile_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Moves a visitor's session to an event at `ts_ms`: the same session within
+/// the timeout (out-of-order events included), else a new one.
+pub(crate) fn advance_session(
+    previous: Option<SessionRow>,
+    ts_ms: i64,
+    timeout_ms: i64,
+) -> (SessionRow, bool) {
+    match previous {
+        Some(s) if ts_ms - s.last_activity_ms <= timeout_ms => (
+            SessionRow {
+                last_activity_ms: s.last_activity_ms.max(ts_ms),
+                ..s
+            },
+            false,
+        ),
+        Some(s) => (
+            SessionRow {
+                session_id: ts_ms,
+                count: s.count + 1,
+                last_activity_ms: ts_ms,
+            },
+            true,
+        ),
+        None => (
+            SessionRow {
+                session_id: ts_ms,
+                count: 1,
+                last_activity_ms: ts_ms,
+            },
+            true,
+        ),
+    }
+}
+
+/// Index of a call type in `NodeStats::counts` (`EventType::ALL` order).
+pub(crate) fn type_index(kind: EventType) -> usize {
+    EventType::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}

@@ -1,0 +1,227 @@
+//! Visitor stitching and profiles (DESIGN.md §4, issue #4).
+//!
+//! Identifiers (`cookie:`, `anon:`, `user:` and configured trait keys such
+//! as a hashed email) are nodes of a graph kept in the embedded store. An
+//! event that carries several of them links them, and linked identifiers
+//! form one profile with a stable id. The principal types:
+//!
+//! - [`Identity`], the handle the pipeline and the admin API share. Its
+//!   [`Identity::link`] runs one request's events through [`graph`] inside
+//!   one group-committed write job, and its admin operations explain,
+//!   split, force-merge, export and delete profiles.
+//! - [`graph::EventIds`], one event's identity facts, extracted by the
+//!   identify stage; [`graph::Linked`], what became of the event.
+//! - [`profile::ProfileView`], a profile as the admin API shows it.
+//!
+//! Guards (after PostHog): two profiles that each hold a `userId` never merge
+//! automatically; junk ids never link ([`key`]); `alias` merges explicitly
+//! under the same guards; only an admin can force a merge. Every merge is
+//! logged with its cause, and a split re-derives the graph without the
+//! merge's link. Privacy deletion leaves only hashed identifiers behind, in
+//! a suppression list that drops the person's later events at ingest.
+
+pub(crate) mod graph;
+pub(crate) mod key;
+pub(crate) mod privacy;
+pub(crate) mod profile;
+pub(crate) mod repair;
+pub(crate) mod store;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::config::{ConfigError, IdentityConfig};
+use crate::storage::{SqliteStorage, Storage, StorageError};
+use crate::telemetry::identity::{IdentityLinked, IdentityStateReset};
+use crate::time::now_ms;
+use graph::{BatchContext, EventIds, GraphState, Linked};
+use key::KeyRules;
+
+pub use profile::{Lookup, ProfileView};
+pub(crate) use store::MIGRATIONS;
+
+/// Why an admin identity operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// No profile has that id or identifier.
+    #[error("identity: no profile for {0}")]
+    NotFound(String),
+    /// The request cannot be carried out as asked; the text says why and what to do.
+    #[error("identity: {0}")]
+    Invalid(String),
+    /// The store failed; nothing was changed.
+    #[error("identity: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// The identity graph, profiles, sessions and privacy operations.
+///
+/// # Design
+/// Linking a request is one write job on the store's single writer thread
+/// (group-committed with other requests' jobs), awaited before the outbox
+/// commit: the event must carry its `profileId` when it is stored, and
+/// graph decisions must be serialised with graph writes. Hot lookups come
+/// from a bounded LRU that only write jobs touch, so memory stays flat
+/// however many profiles the store holds (issue #4).
+#[derive(Clone)]
+pub struct Identity {
+    store: Arc<SqliteStorage>,
+    state: Arc<Mutex<GraphState>>,
+    rules: Arc<KeyRules>,
+    session_timeout_ms: i64,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Builds the identity stage over the embedded store.
+    pub fn build(
+        config: &IdentityConfig,
+        storage: &Arc<dyn Storage>,
+    ) -> Result<Identity, ConfigError> {
+        let store = storage.sqlite().ok_or_else(|| {
+            ConfigError::invalid(
+                "storage",
+                "the identity graph needs the embedded SQLite store; use [storage] data_dir",
+            )
+        })?;
+        Ok(Identity::with_store(config, store))
+    }
+
+    /// Builds the identity stage over an opened SQLite store.
+    pub fn with_store(config: &IdentityConfig, store: Arc<SqliteStorage>) -> Identity {
+        Identity {
+            store,
+            state: Arc::new(Mutex::new(GraphState::new(config.cache_entries))),
+            rules: Arc::new(KeyRules::from_config(config)),
+            session_timeout_ms: i64::try_from(config.session_timeout_secs)
+                .unwrap_or(i64::MAX / 1_000)
+                .saturating_mul(1_000),
+        }
+    }
+
+    pub(crate) fn rules(&self) -> &KeyRules {
+        &self.rules
+    }
+
+    /// Links one request's events; returns, per event in order, what became of it.
+    ///
+    /// Resolves once the links are durable. On an error nothing was linked
+    /// and the caller answers 503, as for a failed outbox commit.
+    pub(crate) async fn link(&self, events: Vec<EventIds>) -> Result<Vec<Linked>, StorageError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = std::time::Instant::now();
+        let state = Arc::clone(&self.state);
+        let cx = BatchContext {
+            now_ms: now_ms(),
+            session_timeout_ms: self.session_timeout_ms,
+        };
+        let result = self
+            .store
+            .write(move |conn| {
+                let mut state = lock(&state);
+                let result = graph::link_batch(conn, &mut state, &events, cx);
+                if result.is_err() {
+                    // The job's savepoint is rolled back: so must the cache be.
+                    state.clear();
+                }
+                result
+            })
+            .await;
+        match result {
+            Ok((linked, report)) => {
+                IdentityLinked {
+                    events: linked.len(),
+                    report: &report,
+                    duration: started.elapsed(),
+                }
+                .emit();
+                Ok(linked)
+            }
+            Err(error) => {
+                // NOTE: a failed group commit rolls back jobs that succeeded
+                // on their own, so the cache may hold their rows: forget it.
+                // A job of the next group may run before this line; the
+                // cost is at most links to a profile row that was rolled
+                // back, which the next lookup of those nodes repairs.
+                self.reset_state();
+                Err(error)
+            }
+        }
+    }
+
+    fn reset_state(&self) {
+        lock(&self.state).clear();
+        IdentityStateReset.emit();
+    }
+
+    /// Runs an admin job on the writer with the graph state.
+    ///
+    /// The job must decide every domain error (`NotFound`, `Invalid`)
+    /// before its first write: only a storage error rolls the job back.
+    async fn admin_write<R, F>(&self, job: F) -> Result<R, IdentityError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Connection, &mut GraphState) -> Result<R, IdentityError>
+            + Send
+            + 'static,
+    {
+        let state = Arc::clone(&self.state);
+        let result = self
+            .store
+            .write(move |conn| {
+                let mut state = lock(&state);
+                match job(conn, &mut state) {
+                    Ok(r) => Ok(Ok(r)),
+                    Err(IdentityError::Storage(e)) => {
+                        state.clear();
+                        Err(e)
+                    }
+                    Err(domain) => Ok(Err(domain)),
+                }
+            })
+            .await;
+        match result {
+            Ok(inner) => inner,
+            Err(e) => {
+                self.reset_state();
+                Err(IdentityError::Storage(e))
+            }
+        }
+    }
+
+    /// Runs a read on a pooled connection.
+    async fn admin_read<R, F>(&self, job: F) -> Result<R, IdentityError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<R, IdentityError> + Send + 'static,
+    {
+        self.store
+            .read(move |conn| Ok(job(conn)))
+            .await
+            .map_err(IdentityError::Storage)?
+    }
+}
+
+/// Locks the graph state. A panic in a job cannot leave it half-updated in
+/// a way that matters (it is a cache), so a poisoned lock is cleared and reused.
+fn lock(state: &Mutex<GraphState>) -> MutexGuard<'_, GraphState> {
+    match state.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => {
+            let mut guard = poisoned.into_inner();
+            guard.clear();
+            guard
+        }
+    }
+}

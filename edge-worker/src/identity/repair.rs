@@ -1,0 +1,287 @@
+//! Admin repairs of the graph: split a merge, force a merge.
+//!
+//! # Design
+//! Each profile's nodes and active links form a tree (see [`super::graph`]),
+//! so a split deactivates the merge's link and re-derives the two
+//! components from the links that remain: the side holding the absorbed
+//! profile's end of the link gets that profile's id back, the rest keeps the
+//! current id. A barrier between the two ids then stops the next event
+//! that carries both sides' identifiers from merging them again; only an
+//! admin merge crosses it (issue #4).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::graph::{merge, GraphState, MergeMeta};
+use super::profile::{load, ProfileView};
+use super::store;
+use super::{Identity, IdentityError};
+use crate::time::now_ms;
+
+/// What a split did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitOutcome {
+    /// The merge that was undone.
+    pub merge_id: i64,
+    /// The profile that kept its id, then the one that got its id back.
+    pub profiles: Vec<ProfileView>,
+}
+
+struct MergeRow {
+    survivor: String,
+    absorbed: String,
+    link_id: Option<i64>,
+    absorbed_node: Option<String>,
+    split_at_ms: Option<i64>,
+}
+
+fn merge_row(conn: &Connection, id: i64) -> Result<Option<MergeRow>, IdentityError> {
+    Ok(conn
+        .query_row(
+            "SELECT survivor, absorbed, link_id, absorbed_node, split_at_ms FROM identity_merges WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(MergeRow {
+                    survivor: r.get(0)?,
+                    absorbed: r.get(1)?,
+                    link_id: r.get(2)?,
+                    absorbed_node: r.get(3)?,
+                    split_at_ms: r.get(4)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(crate::storage::StorageError::from)?)
+}
+
+/// Undoes merge `merge_id` of profile `profile`.
+pub(crate) fn split(
+    conn: &Connection,
+    state: &mut GraphState,
+    profile: &str,
+    merge_id: i64,
+    actor: &str,
+) -> Result<SplitOutcome, IdentityError> {
+    // 1. Check everything before the first write.
+    let current = store::current_profile(conn, profile)?
+        .ok_or_else(|| IdentityError::NotFound(format!("profile `{profile}`")))?;
+    let m = merge_row(conn, merge_id)?
+        .ok_or_else(|| IdentityError::NotFound(format!("merge {merge_id}")))?;
+    if m.split_at_ms.is_some() {
+        return Err(IdentityError::Invalid(format!(
+            "merge {merge_id} was already split"
+        )));
+    }
+    let belongs = store::current_profile(conn, &m.survivor)?.as_deref() == Some(current.as_str())
+        && store::current_profile(conn, &m.absorbed)?.as_deref() == Some(current.as_str());
+    if !belongs {
+        return Err(IdentityError::Invalid(format!(
+            "merge {merge_id} is not part of profile `{current}`; see its `merges` in GET /admin/profiles/{current}"
+        )));
+    }
+    let (Some(link_id), Some(start)) = (m.link_id, m.absorbed_node.clone()) else {
+        return Err(IdentityError::Invalid(format!(
+            "merge {merge_id} has no recorded link to remove"
+        )));
+    };
+    let nodes: HashSet<String> = store::profile_nodes(conn, &current)?.into_iter().collect();
+    let mut adjacency: HashMap<String, Vec<String>> = HashMap::new();
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT l.a, l.b FROM identity_links l JOIN identity_nodes n ON n.key = l.a
+                 WHERE n.profile_id = ?1 AND l.active = 1 AND l.id != ?2",
+            )
+            .map_err(crate::storage::StorageError::from)?;
+        let rows = stmt
+            .query_map(params![current, link_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(crate::storage::StorageError::from)?;
+        for row in rows {
+            let (a, b) = row.map_err(crate::storage::StorageError::from)?;
+            if nodes.contains(&b) {
+                adjacency.entry(a.clone()).or_default().push(b.clone());
+                adjacency.entry(b).or_default().push(a);
+            }
+        }
+    }
+    let side = component(&adjacency, &start);
+    if !nodes.contains(&start) || side.len() >= nodes.len() {
+        return Err(IdentityError::Invalid(format!(
+            "merge {merge_id} cannot be split: its identifiers are still linked by other merges; split those first"
+        )));
+    }
+
+    // 2. Re-derive: deactivate the link, give the absorbed side its id back.
+    let now = now_ms();
+    let revived = m.absorbed.clone();
+    conn.execute(
+        "UPDATE identity_links SET active = 0 WHERE id = ?1",
+        [link_id],
+    )
+    .map_err(crate::storage::StorageError::from)?;
+    conn.execute(
+        "UPDATE identity_merges SET split_at_ms = ?2 WHERE id = ?1",
+        params![merge_id, now],
+    )
+    .map_err(crate::storage::StorageError::from)?;
+    conn.execute(
+        "UPDATE identity_profiles SET merged_into = NULL WHERE id = ?1",
+        [&revived],
+    )
+    .map_err(crate::storage::StorageError::from)?;
+    {
+        let mut moving = conn
+            .prepare_cached("UPDATE identity_nodes SET profile_id = ?2 WHERE key = ?1")
+            .map_err(crate::storage::StorageError::from)?;
+        for key in &side {
+            moving
+                .execute(params![key, revived])
+                .map_err(crate::storage::StorageError::from)?;
+            state.forget_node(key);
+        }
+    }
+    // Ids merged earlier on the absorbed side follow it.
+    for other in store::profile_ids(conn, &current)? {
+        if other == current || other == revived {
+            continue;
+        }
+        let node: Option<String> = conn
+            .query_row(
+                "SELECT absorbed_node FROM identity_merges WHERE absorbed = ?1 ORDER BY id DESC LIMIT 1",
+                [&other],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(crate::storage::StorageError::from)?
+            .flatten();
+        if node.is_some_and(|n| side.contains(&n)) {
+            conn.execute(
+                "UPDATE identity_profiles SET merged_into = ?2 WHERE id = ?1",
+                [&other, &revived],
+            )
+            .map_err(crate::storage::StorageError::from)?;
+        }
+    }
+    conn.execute(
+        "INSERT INTO identity_blocks (x, y, merge_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![current, revived, merge_id],
+    )
+    .map_err(crate::storage::StorageError::from)?;
+    state.added(0, 1);
+    let detail = serde_json::json!({
+        "mergeId": merge_id,
+        "profiles": [current, revived],
+        "identifiersMoved": side.len(),
+    });
+    store::insert_audit(conn, actor, "split", &current, &detail.to_string(), now)?;
+
+    let mut profiles = Vec::with_capacity(2);
+    for id in [&current, &revived] {
+        profiles.extend(load(conn, id)?);
+    }
+    Ok(SplitOutcome { merge_id, profiles })
+}
+
+/// The nodes reachable from `start`.
+fn component(adjacency: &HashMap<String, Vec<String>>, start: &str) -> HashSet<String> {
+    let mut seen = HashSet::from([start.to_owned()]);
+    let mut queue = VecDeque::from([start.to_owned()]);
+    while let Some(node) = queue.pop_front() {
+        for next in adjacency.get(&node).into_iter().flatten() {
+            if seen.insert(next.clone()) {
+                queue.push_back(next.clone());
+            }
+        }
+    }
+    seen
+}
+
+/// Merges two profiles whatever the guards say; the older id survives.
+pub(crate) fn force_merge(
+    conn: &Connection,
+    state: &mut GraphState,
+    a: &str,
+    b: &str,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<ProfileView, IdentityError> {
+    let not_found = |id: &str| IdentityError::NotFound(format!("profile `{id}`"));
+    let pa = store::current_profile(conn, a)?.ok_or_else(|| not_found(a))?;
+    let pb = store::current_profile(conn, b)?.ok_or_else(|| not_found(b))?;
+    if pa == pb {
+        return Err(IdentityError::Invalid(format!(
+            "`{a}` and `{b}` are already one profile, `{pa}`"
+        )));
+    }
+    let first_node = |p: &str| -> Result<Option<String>, IdentityError> {
+        Ok(conn
+            .query_row(
+                "SELECT key FROM identity_nodes WHERE profile_id = ?1 ORDER BY created_ms, key LIMIT 1",
+                [p],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(crate::storage::StorageError::from)?)
+    };
+    let (Some(na), Some(nb)) = (first_node(&pa)?, first_node(&pb)?) else {
+        return Err(IdentityError::Invalid(
+            "a profile without identifiers cannot be merged".into(),
+        ));
+    };
+    let now = now_ms();
+    let link_id = store::insert_link(conn, &na, &nb, "admin", None, now)?;
+    let identifiers = serde_json::to_string(&[&na, &nb]).unwrap_or_default();
+    let survivor = merge(
+        conn,
+        state,
+        &Arc::from(pa.as_str()),
+        &Arc::from(pb.as_str()),
+        MergeMeta {
+            cause: "admin",
+            message_id: None,
+            identifiers: &identifiers,
+            link_id: Some(link_id),
+            absorbed_side_node: &nb,
+            group_side_node: &na,
+            actor: Some(actor),
+        },
+        now,
+    )?;
+    let detail =
+        serde_json::json!({ "profiles": [pa, pb], "survivor": &*survivor, "reason": reason });
+    store::insert_audit(conn, actor, "merge", &survivor, &detail.to_string(), now)?;
+    load(conn, &survivor)?.ok_or_else(|| not_found(&survivor))
+}
+
+impl Identity {
+    /// Undoes one merge of a profile (admin).
+    pub async fn split(
+        &self,
+        profile: String,
+        merge_id: i64,
+        actor: String,
+    ) -> Result<SplitOutcome, IdentityError> {
+        self.admin_write(move |conn, state| split(conn, state, &profile, merge_id, &actor))
+            .await
+    }
+
+    /// Merges two profiles whatever the guards say (admin).
+    pub async fn force_merge(
+        &self,
+        a: String,
+        b: String,
+        actor: String,
+        reason: Option<String>,
+    ) -> Result<ProfileView, IdentityError> {
+        self.admin_write(move |conn, state| {
+            force_merge(conn, state, &a, &b, &actor, reason.as_deref())
+        })
+        .await
+    }
+}

@@ -1,0 +1,666 @@
+//! Specification of the identity graph: a table of merge and guard cases,
+//! admin repairs, privacy, sessions, and a property test against a model.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use proptest::prelude::*;
+use rusqlite::Connection;
+use serde_json::{json, Value};
+
+use super::graph::{link_batch, BatchContext, GraphState, Linked};
+use super::key::KeyRules;
+use super::profile::{load, Lookup};
+use super::{privacy, repair, store};
+use crate::config::IdentityConfig;
+use crate::event::Event;
+use crate::stages::identify::event_ids;
+
+/// A graph on an in-memory database, driven one event at a time.
+struct Graph {
+    conn: Connection,
+    state: GraphState,
+    rules: KeyRules,
+    clock_ms: i64,
+}
+
+impl Graph {
+    fn new() -> Graph {
+        Graph::with_cache(1_000)
+    }
+
+    fn with_cache(entries: usize) -> Graph {
+        let conn = Connection::open_in_memory().unwrap();
+        // The tables privacy deletes from, as the core schema has them.
+        conn.execute_batch(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, destination TEXT, source TEXT, message_id TEXT,
+               event TEXT, enqueued_at_ms INTEGER, attempts INTEGER DEFAULT 0, next_attempt_ms INTEGER DEFAULT 0, last_error TEXT);
+             CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, destination TEXT, source TEXT, message_id TEXT,
+               event TEXT, enqueued_at_ms INTEGER, failed_at_ms INTEGER, attempts INTEGER, reason TEXT);
+             CREATE TABLE consent_holds (id INTEGER PRIMARY KEY, destination TEXT, source TEXT, visitor TEXT,
+               message_id TEXT, event TEXT, held_at_ms INTEGER, expires_at_ms INTEGER);
+             CREATE TABLE quarantine (id INTEGER PRIMARY KEY, source TEXT, received_at_ms INTEGER, reason TEXT, detail TEXT, raw TEXT);",
+        )
+        .unwrap();
+        for m in store::MIGRATIONS {
+            conn.execute_batch(m).unwrap();
+        }
+        Graph {
+            conn,
+            state: GraphState::new(entries),
+            rules: KeyRules::from_config(&IdentityConfig::default()),
+            clock_ms: 1_700_000_000_000,
+        }
+    }
+
+    /// Sends one event from a browser with cookie `cookie` (if any).
+    fn send(&mut self, body: Value, cookie: Option<&str>) -> Linked {
+        self.batch(vec![(body, cookie)]).remove(0)
+    }
+
+    fn batch(&mut self, events: Vec<(Value, Option<&str>)>) -> Vec<Linked> {
+        self.clock_ms += 1_000;
+        let ids = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut body, cookie))| {
+                let obj = body.as_object_mut().unwrap();
+                obj.entry("messageId")
+                    .or_insert(json!(format!("m{}-{i}", self.clock_ms)));
+                obj.entry("type").or_insert(json!("track"));
+                let event = Event::from_map(obj.clone());
+                event_ids(&event, &self.rules, cookie, cookie, self.clock_ms)
+            })
+            .collect::<Vec<_>>();
+        let cx = BatchContext {
+            now_ms: self.clock_ms,
+            session_timeout_ms: 1_800_000,
+        };
+        let tx = self.conn.unchecked_transaction().unwrap();
+        let (linked, _) = link_batch(&tx, &mut self.state, &ids, cx).unwrap();
+        tx.commit().unwrap();
+        linked
+    }
+
+    fn profile_of(&self, key: &str) -> Option<String> {
+        store::node_profile(&self.conn, key).unwrap()
+    }
+
+    fn merges(&self) -> i64 {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM identity_merges", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn refusals(&self) -> Vec<(String, String)> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT reason, COALESCE(message_id, '') FROM identity_refusals ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+fn profile_id(linked: &Linked) -> String {
+    match linked {
+        Linked::Profile { profile_id, .. } => profile_id.to_string(),
+        other => panic!("expected a profile, got {other:?}"),
+    }
+}
+
+// ---- The table of merge and guard cases -------------------------------------
+
+#[test]
+fn an_anonymous_visitor_keeps_its_profile_when_it_identifies() {
+    let mut g = Graph::new();
+    let before = profile_id(&g.send(json!({"type":"page"}), Some("c1")));
+    let after = profile_id(&g.send(json!({"type":"identify","userId":"u1"}), Some("c1")));
+    assert_eq!(before, after);
+    assert_eq!(g.profile_of("user:u1"), Some(before));
+    assert_eq!(g.merges(), 0, "joining a new identifier is not a merge");
+}
+
+#[test]
+fn the_same_user_on_two_devices_is_one_profile_and_the_older_id_survives() {
+    let mut g = Graph::new();
+    let first = profile_id(&g.send(json!({"type":"identify","userId":"u1"}), Some("phone")));
+    let laptop_anon = profile_id(&g.send(json!({"type":"page"}), Some("laptop")));
+    assert_ne!(first, laptop_anon);
+    let laptop = profile_id(&g.send(
+        json!({"type":"identify","userId":"u1","messageId":"merge-me"}),
+        Some("laptop"),
+    ));
+    assert_eq!(laptop, first, "the older profile id survives");
+    assert_eq!(g.profile_of("cookie:laptop"), Some(first.clone()));
+    assert_eq!(g.profile_of("cookie:phone"), Some(first.clone()));
+    // The merge is logged with its cause, and the absorbed id still resolves.
+    let view = load(&g.conn, &first).unwrap().unwrap();
+    assert_eq!(view.merges.len(), 1);
+    assert_eq!(view.merges[0].message_id.as_deref(), Some("merge-me"));
+    assert_eq!(view.merges[0].absorbed, laptop_anon);
+    assert_eq!(view.merged_ids, vec![laptop_anon.clone()]);
+    assert_eq!(
+        store::current_profile(&g.conn, &laptop_anon).unwrap(),
+        Some(first)
+    );
+}
+
+#[test]
+fn a_second_user_on_the_same_browser_is_refused_and_logged() {
+    let mut g = Graph::new();
+    let alice = profile_id(&g.send(json!({"type":"identify","userId":"alice"}), Some("shared")));
+    let bob = profile_id(&g.send(
+        json!({"type":"identify","userId":"bob","messageId":"bob-login"}),
+        Some("shared"),
+    ));
+    assert_ne!(alice, bob, "two userIds never merge automatically");
+    assert_eq!(g.profile_of("cookie:shared"), Some(alice));
+    assert_eq!(g.profile_of("user:bob"), Some(bob));
+    assert_eq!(
+        g.refusals(),
+        vec![("conflicting_user".to_owned(), "bob-login".to_owned())]
+    );
+}
+
+#[test]
+fn conflicting_identifies_through_an_anonymous_id_are_refused() {
+    let mut g = Graph::new();
+    let a = profile_id(&g.send(json!({"userId":"u1","anonymousId":"a1"}), None));
+    let b = profile_id(&g.send(json!({"userId":"u2","anonymousId":"a2"}), None));
+    // An event claiming a1 and a2 together would join u1 and u2.
+    let c = profile_id(&g.send(
+        json!({"anonymousId":"a1","context":{"traits":{}}}),
+        Some("c9"),
+    ));
+    assert_eq!(c, a);
+    g.send(json!({"anonymousId":"a2"}), Some("c9"));
+    assert_ne!(g.profile_of("user:u1"), g.profile_of("user:u2"));
+    assert_eq!(g.profile_of("cookie:c9"), Some(a));
+    assert_eq!(g.profile_of("anon:a2"), Some(b));
+    assert_eq!(g.refusals().len(), 1);
+}
+
+#[test]
+fn junk_ids_never_link() {
+    let mut g = Graph::new();
+    for (i, junk) in [
+        "undefined",
+        "null",
+        "0",
+        "-1",
+        "anonymous",
+        "guest",
+        "",
+        "  ",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let c1 = format!("x{i}");
+        let c2 = format!("y{i}");
+        let a = profile_id(&g.send(json!({"userId": junk, "anonymousId": junk}), Some(&c1)));
+        let b = profile_id(&g.send(json!({"userId": junk, "anonymousId": junk}), Some(&c2)));
+        assert_ne!(a, b, "junk id {junk:?} linked two browsers");
+    }
+    let nodes: i64 = g
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM identity_nodes WHERE key NOT LIKE 'cookie:%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(nodes, 0);
+    // With no usable identifier at all, the event is simply not linked.
+    assert_eq!(g.send(json!({"userId":"null"}), None), Linked::Unlinked);
+}
+
+#[test]
+fn configured_junk_ids_never_link() {
+    let mut g = Graph::new();
+    g.rules = KeyRules::from_config(&IdentityConfig {
+        junk_ids: vec!["N/A".into()],
+        ..IdentityConfig::default()
+    });
+    assert_eq!(g.send(json!({"userId":"n/a"}), None), Linked::Unlinked);
+}
+
+#[test]
+fn a_chain_of_aliases_is_one_profile() {
+    let mut g = Graph::new();
+    let p = profile_id(&g.send(json!({"type":"identify","userId":"a"}), Some("c1")));
+    g.send(json!({"type":"alias","userId":"b","previousId":"a"}), None);
+    g.send(json!({"type":"alias","userId":"c","previousId":"b"}), None);
+    g.send(
+        json!({"type":"alias","userId":"d","previousId":"anon-unknown"}),
+        None,
+    );
+    for u in ["a", "b", "c"] {
+        assert_eq!(
+            g.profile_of(&format!("user:{u}")),
+            Some(p.clone()),
+            "user {u}"
+        );
+    }
+    assert_eq!(g.profile_of("user:d"), g.profile_of("anon:anon-unknown"));
+    assert_ne!(g.profile_of("user:d"), Some(p));
+}
+
+#[test]
+fn alias_merges_an_anonymous_profile_into_a_user() {
+    let mut g = Graph::new();
+    let user = profile_id(&g.send(json!({"type":"identify","userId":"u1"}), Some("c1")));
+    let anon = profile_id(&g.send(json!({"anonymousId":"a9"}), None));
+    let after = profile_id(&g.send(
+        json!({"type":"alias","userId":"u1","previousId":"a9"}),
+        None,
+    ));
+    assert_eq!(after, user);
+    assert_eq!(g.profile_of("anon:a9"), Some(user.clone()));
+    let view = load(&g.conn, &user).unwrap().unwrap();
+    assert_eq!(view.merges[0].cause, "alias");
+    assert_eq!(view.merges[0].absorbed, anon);
+}
+
+#[test]
+fn alias_between_two_users_is_refused() {
+    let mut g = Graph::new();
+    let a = profile_id(&g.send(json!({"userId":"u1"}), None));
+    let b = profile_id(&g.send(json!({"userId":"u2"}), None));
+    g.send(
+        json!({"type":"alias","userId":"u2","previousId":"u1"}),
+        None,
+    );
+    assert_eq!(g.profile_of("user:u1"), Some(a));
+    assert_eq!(g.profile_of("user:u2"), Some(b));
+    assert_eq!(g.refusals().len(), 1);
+}
+
+#[test]
+fn a_hashed_email_links_anonymous_browsers_but_not_two_users() {
+    let mut g = Graph::new();
+    let a = profile_id(&g.send(
+        json!({"type":"identify","traits":{"email":"Ada@Example.com"}}),
+        Some("c1"),
+    ));
+    let b = profile_id(&g.send(
+        json!({"type":"identify","traits":{"email":"ada@example.com "}}),
+        Some("c2"),
+    ));
+    assert_eq!(a, b);
+    let stored: Vec<String> = store::profile_nodes(&g.conn, &a).unwrap();
+    assert!(
+        stored.iter().all(|k| !k.contains('@')),
+        "emails are stored hashed: {stored:?}"
+    );
+    // Two users sharing an email stay apart.
+    let u1 = profile_id(&g.send(
+        json!({"type":"identify","userId":"u1","traits":{"email":"x@y.z"}}),
+        None,
+    ));
+    let u2 = profile_id(&g.send(
+        json!({"type":"identify","userId":"u2","traits":{"email":"x@y.z"}}),
+        None,
+    ));
+    assert_ne!(u1, u2);
+}
+
+#[test]
+fn events_of_one_batch_carry_the_final_profile() {
+    let mut g = Graph::new();
+    let phone = profile_id(&g.send(json!({"type":"identify","userId":"u1"}), Some("phone")));
+    let out = g.batch(vec![
+        (json!({"type":"page"}), Some("laptop")),
+        (json!({"type":"identify","userId":"u1"}), Some("laptop")),
+    ]);
+    assert_eq!(profile_id(&out[0]), phone);
+    assert_eq!(profile_id(&out[1]), phone);
+}
+
+#[test]
+fn traits_merge_with_the_latest_timestamp_winning() {
+    let mut g = Graph::new();
+    g.send(
+        json!({"type":"identify","userId":"u1","traits":{"plan":"pro","name":"Ada"},"timestamp":"2024-01-02T00:00:00Z"}),
+        Some("c1"),
+    );
+    // An older event arriving late does not overwrite.
+    g.send(
+        json!({"type":"identify","userId":"u1","traits":{"plan":"free"},"timestamp":"2024-01-01T00:00:00Z"}),
+        Some("c1"),
+    );
+    g.send(
+        json!({"type":"identify","traits":{"plan":"team"},"timestamp":"2024-01-03T00:00:00Z"}),
+        Some("c1"),
+    );
+    let p = g.profile_of("user:u1").unwrap();
+    let view = load(&g.conn, &p).unwrap().unwrap();
+    assert_eq!(view.traits.get("plan"), Some(&json!("team")));
+    assert_eq!(view.traits.get("name"), Some(&json!("Ada")));
+    assert_eq!(view.event_counts.get("identify"), Some(&json!(3)));
+    assert_eq!(view.first_seen.as_deref(), Some("2024-01-01T00:00:00.000Z"));
+    assert_eq!(view.last_seen.as_deref(), Some("2024-01-03T00:00:00.000Z"));
+}
+
+#[test]
+fn sessions_end_after_thirty_minutes_of_inactivity() {
+    let mut g = Graph::new();
+    let at = |t: &str| json!({"type":"page","timestamp": t});
+    let session = |l: Linked| match l {
+        Linked::Profile {
+            session: Some(s), ..
+        } => s,
+        other => panic!("{other:?}"),
+    };
+    let s1 = session(g.send(at("2024-01-01T10:00:00Z"), Some("c1")));
+    let s2 = session(g.send(at("2024-01-01T10:29:00Z"), Some("c1")));
+    let s3 = session(g.send(at("2024-01-01T11:00:00Z"), Some("c1")));
+    assert!(s1.start && !s2.start && s3.start);
+    assert_eq!((s1.id, s1.count), (s2.id, 1));
+    assert_eq!(s3.count, 2);
+    assert_ne!(s3.id, s1.id);
+}
+
+// ---- Admin repairs ------------------------------------------------------------
+
+#[test]
+fn split_undoes_a_merge_and_keeps_it_undone() {
+    let mut g = Graph::new();
+    let first = profile_id(&g.send(json!({"type":"identify","userId":"u1"}), Some("phone")));
+    let second = profile_id(&g.send(json!({"type":"page"}), Some("kiosk")));
+    g.send(json!({"type":"identify","userId":"u1"}), Some("kiosk"));
+    let view = load(&g.conn, &first).unwrap().unwrap();
+    let merge_id = view.merges[0].id;
+
+    let out = repair::split(&g.conn, &mut g.state, &first, merge_id, "ops").unwrap();
+    assert_eq!(out.profiles.len(), 2);
+    assert_eq!(g.profile_of("cookie:phone"), Some(first.clone()));
+    assert_eq!(g.profile_of("user:u1"), Some(first.clone()));
+    assert_eq!(g.profile_of("cookie:kiosk"), Some(second.clone()));
+    // The same pair does not merge again by itself.
+    let again = profile_id(&g.send(json!({"type":"identify","userId":"u1"}), Some("kiosk")));
+    assert_eq!(again, first, "the userId decides the event's profile");
+    assert_eq!(g.profile_of("cookie:kiosk"), Some(second.clone()));
+    assert!(g.refusals().iter().any(|(r, _)| r == "split_by_admin"));
+    // Splitting twice is refused.
+    assert!(repair::split(&g.conn, &mut g.state, &first, merge_id, "ops").is_err());
+    // An admin can still merge them.
+    let merged = repair::force_merge(
+        &g.conn,
+        &mut g.state,
+        &second,
+        &first,
+        "ops",
+        Some("same person"),
+    )
+    .unwrap();
+    assert_eq!(merged.id, first);
+    assert_eq!(g.profile_of("cookie:kiosk"), Some(first));
+}
+
+#[test]
+fn force_merge_crosses_the_user_guard() {
+    let mut g = Graph::new();
+    let a = profile_id(&g.send(json!({"userId":"u1"}), None));
+    let b = profile_id(&g.send(json!({"userId":"u2"}), None));
+    let merged = repair::force_merge(&g.conn, &mut g.state, &b, &a, "ops", None).unwrap();
+    assert_eq!(merged.id, a);
+    assert_eq!(merged.merges[0].cause, "admin");
+    assert_eq!(merged.merges[0].actor.as_deref(), Some("ops"));
+    assert!(repair::force_merge(&g.conn, &mut g.state, &a, &b, "ops", None).is_err());
+}
+
+// ---- Privacy ------------------------------------------------------------------
+
+#[test]
+fn delete_removes_the_person_and_suppresses_their_identifiers() {
+    let mut g = Graph::new();
+    let p = profile_id(&g.send(
+        json!({"type":"identify","userId":"u1","traits":{"email":"a@b.c","name":"A"}}),
+        Some("c1"),
+    ));
+    let other = profile_id(&g.send(json!({"userId":"u2"}), Some("c2")));
+    let event = json!({"userId":"u1","context":{"waymark":{"profileId": p}}}).to_string();
+    g.conn
+        .execute(
+            "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms) VALUES ('d', 'web', 'm', ?1, 0), ('d', 'web', 'n', '{\"userId\":\"u2\"}', 0)",
+            [event],
+        )
+        .unwrap();
+    let report = privacy::delete(
+        &g.conn,
+        &mut g.state,
+        &Lookup::VisitorId("c1".into()),
+        "dpo",
+    )
+    .unwrap();
+    assert_eq!(report.profile_id, p);
+    assert_eq!(report.outbox_events, 1);
+    assert_eq!(report.identifiers, 3);
+    assert_eq!(g.profile_of("user:u1"), None);
+    assert!(load(&g.conn, &p).unwrap().is_none());
+    let traits: i64 = g
+        .conn
+        .query_row("SELECT COUNT(*) FROM identity_traits", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(traits, 0);
+    // Later events with any of the identifiers are suppressed; others are not.
+    g.state.clear();
+    assert_eq!(
+        g.send(json!({"userId":"u1"}), Some("new-cookie")),
+        Linked::Suppressed
+    );
+    assert_eq!(
+        g.send(json!({"type":"page"}), Some("c1")),
+        Linked::Suppressed
+    );
+    assert_eq!(
+        g.send(json!({"type":"identify","traits":{"email":"A@B.C"}}), None),
+        Linked::Suppressed
+    );
+    assert_eq!(profile_id(&g.send(json!({"userId":"u2"}), None)), other);
+    // Nothing of the suppressed events was linked.
+    assert_eq!(g.profile_of("cookie:new-cookie"), None);
+    // The audit names the person only by hash.
+    let audit = privacy::audit_log(&g.conn, 10).unwrap();
+    assert_eq!(audit[0].action, "delete");
+    assert_eq!(audit[0].actor, "dpo");
+    assert!(
+        audit[0].target.starts_with("visitorId:sha256:"),
+        "{}",
+        audit[0].target
+    );
+    assert!(!audit[0].detail.to_string().contains("user:u1"));
+}
+
+#[test]
+fn export_holds_everything_on_the_person_and_is_audited() {
+    let mut g = Graph::new();
+    let p = profile_id(&g.send(
+        json!({"type":"identify","userId":"u1","traits":{"name":"A"}}),
+        Some("c1"),
+    ));
+    let event = json!({"userId":"u1","context":{"waymark":{"profileId": p}}}).to_string();
+    g.conn
+        .execute(
+            "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms) VALUES ('d', 'web', 'm', ?1, 0)",
+            [event],
+        )
+        .unwrap();
+    let export = privacy::export(&g.conn, &Lookup::UserId("u1".into()), "dpo").unwrap();
+    assert_eq!(export.profile.id, p);
+    assert_eq!(export.undelivered_events.len(), 1);
+    assert_eq!(export.traits.len(), 1);
+    assert_eq!(export.sessions.len(), 1);
+    assert_eq!(privacy::audit_log(&g.conn, 10).unwrap()[0].action, "export");
+}
+
+// ---- Property: profiles are the connected components of the allowed links ------
+
+/// An independent model of the rules: union-find over identifiers.
+#[derive(Default)]
+struct Model {
+    parent: HashMap<String, String>,
+}
+
+impl Model {
+    fn find(&mut self, k: &str) -> String {
+        let p = self.parent.get(k).cloned().unwrap_or_else(|| k.to_owned());
+        if p == k {
+            return p;
+        }
+        let root = self.find(&p);
+        self.parent.insert(k.to_owned(), root.clone());
+        root
+    }
+
+    fn has_user(&mut self, root: &str) -> bool {
+        let keys: Vec<String> = self.parent.keys().cloned().collect();
+        keys.iter()
+            .any(|k| k.starts_with("user:") && self.find(k) == root)
+    }
+
+    fn apply(&mut self, keys: &[String], user_seed: bool) {
+        let mut group: Option<String> = None;
+        let mut has_user = false;
+        let mut refused: Vec<String> = Vec::new();
+        let mut new = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if !self.parent.contains_key(k) {
+                has_user |= i == 0 && user_seed;
+                new.push(k.clone());
+                continue;
+            }
+            let p = self.find(k);
+            if group.as_ref() == Some(&p) || refused.contains(&p) {
+                continue;
+            }
+            let p_user = self.has_user(&p);
+            if has_user && p_user {
+                refused.push(p);
+                continue;
+            }
+            if let Some(g) = &group {
+                self.parent.insert(p.clone(), g.clone());
+            } else {
+                group = Some(p);
+            }
+            has_user |= p_user;
+        }
+        let root = group.unwrap_or_else(|| new[0].clone());
+        for k in new {
+            self.parent.insert(k.clone(), k.clone());
+            if k != root {
+                self.parent.insert(k, root.clone());
+            }
+        }
+    }
+
+    fn partition(&mut self) -> BTreeSet<BTreeSet<String>> {
+        let keys: Vec<String> = self.parent.keys().cloned().collect();
+        let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for k in keys {
+            let root = self.find(&k);
+            groups.entry(root).or_default().insert(k);
+        }
+        groups.into_values().collect()
+    }
+}
+
+fn arb_event() -> impl Strategy<Value = (Value, Option<String>)> {
+    let id = |prefix: &'static str, n: u8| (0..n).prop_map(move |i| format!("{prefix}{i}"));
+    (
+        prop::option::of(prop_oneof![id("u", 4), Just("undefined".to_owned())]),
+        prop::option::of(id("a", 4)),
+        prop::option::of(id("e", 3)),
+        prop::option::of(id("c", 4)),
+        prop::option::of(id("u", 4)),
+        0..4u8,
+    )
+        .prop_map(|(user, anon, email, cookie, previous, kind)| {
+            let mut body = serde_json::Map::new();
+            let kind = match (kind, &previous, &user) {
+                (0, Some(p), Some(_)) => {
+                    body.insert("previousId".into(), json!(p));
+                    "alias"
+                }
+                (1, _, _) => "identify",
+                _ => "track",
+            };
+            body.insert("type".into(), json!(kind));
+            if let Some(u) = user {
+                body.insert("userId".into(), json!(u));
+            }
+            if let Some(a) = anon {
+                body.insert("anonymousId".into(), json!(a));
+            }
+            if let Some(e) = email {
+                body.insert(
+                    "context".into(),
+                    json!({"traits": {"email": format!("{e}@x.y")}}),
+                );
+            }
+            (Value::Object(body), cookie)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn profiles_are_the_connected_components_of_the_allowed_links(
+        batches in prop::collection::vec(prop::collection::vec(arb_event(), 1..4), 1..12)
+    ) {
+        // A tiny cache, so eviction is exercised too.
+        let mut g = Graph::with_cache(16);
+        let mut model = Model::default();
+        for batch in batches {
+            for (body, cookie) in &batch {
+                let mut b = body.clone();
+                b.as_object_mut().unwrap().insert("messageId".into(), json!("m"));
+                let ids = event_ids(&Event::from_map(b.as_object().unwrap().clone()), &g.rules, cookie.as_deref(), cookie.as_deref(), 0);
+                let mut keys = ids.keys.clone();
+                if let Some(prev) = &ids.previous_id {
+                    let known = ["user", "anon", "cookie"].iter().map(|k| format!("{k}:{prev}")).find(|k| model.parent.contains_key(k));
+                    let pk = known.unwrap_or_else(|| format!("anon:{prev}"));
+                    if !keys.contains(&pk) {
+                        let at = usize::from(keys.first().is_some_and(|k| k.starts_with("user:")));
+                        keys.insert(at, pk);
+                    }
+                }
+                if !keys.is_empty() {
+                    model.apply(&keys, ids.user_seed);
+                }
+            }
+            let refs = batch.iter().map(|(b, c)| (b.clone(), c.as_deref())).collect();
+            g.batch(refs);
+        }
+        // 1. The store's profiles equal the model's components.
+        let mut stored: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut stmt = g.conn.prepare("SELECT key, profile_id FROM identity_nodes").unwrap();
+        let rows: Vec<(String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        for (k, p) in &rows {
+            stored.entry(p.clone()).or_default().insert(k.clone());
+        }
+        let stored: BTreeSet<BTreeSet<String>> = stored.into_values().collect();
+        prop_assert_eq!(&stored, &model.partition());
+        // 2. They are also the connected components of the active links,
+        //    which form a forest (one link fewer than nodes per profile).
+        let links: i64 = g.conn.query_row("SELECT COUNT(*) FROM identity_links WHERE active = 1", [], |r| r.get(0)).unwrap();
+        prop_assert_eq!(links as usize, rows.len() - stored.len());
+        let mut by_links = Model::default();
+        for (k, _) in &rows {
+            by_links.parent.insert(k.clone(), k.clone());
+        }
+        let mut stmt = g.conn.prepare("SELECT a, b FROM identity_links WHERE active = 1").unwrap();
+        for (a, b) in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).unwrap().map(Result::unwrap) {
+            let (ra, rb) = (by_links.find(&a), by_links.find(&b));
+            if ra != rb {
+                by_links.parent.insert(ra, rb);
+            }
+        }
+        prop_assert_eq!(&by_links.partition(), &stored);
+    }
+}
