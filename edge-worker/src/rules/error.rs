@@ -107,6 +107,9 @@ pub enum RuleError {
     /// The rule engine could not be created.
     #[error("rules engine: {0}")]
     Engine(String),
+    /// An event given to `waymark rule test` is not a JSON object.
+    #[error("event: {0}")]
+    Event(String),
     /// A chain names a rule that is not configured.
     #[error("rule chain: no rule named `{0}`; add a [[rules]] table with that name")]
     Unknown(String),

@@ -55,7 +55,7 @@ use wasmtime::Engine;
 pub use error::{FaultKind, RuleError};
 pub use host::EventView;
 pub use reload::RuleWatcher;
-pub use trial::{trial, Trial, TrialOutcome};
+pub use trial::{parse_event, trial, Trial, TrialOutcome};
 
 use crate::config::RuleConfig;
 use crate::stages::rules::RuleChain;

@@ -46,6 +46,38 @@ pub struct Trial {
     pub refused_paths: u32,
 }
 
+/// Parses an event given as JSON text (an object).
+pub fn parse_event(text: &str) -> Result<Event, RuleError> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(Event::from_map(map)),
+        Ok(_) => Err(RuleError::Event(
+            "the event must be a JSON object".to_owned(),
+        )),
+        Err(e) => Err(RuleError::Event(e.to_string())),
+    }
+}
+
+impl Trial {
+    /// The report `waymark rule test` prints.
+    pub fn render(&self) -> String {
+        let verdict = match &self.outcome {
+            TrialOutcome::Keep => "keep".to_owned(),
+            TrialOutcome::Drop(reason) => format!("drop ({reason})"),
+            TrialOutcome::Failed(cause) => format!("failed: {cause} (the event is unchanged)"),
+        };
+        let event = serde_json::to_string_pretty(self.event.as_map()).unwrap_or_default();
+        let mut out = format!(
+            "verdict: {verdict}\nfuel: {} (init: {})\n",
+            self.fuel, self.init_fuel
+        );
+        if self.refused_paths > 0 {
+            out.push_str(&format!("refused writes: {}\n", self.refused_paths));
+        }
+        out.push_str(&format!("event:\n{event}\n"));
+        out
+    }
+}
+
 /// Runs the rule at `path` with `config_json` on `event`, metering fuel.
 pub fn trial(
     path: &Path,
@@ -54,6 +86,16 @@ pub fn trial(
     event: Event,
 ) -> Result<Trial, RuleError> {
     let rule = path.display().to_string();
+    // Step 0: the config must be what the worker would pass: a JSON object.
+    if !matches!(
+        serde_json::from_str(config_json),
+        Ok(serde_json::Value::Object(_))
+    ) {
+        return Err(RuleError::Init {
+            rule,
+            message: "--config must be a JSON object, such as '{\"rate\": 0.5}'".to_owned(),
+        });
+    }
     // Step 1: a metering engine and a linker with only Waymark's interfaces.
     let engine = engine::metering().map_err(RuleError::Engine)?;
     let mut linker = Linker::new(&engine);
