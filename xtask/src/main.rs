@@ -8,6 +8,7 @@
 //! only `cargo xtask run` and `cargo xtask test`.
 
 mod setup;
+mod tag;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,13 +22,15 @@ fn main() -> anyhow::Result<()> {
         Some("run") => run(&root, &args[1..]),
         Some("test") => test(&root),
         Some("bench") => bench(&root, args.get(1).map(String::as_str)),
+        Some("build-tag") => tag::build_tag(&root).map(|_| ()),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  run [ARGS]       start Waymark on the embedded default (extra ARGS go to `waymark serve`)\n  \
                  test             install prerequisites and run every test\n  \
-                 bench ingest     ingest load generator vs a bare server"
+                 bench ingest     ingest load generator vs a bare server\n  \
+                 build-tag        build the browser tag into client-wasm/dist and check its size budget"
             );
             bail!("unknown command");
         }

@@ -247,6 +247,7 @@ pub fn ensure_wasm_opt() -> anyhow::Result<()> {
 
 /// Installs Debian's Chromium and ChromeDriver when missing (browser tests
 /// and wasm-bindgen-test).
+#[allow(dead_code)] // Wired into `cargo xtask test` / `run` by the xtask owner.
 pub fn ensure_chromium() -> anyhow::Result<()> {
     if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
         return Ok(());
@@ -264,6 +265,7 @@ fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
 }
 
 /// The tag's wasm-bindgen-test suite in headless Chromium.
+#[allow(dead_code)] // Wired into `cargo xtask test` / `run` by the xtask owner.
 pub fn test_tag_wasm(root: &Path) -> anyhow::Result<()> {
     ensure_wasm_bindgen(&root.join("client-wasm"))?;
     ensure_chromium()?;
@@ -363,7 +365,11 @@ fn put_name(out: &mut Vec<u8>, s: &str) {
 ///   when a message is formatted, and the `bare` panic handler formats
 ///   nothing;
 /// - js-sys's JSPI task waker (the tag runs no futures).
-const DEAD_TABLE_ENTRIES: [&str; 3] = ["closures::_::invoke", "::fmt::Display>::fmt", "jspi::task_waker"];
+const DEAD_TABLE_ENTRIES: [&str; 3] = [
+    "closures::_::invoke",
+    "::fmt::Display>::fmt",
+    "jspi::task_waker",
+];
 
 /// Short import names: import module → short module, and each field of
 /// the glue module (`__wbg_*`) → a short field. The glue is rewritten with
@@ -578,7 +584,10 @@ pub fn fix_table_exports(m: &[u8]) -> anyhow::Result<Vec<u8>> {
                 let idx = leb(m, &mut j)?;
                 if kind == 1 && field == "__wbindgen_externrefs" {
                     let [want] = externref_tables[..] else {
-                        bail!("wasm: expected one externref table, found {}", externref_tables.len());
+                        bail!(
+                            "wasm: expected one externref table, found {}",
+                            externref_tables.len()
+                        );
                     };
                     if idx != want {
                         if j - at != 1 || want > 127 {
@@ -726,6 +735,7 @@ pub fn minify_js(src: &str) -> String {
 }
 
 /// Where `build_tag` writes.
+#[allow(dead_code)] // Wired into `cargo xtask test` / `run` by the xtask owner.
 pub fn dist_dir(root: &Path) -> PathBuf {
     root.join("client-wasm/dist")
 }
