@@ -380,7 +380,13 @@ fn bad_inputs_get_precise_errors() {
         },
         Case {
             name: "unsupported media type",
-            request: |w| post_raw(w, "<xml/>").header("content-type", "application/xml"),
+            request: |w| {
+                client()
+                    .post(w.url("/v1/batch"))
+                    .basic_auth("wk_test", Some(""))
+                    .header("content-type", "application/xml")
+                    .body("<xml/>")
+            },
             status: 415,
             text: "send application/json or text/plain",
         },
@@ -509,13 +515,16 @@ fn the_visitor_cookie_is_signed_kept_and_replaced_when_forged_or_expired() {
         }
         req.send().unwrap()
     };
-    // 1. No cookie: one is minted, with the contract's attributes.
-    let first = send(None);
-    assert_eq!(
-        first.status(),
-        200,
-        "an event with no ids is valid when the cookie supplies one"
-    );
+    // 1. No cookie: one is minted, with the contract's attributes. Without a
+    // verified cookie, an event still needs an id of its own.
+    assert_eq!(send(None).status(), 400, "no ids and no cookie");
+    let first = http
+        .post(worker.url("/v1/batch"))
+        .basic_auth("wk_test", Some(""))
+        .json(&json!({"batch":[{"type":"page","anonymousId":"tag-anon"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(first.status(), 200);
     let set = cookie_of(&first).expect("a wm_vid cookie");
     for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=34560000"] {
         assert!(set.contains(attr), "{set} lacks {attr}");
@@ -538,18 +547,20 @@ fn the_visitor_cookie_is_signed_kept_and_replaced_when_forged_or_expired() {
     let expired = signed_cookie(&visitor, now - 401 * 86_400, "k1", TEST_SECRET);
     let tampered = valid.replace(&visitor[..4], "AAAA");
     for bad in [&forged, &unknown, &expired, &tampered] {
+        // An untrusted cookie supplies no id: the event is rejected, and a
+        // new cookie is still issued.
         let resp = send(Some(bad));
-        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.status(), 400);
         let replaced = cookie_of(&resp).expect("a replacement cookie");
         assert_ne!(visitor_of(&replaced), visitor, "{bad} was trusted");
     }
-    let events = worker.wait_for_file_events("events.ndjson", 6, Duration::from_secs(10));
+    let events = worker.wait_for_file_events("events.ndjson", 2, Duration::from_secs(10));
+    assert_eq!(events[0]["anonymousId"], "tag-anon");
     assert_eq!(events[1]["anonymousId"], visitor.as_str());
     assert_eq!(
         events[1]["context"]["waymark"]["visitorId"],
         visitor.as_str()
     );
-    assert_ne!(events[2]["anonymousId"], visitor.as_str());
     let metrics = http
         .get(worker.url("/metrics"))
         .send()

@@ -211,7 +211,9 @@ impl Pipeline {
             batch_sent_at: batch.sent_at.as_deref(),
             max_event_bytes: self.limits.max_event_bytes,
             max_depth: self.limits.max_depth,
-            has_visitor: visitor.is_some(),
+            // Only a verified cookie vouches for an event without ids; a
+            // visitor minted for this request does not.
+            has_visitor: existing.is_some(),
         };
         let mut commit = CommitBuilder::new(&source.name, source.config.dedup);
         let mut cookie_consent = None;
