@@ -389,3 +389,145 @@ async fn nothing_reaches_a_marketing_destination_before_consent() {
         true
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batches_are_retried_after_retry_after() {
+    let _serial = browser::SERIAL.lock().await;
+    browser::require_prerequisites().unwrap();
+    let html = browser::page_with_snippet(
+        "",
+        r#"{writeKey:"wk_test"}"#,
+        "waymark.track('Retried', {n: 1});",
+    );
+    let site = browser::FakeSite::start(html, vec![(503, Some("2")), (429, None)])
+        .await
+        .unwrap();
+    let b = Browser::start().await.unwrap();
+    b.goto(&format!("{}/", site.base)).await.unwrap();
+    // 503 with Retry-After: 2, then 429 (backoff), then 200.
+    let batches = site.wait_batches(3).await.unwrap();
+    let gap = batches[1].0 - batches[0].0;
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "retried after {gap:?}, before Retry-After"
+    );
+    assert!(
+        gap < Duration::from_millis(3500),
+        "retried after {gap:?}, much later than Retry-After"
+    );
+    for (_, body) in &batches {
+        assert_eq!(body["writeKey"], "wk_test");
+        assert!(body["sentAt"].is_string());
+        assert_eq!(body["batch"][0]["event"], "Retried");
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        site.batches.lock().unwrap().len(),
+        3,
+        "nothing is re-sent after a 200"
+    );
+    assert_eq!(b.eval("localStorage.getItem('wm_q')").await.unwrap(), "[]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_hooks_fill_context_consent_and_wait_for_consent_holds_events() {
+    let _serial = browser::SERIAL.lock().await;
+    browser::require_prerequisites().unwrap();
+    // A CMP stub (IAB TCF) that answers at once, and gtag Consent Mode.
+    let head = r#"<script>
+window.__tcfapi = function (cmd, v, cb) { if (cmd === 'addEventListener') cb({eventStatus: 'tcloaded', gdprApplies: true,
+  tcString: 'CQ-test-string', purpose: {consents: {1: true, 3: true, 4: true, 8: true}}}, true); };
+window.dataLayer = window.dataLayer || []; function gtag(){dataLayer.push(arguments);}
+gtag('consent', 'default', {ad_storage: 'denied', analytics_storage: 'denied', ad_user_data: 'denied', ad_personalization: 'denied'});
+</script>"#;
+    let html = browser::page_with_snippet(
+        head,
+        r#"{writeKey:"wk_test"}"#,
+        "waymark.track('With Hooks');",
+    );
+    let site = browser::FakeSite::start(html, vec![]).await.unwrap();
+    let b = Browser::start().await.unwrap();
+    b.goto(&format!("{}/", site.base)).await.unwrap();
+    site.wait_batches(1).await.unwrap();
+    let e = site
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "With Hooks")
+        .unwrap();
+    assert_eq!(at(&e, "context.consent.tcf"), "CQ-test-string");
+    assert_eq!(at(&e, "context.consent.gcm.ad_storage"), "denied");
+    // TCF answered (a decision, marketing granted); the GCM default that
+    // came after it only fills what was not set.
+    assert_eq!(
+        at(&e, "context.consent.categoryPreferences.marketing"),
+        true
+    );
+    assert_eq!(
+        at(&e, "context.consent.categoryPreferences.analytics"),
+        true
+    );
+    // A GCM update through gtag is picked up by the dataLayer hook.
+    b.eval("gtag('consent', 'update', {ad_storage: 'granted', analytics_storage: 'denied'}); waymark.track('After Update')")
+        .await
+        .unwrap();
+    site.wait_batches(2).await.unwrap();
+    let e = site
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "After Update")
+        .unwrap();
+    assert_eq!(at(&e, "context.consent.gcm.ad_storage"), "granted");
+    assert_eq!(
+        at(&e, "context.consent.categoryPreferences.analytics"),
+        false
+    );
+    // consent.get and onChange.
+    let got = b
+        .eval("new Promise(function (r) { waymark.consent.onChange(function (c) { r(c.categoryPreferences.analytics) }); waymark.consent.set({analytics: true}); })")
+        .await
+        .unwrap();
+    assert_eq!(got, true);
+    assert_eq!(
+        b.eval("waymark.consent.get().categoryPreferences.analytics")
+            .await
+            .unwrap(),
+        true
+    );
+
+    // waitForConsent: nothing leaves until a decision, then the held events do.
+    let html = browser::page_with_snippet(
+        "",
+        r#"{writeKey:"wk_test",waitForConsent:true}"#,
+        "waymark.track('Held');",
+    );
+    let site = browser::FakeSite::start(html, vec![]).await.unwrap();
+    b.goto(&format!("{}/", site.base)).await.unwrap();
+    b.wait_for("typeof waymark.h == 'function'").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(site.events().is_empty(), "held until consent is known");
+    assert!(b
+        .eval("localStorage.getItem('wm_h')")
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or("")
+        .contains("Held"));
+    b.eval("waymark.consent.set({analytics: true, marketing: false})")
+        .await
+        .unwrap();
+    site.wait_batches(1).await.unwrap();
+    let e = site
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "Held")
+        .unwrap();
+    assert_eq!(
+        at(&e, "context.consent.categoryPreferences.analytics"),
+        true
+    );
+    assert_eq!(
+        at(&e, "context.consent.categoryPreferences.marketing"),
+        false
+    );
+    assert_eq!(b.errors(), Vec::<String>::new());
+}

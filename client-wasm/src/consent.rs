@@ -118,11 +118,14 @@ impl ConsentState {
     /// A Google Consent Mode command's parameters (`gtag('consent',
     /// 'default'|'update', params)`). `analytics_storage` maps to the
     /// `analytics` purpose, `ad_storage` to `marketing`. Only `update` is a
-    /// decision; `default` sets values without making consent known.
+    /// decision; `default` only fills fields nothing has set yet (a
+    /// default must not undo a saved choice or a CMP's answer) and does not
+    /// make consent known.
     pub fn apply_gcm(&mut self, params: &JsValue, decision: bool) {
+        let unset = |o: &Object, k: &str| decision || get(o, k).is_undefined();
         for f in GCM_FIELDS {
             let v = get(params, f);
-            if v.is_string() {
+            if v.is_string() && unset(&self.gcm, f) {
                 set(&self.gcm, f, &v);
             }
         }
@@ -131,7 +134,7 @@ impl ConsentState {
             ("ad_storage", "marketing"),
         ] {
             let v = get(params, field);
-            if v.is_string() {
+            if v.is_string() && unset(&self.prefs, purpose) {
                 set(&self.prefs, purpose, &JsValue::from_bool(is(&v, "granted")));
             }
         }

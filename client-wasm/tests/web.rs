@@ -228,3 +228,19 @@ fn data_wm_attributes_become_properties() {
     assert!(get(&p, "track").is_undefined());
     assert!(get(&p, "other").is_undefined());
 }
+
+#[wasm_bindgen_test]
+fn a_consent_mode_default_does_not_undo_a_choice() {
+    let mut c = ConsentState::new(false);
+    c.set_plain(&obj(r#"{"marketing":true}"#), false);
+    let default = args(&[
+        "consent".into(),
+        "default".into(),
+        obj(r#"{"ad_storage":"denied","analytics_storage":"denied"}"#),
+    ]);
+    c.apply_data_layer(&default);
+    let s: JsValue = c.snapshot().into();
+    assert_eq!(get(&s, "categoryPreferences.marketing"), true);
+    assert_eq!(get(&s, "categoryPreferences.analytics"), false);
+    assert_eq!(get(&s, "gcm.ad_storage"), "denied");
+}

@@ -430,3 +430,118 @@ impl Drop for Browser {
 pub fn at<'a>(e: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(e, |v, k| &v[k])
 }
+
+/// A stand-in site for transport and consent tests: serves one HTML page at
+/// `/`, the built tag from `client-wasm/dist`, and answers `POST /v1/batch`
+/// with the statuses queued in `answers` (200 once they run out), recording
+/// each body with the time it arrived.
+pub struct FakeSite {
+    pub base: String,
+    /// (arrival, parsed body) per batch, in order.
+    pub batches: Arc<Mutex<Vec<(Instant, Value)>>>,
+}
+
+impl FakeSite {
+    /// Starts the site. `answers` are (status, Retry-After) pairs used in order.
+    pub async fn start(
+        html: String,
+        answers: Vec<(u16, Option<&'static str>)>,
+    ) -> anyhow::Result<FakeSite> {
+        use axum::http::{header, StatusCode};
+        use axum::response::IntoResponse;
+        let dist = root().join("client-wasm/dist");
+        let batches: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+        let answers = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
+        let (b, a) = (batches.clone(), answers.clone());
+        let asset = move |path: PathBuf, kind: &'static str| async move {
+            match std::fs::read(&path) {
+                Ok(bytes) => ([(header::CONTENT_TYPE, kind)], bytes).into_response(),
+                Err(_) => StatusCode::NOT_FOUND.into_response(),
+            }
+        };
+        let (d1, d2) = (dist.clone(), dist.clone());
+        let app = axum::Router::new()
+            .route(
+                "/",
+                axum::routing::get(move || async move { axum::response::Html(html) }),
+            )
+            .route(
+                "/wm.js",
+                axum::routing::get(move || asset(d1.join("wm.js"), "text/javascript")),
+            )
+            .route(
+                "/wm/{file}",
+                axum::routing::get(
+                    move |axum::extract::Path(file): axum::extract::Path<String>| {
+                        let kind = if file.ends_with(".wasm") {
+                            "application/wasm"
+                        } else {
+                            "text/javascript"
+                        };
+                        asset(d2.join("wm").join(file), kind)
+                    },
+                ),
+            )
+            .route(
+                "/v1/batch",
+                axum::routing::post(move |body: String| {
+                    let (b, a) = (b.clone(), a.clone());
+                    async move {
+                        if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                            b.lock().unwrap().push((Instant::now(), v));
+                        }
+                        let (status, retry) = a.lock().unwrap().pop_front().unwrap_or((200, None));
+                        let mut r = (StatusCode::from_u16(status).unwrap(), "{}").into_response();
+                        if let Some(s) = retry {
+                            r.headers_mut()
+                                .insert(header::RETRY_AFTER, s.parse().unwrap());
+                        }
+                        r
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(FakeSite { base, batches })
+    }
+
+    /// All events received so far, in order.
+    pub fn events(&self) -> Vec<Value> {
+        let b = self.batches.lock().map(|b| b.clone()).unwrap_or_default();
+        b.into_iter()
+            .flat_map(|(_, v)| v["batch"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Waits until `n` batches arrived.
+    pub async fn wait_batches(&self, n: usize) -> anyhow::Result<Vec<(Instant, Value)>> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let b = self.batches.lock().map(|b| b.clone()).unwrap_or_default();
+            if b.len() >= n {
+                return Ok(b);
+            }
+            if Instant::now() > deadline {
+                bail!("only {} of {n} batches within 15 s: {b:#?}", b.len());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A page with the snippet, `options` (a JS object literal) as the tag
+/// settings, and `head` inserted before it.
+pub fn page_with_snippet(head: &str, options: &str, body_script: &str) -> String {
+    format!(
+        r#"<!doctype html><html><head><title>fake</title><link rel="icon" href="data:,">{head}
+<script>
+!function(w,d,a,s){{a=w.waymark=w.waymark||[];if(a.m)return;a.m=1;a.o={options};
+function f(m){{return function(){{a.push([m,[].slice.call(arguments)]);a.h&&a.h()}}}}
+"page track identify group alias reset ready debug".split(" ").forEach(function(m){{a[m]=f(m)}});
+a.consent={{set:f("consent.set"),onChange:f("consent.onChange"),get:function(){{return a.c}}}};
+s=d.createElement("script");s.async=1;s.src="/wm.js";d.head.appendChild(s)}}(window,document);
+{body_script}
+</script></head><body></body></html>"#
+    )
+}
