@@ -7,6 +7,7 @@
 //! Each command installs its own prerequisites, so a fresh machine needs
 //! only `cargo xtask run` and `cargo xtask test`.
 
+mod rules;
 mod setup;
 mod tag;
 
@@ -23,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&root),
         Some("bench") => bench(&root, args.get(1).map(String::as_str)),
         Some("build-tag") => tag::build_tag(&root).map(|_| ()),
+        Some("build-rules") => rules::build_rules(&root),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -30,7 +32,8 @@ fn main() -> anyhow::Result<()> {
                  run [ARGS]       start Waymark on the embedded default (extra ARGS go to `waymark serve`)\n  \
                  test             install prerequisites and run every test\n  \
                  bench ingest     ingest load generator vs a bare server\n  \
-                 build-tag        build the browser tag into client-wasm/dist and check its size budget"
+                 build-tag        build the browser tag into client-wasm/dist and check its size budget\n  \
+                 build-rules      build the example and test rules into WASM components"
             );
             bail!("unknown command");
         }
@@ -64,6 +67,9 @@ fn cargo() -> String {
 }
 
 fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    // 1. The tag the demo site loads (installs wasm-bindgen and wasm-opt when missing).
+    tag::build_tag(root)?;
+    // 2. The worker on the embedded default.
     let mut args = vec![
         "run", "--quiet", "-p", "waymark", "--bin", "waymark", "--", "serve",
     ];
@@ -72,12 +78,49 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
 }
 
 fn test(root: &Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     // 1. Formatting is cheap to check and keeps diffs honest.
     sh(root, &cargo(), &["fmt", "--all", "--", "--check"])?;
-    // 2. Build the binaries the end-to-end tests start.
+    // 2. Prerequisites: Chromium for the browser tests (the tag and rule
+    //    builds install their own toolchain pieces).
+    tag::ensure_chromium()?;
+    // 3. What the tests load: the tag (fails over its size budget) and the
+    //    rule components.
+    tag::build_tag(root)?;
+    rules::build_rules(root)?;
+    // 4. The binaries the end-to-end tests start.
     sh(root, &cargo(), &["build", "--workspace", "--bins"])?;
-    // 3. Every unit, integration and doc test of the workspace.
-    sh(root, &cargo(), &["test", "--workspace", "--no-fail-fast"])?;
+    // 5. Every unit, integration and doc test of the workspace, then the
+    //    guest rules' own unit tests and the tag's tests in the browser.
+    let workspace = sh(root, &cargo(), &["test", "--workspace", "--no-fail-fast"]);
+    let guests = test_guest_rules(root);
+    let tag = tag::test_tag_wasm(root);
+    eprintln!(
+        "xtask test: finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    workspace?;
+    guests?;
+    tag?;
+    Ok(())
+}
+
+/// The guest rules' unit tests, on the host (their logic is kept apart from
+/// the WIT bindings so it builds natively).
+fn test_guest_rules(root: &Path) -> anyhow::Result<()> {
+    eprintln!("+ cargo test --manifest-path rules/Cargo.toml --workspace");
+    let status = Command::new(cargo())
+        .args(["test", "--manifest-path", "rules/Cargo.toml", "--workspace"])
+        .env(
+            "CARGO_TARGET_DIR",
+            setup::target_dir(root).join("rules-host"),
+        )
+        .current_dir(root)
+        .status()
+        .context("cannot run cargo test for rules/")?;
+    if !status.success() {
+        bail!("the guest rules' unit tests failed ({status})");
+    }
     Ok(())
 }
 
