@@ -25,16 +25,14 @@
     if (m) document.getElementById("perf").textContent = "time to first event: " + Math.round(m.duration) + " ms";
   }
 
-  var got = false;
+  var opened = false;
   function unavailable() {
-    if (!got) status.textContent = "live stream unavailable: showing what the tag sends";
+    status.textContent = "live stream unavailable: showing what the tag sends";
   }
   if (!window.EventSource) return unavailable();
   var es = new EventSource("/admin/live?token=wm_live_demo");
-  es.onopen = function () { status.textContent = "live stream connected"; };
+  es.onopen = function () { opened = true; status.textContent = "live stream connected"; };
   es.onmessage = function (m) {
-    got = true;
-    status.textContent = "live stream connected";
     try {
       var d = JSON.parse(m.data);
       add("stage " + d.stage, (d.stage || "?") + ": " + (d.type || "") + (d.event ? " “" + d.event + "”" : "") +
@@ -42,7 +40,9 @@
     } catch (err) {}
   };
   es.onerror = function () {
-    // A missing endpoint (404) closes the stream for good: stop retrying.
-    if (es.readyState === 2 || !got) { es.close(); unavailable(); }
+    // Never connected (no endpoint yet, 404): give up quietly. A stream
+    // that was open reconnects by itself.
+    if (!opened || es.readyState === 2) { es.close(); unavailable(); }
+    else status.textContent = "live stream reconnecting…";
   };
 })();

@@ -531,3 +531,34 @@ gtag('consent', 'default', {ad_storage: 'denied', analytics_storage: 'denied', a
     );
     assert_eq!(b.errors(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_panel_shows_the_stream_or_says_it_is_unavailable() {
+    let _serial = browser::SERIAL.lock().await;
+    let (w, b) = setup(None).await;
+    let live = reqwest::get(format!("{}/admin/live?token=wm_live_demo", w.base))
+        .await
+        .unwrap();
+    let streaming = live.status().is_success();
+    drop(live);
+    b.goto(&format!("{}/", w.base)).await.unwrap();
+    w.wait_event("page", |e| is(e, "page")).await.unwrap();
+    // What the tag sent is listed either way.
+    b.wait_for("document.querySelector('#live .sent')")
+        .await
+        .unwrap();
+    if streaming {
+        b.wait_for("document.getElementById('live-status').textContent == 'live stream connected'")
+            .await
+            .unwrap();
+        b.eval("waymark.track('Seen Live')").await.unwrap();
+        b.wait_for("[].some.call(document.querySelectorAll('#live .stage'), function (li) { return /Seen Live/.test(li.textContent) })")
+            .await
+            .unwrap();
+    } else {
+        b.wait_for("/unavailable/.test(document.getElementById('live-status').textContent)")
+            .await
+            .unwrap();
+    }
+    assert_eq!(b.errors(), Vec::<String>::new());
+}
