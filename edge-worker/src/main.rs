@@ -38,6 +38,56 @@ enum Command {
     },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Inspect and replay a destination's dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Print a destination's dead letters, one JSON object per line, oldest first.
+    List {
+        #[command(flatten)]
+        store: DlqStore,
+        /// Most dead letters to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Move a destination's dead letters back to its outbox (all, or --id ones);
+    /// a running worker delivers them within a second.
+    Replay {
+        #[command(flatten)]
+        store: DlqStore,
+        /// Replay only these dead letters (repeatable). Default: all.
+        #[arg(long)]
+        id: Vec<i64>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DlqStore {
+    /// The destination's name.
+    #[arg(long)]
+    destination: String,
+    /// Path of waymark.toml (for [storage] data_dir).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data directory; overrides the config's.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DlqStore {
+    fn open(&self) -> anyhow::Result<std::sync::Arc<waymark::storage::SqliteStorage>> {
+        let dir = match (&self.data_dir, &self.config) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(path)) => Config::load(path)?.storage.data_dir,
+            (None, None) => Config::embedded_default().storage.data_dir,
+        };
+        Ok(waymark::storage::SqliteStorage::open(&dir, 64)?)
+    }
 }
 
 fn main() -> ExitCode {
@@ -90,6 +140,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DefaultConfig => {
             print!("{DEFAULT_TOML}");
             Ok(())
+        }
+        Command::Dlq { command } => {
+            use waymark::Storage as _;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                match command {
+                    DlqCommand::List { store, limit } => {
+                        let letters = store.open()?.dead_letters(&store.destination, limit).await?;
+                        for letter in &letters {
+                            println!("{}", serde_json::to_string(letter)?);
+                        }
+                        eprintln!("{} dead letter(s) for {}", letters.len(), store.destination);
+                    }
+                    DlqCommand::Replay { store, id } => {
+                        let ids = (!id.is_empty()).then_some(id);
+                        let n = store.open()?.replay_dead_letters(&store.destination, ids).await?;
+                        println!("replayed {n} dead letter(s) to {}", store.destination);
+                    }
+                }
+                Ok(())
+            })
         }
     }
 }

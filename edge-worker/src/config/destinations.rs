@@ -27,6 +27,10 @@ pub struct DestinationConfig {
     /// dropping them) until the visitor decides or the hold expires. Default: false.
     #[serde(default)]
     pub wait_for_consent: bool,
+    /// With `wait_for_consent`, how long a pending event is held before it
+    /// is dropped, in seconds. Default: 1800.
+    #[serde(default)]
+    pub consent_hold_secs: Option<u64>,
     /// Which events this destination receives. Default: all.
     #[serde(default)]
     pub filter: FilterConfig,

@@ -4,9 +4,11 @@
 //! under `/admin`, then stacks the layers once, outermost first.
 
 pub mod admin;
+pub mod admin_dlq;
 pub mod admin_profiles;
 pub mod error;
 pub mod ingest;
+pub mod live;
 pub mod ops;
 pub mod tag;
 
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest::routes())
         .merge(ops::routes())
+        .merge(live::routes())
         .nest("/admin", admin::routes(state.clone()))
         .merge(tag::routes(&server.tag_dir, server.site_dir.as_deref()))
         .layer(

@@ -7,10 +7,15 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
 
 use super::normalize::Rejection;
+use super::route::HoldRoutes;
 use crate::event::Event;
+use crate::http::live::LiveStream;
 use crate::storage::{
-    AcceptedEvent, IngestCommit, QuarantinedEvent, Storage, StorageError, Stored,
+    AcceptedEvent, ConsentSettled, HeldEvent, HoldCommit, IngestCommit, QuarantinedEvent, Storage,
+    StorageError, Stored,
 };
+use crate::telemetry::deliver::{ConsentBlocked, ConsentHolds};
+use crate::time::now_ms;
 
 /// Collects one request's writes.
 #[derive(Debug)]
@@ -18,6 +23,12 @@ pub struct CommitBuilder {
     source: Arc<str>,
     dedup: bool,
     commit: IngestCommit,
+    /// Consent holds: (accepted index, destination, visitor, hold in seconds).
+    holds: Vec<(usize, Arc<str>, String, u64)>,
+    /// Consent decisions for waiting destinations.
+    settled: Vec<ConsentSettled>,
+    /// Events blocked by consent, per destination and denied-or-pending.
+    blocked: Vec<(Arc<str>, bool, usize)>,
 }
 
 impl CommitBuilder {
@@ -27,6 +38,9 @@ impl CommitBuilder {
             source: Arc::clone(source),
             dedup,
             commit: IngestCommit::default(),
+            holds: Vec::new(),
+            settled: Vec::new(),
+            blocked: Vec::new(),
         }
     }
 
@@ -39,6 +53,48 @@ impl CommitBuilder {
             json: event.to_json(),
             destinations,
         });
+    }
+
+    /// Records the consent side of the last accepted event's routes: counts
+    /// what was blocked, holds it for destinations that wait, and settles
+    /// earlier holds of its visitor. Call right after [`accept`](Self::accept).
+    pub fn consent(&mut self, event: &Event, blocked: &[(Arc<str>, bool)], holds: HoldRoutes) {
+        for (d, denied) in blocked {
+            match self
+                .blocked
+                .iter_mut()
+                .find(|(b, den, _)| b == d && den == denied)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => self.blocked.push((Arc::clone(d), *denied, 1)),
+            }
+        }
+        if holds.held.is_empty() && holds.settled.is_empty() {
+            return;
+        }
+        // Holds are per visitor; an event without one cannot be released
+        // later, so it is not held (counted as blocked while pending).
+        let Some(visitor) = event
+            .str("context.waymark.visitorId")
+            .or_else(|| event.anonymous_id())
+            .filter(|v| !v.is_empty())
+        else {
+            for (d, _) in holds.held {
+                self.blocked.push((d, false, 1));
+            }
+            return;
+        };
+        let index = self.commit.accepted.len().saturating_sub(1);
+        for (d, secs) in holds.held {
+            self.holds.push((index, d, visitor.to_owned(), secs));
+        }
+        for (d, granted) in holds.settled {
+            self.settled.push(ConsentSettled {
+                destination: d,
+                visitor: visitor.to_owned(),
+                granted: granted.map(|p| p.to_vec()),
+            });
+        }
     }
 
     /// Adds a rejected event, kept as received.
@@ -69,6 +125,7 @@ pub struct CommitSummary {
 pub struct Outbox {
     storage: Arc<dyn Storage>,
     wakers: Arc<RwLock<HashMap<Arc<str>, Arc<Notify>>>>,
+    live: LiveStream,
 }
 
 impl Outbox {
@@ -77,7 +134,13 @@ impl Outbox {
         Outbox {
             storage,
             wakers: Arc::default(),
+            live: LiveStream::new(),
         }
+    }
+
+    /// The live stream events are published to as they pass the stages.
+    pub fn live(&self) -> &LiveStream {
+        &self.live
     }
 
     /// The store behind it.
@@ -103,7 +166,34 @@ impl Outbox {
     }
 
     /// Commits one request durably, then wakes the workers it fed.
-    pub async fn commit(&self, builder: CommitBuilder) -> Result<CommitSummary, StorageError> {
+    pub async fn commit(&self, mut builder: CommitBuilder) -> Result<CommitSummary, StorageError> {
+        // Held events are copied out before the commit takes the batch.
+        let held: Vec<(usize, HeldEvent, u64)> = builder
+            .holds
+            .drain(..)
+            .filter_map(|(i, destination, visitor, secs)| {
+                let e = builder.commit.accepted.get(i)?;
+                Some((
+                    i,
+                    HeldEvent {
+                        destination,
+                        source: Arc::clone(&e.source),
+                        visitor,
+                        message_id: e.message_id.clone(),
+                        json: e.json.clone(),
+                    },
+                    secs,
+                ))
+            })
+            .collect();
+        let watched: Option<Vec<(String, Vec<Arc<str>>)>> = self.live.is_watched().then(|| {
+            builder
+                .commit
+                .accepted
+                .iter()
+                .map(|e| (e.json.clone(), e.destinations.clone()))
+                .collect()
+        });
         let mut touched: Vec<Arc<str>> = Vec::new();
         for event in &builder.commit.accepted {
             for d in &event.destinations {
@@ -114,6 +204,32 @@ impl Outbox {
         }
         let stored = self.storage.commit_ingest(builder.commit).await?;
         let duplicates = stored.iter().filter(|s| **s == Stored::Duplicate).count();
+        // Consent holds, before the ack too: a held event is as durable as a routed one.
+        let held: Vec<(HeldEvent, u64)> = held
+            .into_iter()
+            .filter(|(i, _, _)| stored.get(*i) == Some(&Stored::Enqueued))
+            .map(|(_, h, secs)| (h, secs))
+            .collect();
+        self.commit_holds(held, builder.settled).await?;
+        for (d, denied, count) in &builder.blocked {
+            ConsentBlocked {
+                destination: d,
+                denied: *denied,
+                count: *count,
+            }
+            .emit();
+        }
+        if let Some(frames) = watched {
+            for ((json, destinations), s) in frames.iter().zip(&stored) {
+                if *s == Stored::Duplicate {
+                    continue;
+                }
+                self.live.publish_json("accepted", json, None, None);
+                for d in destinations {
+                    self.live.publish_json("routed", json, Some(d), None);
+                }
+            }
+        }
         if duplicates < stored.len() {
             for d in touched {
                 // `notify_one` keeps a permit, so a worker that is busy now
@@ -122,5 +238,61 @@ impl Outbox {
             }
         }
         Ok(CommitSummary { duplicates })
+    }
+
+    /// Writes new holds and applies consent decisions; wakes destinations
+    /// whose held events were released.
+    async fn commit_holds(
+        &self,
+        held: Vec<(HeldEvent, u64)>,
+        settled: Vec<ConsentSettled>,
+    ) -> Result<(), StorageError> {
+        if held.is_empty() && settled.is_empty() {
+            return Ok(());
+        }
+        // A decision with nothing held costs a read, not a commit.
+        if held.is_empty() {
+            let keys = settled
+                .iter()
+                .map(|s| (Arc::clone(&s.destination), s.visitor.clone()))
+                .collect();
+            if !self.storage.holds_exist(keys).await? {
+                return Ok(());
+            }
+        }
+        let now = now_ms();
+        let mut commit = HoldCommit {
+            settled,
+            ..HoldCommit::default()
+        };
+        for (h, secs) in held {
+            commit
+                .expires_at_ms
+                .insert(Arc::clone(&h.destination), now + secs as i64 * 1_000);
+            if self.live.is_watched() {
+                self.live
+                    .publish_json("held", &h.json, Some(&h.destination), None);
+            }
+            commit.held.push(h);
+        }
+        let outcome = self.storage.commit_holds(commit).await?;
+        for (outcome_name, list) in [
+            ("held", &outcome.held),
+            ("released", &outcome.released),
+            ("dropped", &outcome.dropped),
+        ] {
+            for (d, count) in list {
+                ConsentHolds {
+                    destination: d,
+                    outcome: outcome_name,
+                    count: *count,
+                }
+                .emit();
+            }
+        }
+        for (d, _) in &outcome.released {
+            self.waker(d).notify_one();
+        }
+        Ok(())
     }
 }

@@ -262,15 +262,7 @@ pub(crate) async fn commit_holds(
         .write(move |conn| {
             let now = now_ms();
             let mut outcome = HoldOutcome::default();
-            // 1. Decisions first: a request that grants also releases what it holds.
-            for s in &commit.settled {
-                let n = settle(conn, s, now)?;
-                match s.granted {
-                    Some(_) => bump(&mut outcome.released, &s.destination, n),
-                    None => bump(&mut outcome.dropped, &s.destination, n),
-                }
-            }
-            // 2. New holds.
+            // 1. New holds.
             let mut insert = conn.prepare_cached(
                 "INSERT INTO consent_holds (destination, source, visitor, message_id, event, held_at_ms, expires_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (destination, message_id) DO NOTHING",
@@ -287,6 +279,14 @@ pub(crate) async fn commit_holds(
                     expires
                 ])?;
                 bump(&mut outcome.held, &h.destination, n);
+            }
+            // 2. Decisions: a request that holds and then grants releases its own holds too.
+            for s in &commit.settled {
+                let n = settle(conn, s, now)?;
+                match s.granted {
+                    Some(_) => bump(&mut outcome.released, &s.destination, n),
+                    None => bump(&mut outcome.dropped, &s.destination, n),
+                }
             }
             Ok(outcome)
         })
