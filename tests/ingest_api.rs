@@ -701,3 +701,64 @@ fn check_reports_precise_config_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn quarantined_events_can_be_replayed_with_a_correction() {
+    let worker = Worker::start(BASIC_CONFIG);
+    let bad = json!({"type":"track","anonymousId":"a","messageId":"fix-me"});
+    assert_eq!(
+        batch(&worker, json!({"batch":[bad]}))
+            .send()
+            .unwrap()
+            .status(),
+        400
+    );
+    let http = client();
+    let listed: Value = http
+        .get(worker.url("/admin/quarantine"))
+        .bearer_auth("admin-secret")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = listed["events"][0]["id"].as_i64().unwrap();
+    // Replayed as is, it fails again with the same reason and stays quarantined.
+    let again: Value = http
+        .post(worker.url("/admin/quarantine/replay"))
+        .bearer_auth("admin-secret")
+        .json(&json!({"ids":[id]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(again["still_invalid"][0]["field"], "event", "{again}");
+    let listed: Value = http
+        .get(worker.url("/admin/quarantine"))
+        .bearer_auth("admin-secret")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["events"].as_array().unwrap().len(), 1);
+    let id = listed["events"][0]["id"].as_i64().unwrap();
+    // Corrected, it is accepted, delivered, and leaves the quarantine.
+    let fixed: Value = http
+        .post(worker.url("/admin/quarantine/replay"))
+        .bearer_auth("admin-secret")
+        .json(&json!({"ids":[id], "event": {"type":"track","anonymousId":"a","messageId":"fix-me","event":"Fixed"}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(fixed["replayed"], json!([id]), "{fixed}");
+    let landed = worker.wait_for_file_events("events.ndjson", 1, Duration::from_secs(10));
+    assert_eq!(landed[0]["event"], "Fixed");
+    let listed: Value = http
+        .get(worker.url("/admin/quarantine"))
+        .bearer_auth("admin-secret")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(listed["events"].as_array().unwrap().is_empty());
+}

@@ -126,3 +126,39 @@ fn origins_match_without_trailing_slash() {
     assert!(source.allows_origin("https://shop.example.com"));
     assert!(!source.allows_origin("https://evil.example.com"));
 }
+
+/// The README's configuration reference names every key of the schema, so
+/// the reference cannot silently fall behind the config structs.
+#[test]
+fn the_readme_reference_names_every_key() {
+    let readme = include_str!("../../../README.md");
+    let reference = readme
+        .split("## Configuration reference")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has a Configuration reference section");
+    let schema = serde_json::to_value(schemars::schema_for!(Config)).unwrap();
+    let mut missing = Vec::new();
+    let mut collect = |props: &serde_json::Value| {
+        if let Some(props) = props.as_object() {
+            for key in props.keys() {
+                let named = [format!("`{key}`"), format!("[{key}]"), format!("[[{key}]]")];
+                if !named.iter().any(|n| reference.contains(n.as_str())) {
+                    missing.push(key.clone());
+                }
+            }
+        }
+    };
+    collect(&schema["properties"]);
+    if let Some(defs) = schema["$defs"].as_object() {
+        for def in defs.values() {
+            collect(&def["properties"]);
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "README.md's configuration reference does not mention: {missing:?}"
+    );
+}

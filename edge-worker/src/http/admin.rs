@@ -85,6 +85,7 @@ fn unauthorized() -> Response {
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/quarantine", get(quarantine))
+        .route("/quarantine/replay", axum::routing::post(replay_quarantine))
         .merge(super::admin_dlq::routes())
         .merge(super::admin_profiles::routes())
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
@@ -93,6 +94,73 @@ pub fn routes(state: AppState) -> Router<AppState> {
 #[derive(serde::Deserialize)]
 struct ListQuery {
     limit: Option<usize>,
+}
+
+/// A replay request: quarantined ids, and optionally a corrected event for one id.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    ids: Vec<i64>,
+    /// A corrected event replacing the stored one (only with a single id).
+    #[serde(default)]
+    event: Option<serde_json::Value>,
+}
+
+/// Runs quarantined events through the pipeline again (after a config
+/// change, or with a corrected event). Events that now pass leave the
+/// quarantine; the others stay, with the reason they still fail.
+async fn replay_quarantine(
+    State(state): State<AppState>,
+    axum::Json(request): axum::Json<ReplayRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    if request.event.is_some() && request.ids.len() != 1 {
+        return Err(ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "event",
+            "a corrected event replaces exactly one quarantined id; send one id",
+        ));
+    }
+    let entries = state.storage.quarantine_get(request.ids).await?;
+    let mut replayed = Vec::new();
+    let mut still_invalid = Vec::new();
+    let mut superseded = Vec::new();
+    for entry in entries {
+        let Some(source) = state.pipeline.source_named(&entry.source).cloned() else {
+            still_invalid.push(
+                serde_json::json!({"id": entry.id, "problem": "its source no longer exists"}),
+            );
+            continue;
+        };
+        let raw = match &request.event {
+            Some(event) => event.to_string(),
+            None => entry.raw.clone(),
+        };
+        let body = format!("{{\"batch\":[{raw}]}}");
+        let batch = match crate::stages::ingest::split(body.as_bytes(), None) {
+            Ok(batch) => batch,
+            Err(e) => {
+                still_invalid.push(serde_json::json!({"id": entry.id, "problem": e.describe().1}));
+                continue;
+            }
+        };
+        let meta = crate::stages::RequestMeta::default();
+        let outcome = state.pipeline.ingest(&source, batch, &meta).await?;
+        superseded.push(entry.id);
+        match outcome.errors.first() {
+            None => replayed.push(entry.id),
+            Some(error) => still_invalid.push(serde_json::json!({
+                "id": entry.id,
+                "field": error.rejection.field,
+                "problem": error.rejection.problem,
+            })),
+        }
+    }
+    // Every event that went through the pipeline left the quarantine: it was
+    // accepted, or quarantined anew with its current reason.
+    state.storage.quarantine_remove(superseded).await?;
+    Ok(Json(
+        serde_json::json!({ "replayed": replayed, "still_invalid": still_invalid }),
+    ))
 }
 
 /// The most recent quarantined events with their reasons.

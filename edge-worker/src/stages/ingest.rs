@@ -277,7 +277,8 @@ mod tests {
             content_type: Some("application/json"),
             content_encoding: Some("gzip"),
         };
-        let out = body_bytes(&gz(json), headers, 1024).unwrap();
+        let zipped = gz(json);
+        let out = body_bytes(&zipped, headers, 1024).unwrap();
         assert_eq!(&*out, json);
         let bomb = gz(&vec![b' '; 100_000]);
         assert_eq!(

@@ -169,6 +169,12 @@ pub trait Storage: Send + Sync + 'static {
     /// The most recent quarantined events, newest first.
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StorageError>;
 
+    /// Quarantined events by id (missing ids are skipped), for replay.
+    async fn quarantine_get(&self, ids: Vec<i64>) -> Result<Vec<QuarantineEntry>, StorageError>;
+
+    /// Removes quarantined events once replayed.
+    async fn quarantine_remove(&self, ids: Vec<i64>) -> Result<(), StorageError>;
+
     /// Forgets dedup entries older than `cutoff_ms`. Called periodically.
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError>;
 

@@ -256,6 +256,45 @@ impl Storage for Arc<SqliteStorage> {
         .await
     }
 
+    async fn quarantine_get(&self, ids: Vec<i64>) -> Result<Vec<QuarantineEntry>, StorageError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, source, received_at_ms, reason, detail, raw FROM quarantine WHERE id = ?1",
+            )?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row = stmt.query_row([id], |r| {
+                    Ok(QuarantineEntry {
+                        id: r.get(0)?,
+                        source: r.get(1)?,
+                        received_at_ms: r.get(2)?,
+                        reason: r.get(3)?,
+                        detail: r.get(4)?,
+                        raw: r.get(5)?,
+                    })
+                });
+                match row {
+                    Ok(entry) => out.push(entry),
+                    Err(rusqlite::Error::QueryReturnedNoRows) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn quarantine_remove(&self, ids: Vec<i64>) -> Result<(), StorageError> {
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
         self.write(move |conn| {
             Ok(conn.execute("DELETE FROM dedup WHERE seen_at_ms < ?1", [cutoff_ms])? as u64)
