@@ -16,4 +16,6 @@ wasmtime::component::bindgen!({
     // A host-side failure (an event used outside `transform`) becomes a
     // trap for this call, never a panic in the worker.
     imports: { default: trappable },
+    // Values and errors are compared in tests.
+    additional_derives: [PartialEq],
 });

@@ -12,6 +12,9 @@ const MAX_PATH_SEGMENTS: usize = 16;
 /// Top-level fields only the worker may write.
 const READ_ONLY: [&str; 3] = ["type", "messageId", "receivedAt"];
 
+/// The object holding a path's last segment, and that segment.
+type Parent<'e, 'p> = (&'e mut Map<String, Json>, &'p str);
+
 /// An event held as a JSON object, following the worker's path rules
 /// (malformed paths, read-only fields, writing through scalars).
 ///
@@ -57,7 +60,7 @@ impl JsonEvent {
         &mut self,
         path: &'p str,
         create: bool,
-    ) -> Result<Option<(&mut Map<String, Json>, &'p str)>, PathError> {
+    ) -> Result<Option<Parent<'_, 'p>>, PathError> {
         check_path(path)?;
         let mut segments: Vec<&str> = path.split('.').collect();
         let leaf = segments.pop().ok_or(PathError::Malformed)?;

@@ -29,6 +29,8 @@ pub fn change(event: &mut Map<String, Value>) {
     }
 }
 
+/// The exported rule (exported on wasm32 only).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct JsonRule;
 
 impl bindings::Guest for JsonRule {
