@@ -71,6 +71,7 @@ impl TagSizes {
 pub fn build_tag(root: &Path) -> anyhow::Result<TagSizes> {
     let crate_dir = root.join("client-wasm");
     let target = root.join("target/wasm");
+    ensure_wasm_target()?;
     ensure_wasm_bindgen(&crate_dir)?;
     ensure_wasm_opt()?;
 
@@ -151,6 +152,13 @@ pub fn build_tag(root: &Path) -> anyhow::Result<TagSizes> {
     std::fs::write(dist.join("wm.js"), &loader)?;
     std::fs::write(dist.join("wm").join(&glue_name), &glue)?;
     std::fs::write(dist.join("wm").join(&wasm_name), &wasm)?;
+    // Precompressed twins: the worker serves `/wm/*` with
+    // `precompressed_gzip`, so browsers get these bytes.
+    std::fs::write(
+        dist.join("wm").join(format!("{glue_name}.gz")),
+        gz(glue.as_bytes()),
+    )?;
+    std::fs::write(dist.join("wm").join(format!("{wasm_name}.gz")), gz(&wasm))?;
 
     let sizes = TagSizes {
         loader: (loader.len(), gz_len(loader.as_bytes())),
@@ -195,6 +203,22 @@ const WASM_FEATURES: [&str; 6] = [
     "--enable-reference-types",
     "--enable-multivalue",
 ];
+
+/// Adds the `wasm32-unknown-unknown` target through rustup when missing.
+pub fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    let has = installed.is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.trim() == "wasm32-unknown-unknown")
+    });
+    if has {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+}
 
 /// Installs the wasm-bindgen CLI pinned (`=x.y.z`) in client-wasm/Cargo.toml
 /// when the one on PATH is missing or another version.
@@ -300,10 +324,14 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn gz_len(data: &[u8]) -> usize {
+fn gz(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     let _ = e.write_all(data);
-    e.finish().map(|v| v.len()).unwrap_or(usize::MAX)
+    e.finish().unwrap_or_default()
+}
+
+fn gz_len(data: &[u8]) -> usize {
+    gz(data).len()
 }
 
 /// FNV-1a 64, 12 hex digits: a cache-busting name, not a security hash.
