@@ -8,6 +8,7 @@
 //! # let _ = url;
 //! ```
 
+pub mod fakes;
 pub mod loadgen;
 
 use std::io::{BufRead, BufReader};

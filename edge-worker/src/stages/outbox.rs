@@ -74,9 +74,11 @@ impl CommitBuilder {
         }
         // Holds are per visitor; an event without one cannot be released
         // later, so it is not held (counted as blocked while pending).
+        // `anonymousId` first: the tag and server SDKs keep it stable, and
+        // identify fills it from the `wm_vid` cookie when absent.
         let Some(visitor) = event
-            .str("context.waymark.visitorId")
-            .or_else(|| event.anonymous_id())
+            .anonymous_id()
+            .or_else(|| event.str("context.waymark.visitorId"))
             .filter(|v| !v.is_empty())
         else {
             for (d, _) in holds.held {
