@@ -191,11 +191,7 @@ impl Event {
     /// Finds the object that holds the last segment of `path`. With
     /// `create`, missing intermediate objects are inserted; without it, a
     /// missing one yields `None`.
-    fn parent_mut<'p>(
-        &mut self,
-        path: &'p str,
-        create: bool,
-    ) -> Result<(Option<&mut Map<String, Value>>, &'p str), PathError> {
+    fn parent_mut<'p>(&mut self, path: &'p str, create: bool) -> Result<Parent<'_, 'p>, PathError> {
         if path.is_empty() || path.split('.').any(str::is_empty) {
             return Err(malformed(path));
         }
@@ -231,6 +227,9 @@ impl Event {
         Ok((Some(cur), leaf))
     }
 }
+
+/// The object holding a path's last segment (if it exists), and that segment.
+type Parent<'e, 'p> = (Option<&'e mut Map<String, Value>>, &'p str);
 
 #[cold]
 fn malformed(path: &str) -> PathError {

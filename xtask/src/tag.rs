@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
@@ -271,7 +271,6 @@ pub fn ensure_wasm_opt() -> anyhow::Result<()> {
 
 /// Installs Debian's Chromium and ChromeDriver when missing (browser tests
 /// and wasm-bindgen-test).
-#[allow(dead_code)] // Wired into `cargo xtask test` / `run` by the xtask owner.
 pub fn ensure_chromium() -> anyhow::Result<()> {
     if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
         return Ok(());
@@ -289,7 +288,6 @@ fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
 }
 
 /// The tag's wasm-bindgen-test suite in headless Chromium.
-#[allow(dead_code)] // Wired into `cargo xtask test` / `run` by the xtask owner.
 pub fn test_tag_wasm(root: &Path) -> anyhow::Result<()> {
     ensure_wasm_bindgen(&root.join("client-wasm"))?;
     ensure_chromium()?;
@@ -760,12 +758,6 @@ pub fn minify_js(src: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Where `build_tag` writes.
-#[allow(dead_code)] // Wired into `cargo xtask test` / `run` by the xtask owner.
-pub fn dist_dir(root: &Path) -> PathBuf {
-    root.join("client-wasm/dist")
 }
 
 #[cfg(test)]
