@@ -3,7 +3,7 @@
 //! [`link_batch`] runs inside one write job on the store's single writer
 //! thread, so every decision about the graph is serialised with every write
 //! to it: two requests can never both create a profile for the same new
-//! identifier, and the node cache ([`GraphState`]) is only ever touched by
+//! identifier, and the node cache ([`super::state::GraphState`]) is only ever touched by
 //! the thread that writes the rows it mirrors.
 //!
 //! # Design
@@ -19,10 +19,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hashlink::LruCache;
 use rusqlite::Connection;
 
 use super::key::{kind_of, suppression_hash, ANON, COOKIE, USER};
+use super::session::{advance_session, Session};
+use super::state::GraphState;
 use super::store::{self, MergeRecord, NodeStats, SessionRow};
 use crate::event::EventType;
 use crate::storage::StorageError;
@@ -88,17 +89,6 @@ pub(crate) enum Linked {
     },
 }
 
-/// A visitor's session as stamped on an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Session {
-    /// Start of the session, in Unix milliseconds; stable for its length.
-    pub id: i64,
-    /// How many sessions the visitor has had, this one included.
-    pub count: i64,
-    /// Whether this event started the session.
-    pub start: bool,
-}
-
 /// What a batch did, for telemetry.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct BatchReport {
@@ -109,92 +99,6 @@ pub(crate) struct BatchReport {
     pub merges: u64,
     pub refusals: u64,
     pub suppressed: u64,
-}
-
-/// In-memory state kept beside the graph: bounded caches and counters.
-///
-/// Only write jobs touch it (they run one at a time on the writer thread).
-/// Any failed job clears it, because its rows were rolled back.
-pub(crate) struct GraphState {
-    /// Node key → profile id, least recently used evicted.
-    nodes: LruCache<String, Arc<str>>,
-    /// Session key → session, least recently used evicted.
-    sessions: LruCache<String, SessionRow>,
-    /// Rows in `identity_suppressions` and `identity_blocks`, loaded on first
-    /// use so lookups that cannot hit are skipped.
-    counts: Option<(u64, u64)>,
-}
-
-impl GraphState {
-    /// Empty caches holding at most `entries` nodes and as many sessions.
-    pub(crate) fn new(entries: usize) -> GraphState {
-        GraphState {
-            nodes: LruCache::new(entries.max(16)),
-            sessions: LruCache::new(entries.max(16)),
-            counts: None,
-        }
-    }
-
-    /// Forgets everything (after a failed job, or a privacy operation).
-    pub(crate) fn clear(&mut self) {
-        self.nodes.clear();
-        self.sessions.clear();
-        self.counts = None;
-    }
-
-    /// Forgets one node (deleted or moved by an admin operation).
-    pub(crate) fn forget_node(&mut self, key: &str) {
-        self.nodes.remove(key);
-        self.sessions.remove(key);
-    }
-
-    /// Records that suppressions or blocks were added.
-    pub(crate) fn added(&mut self, suppressions: u64, blocks: u64) {
-        if let Some((s, b)) = self.counts.as_mut() {
-            *s += suppressions;
-            *b += blocks;
-        }
-    }
-
-    fn counts(&mut self, conn: &Connection) -> Result<(u64, u64), StorageError> {
-        if let Some(counts) = self.counts {
-            return Ok(counts);
-        }
-        let counts = (
-            store::count(conn, "identity_suppressions")?,
-            store::count(conn, "identity_blocks")?,
-        );
-        self.counts = Some(counts);
-        Ok(counts)
-    }
-
-    /// The profile of a node: the cache, then the store.
-    fn lookup(
-        &mut self,
-        conn: &Connection,
-        key: &str,
-        report: &mut BatchReport,
-    ) -> Result<Option<Arc<str>>, StorageError> {
-        if let Some(p) = self.nodes.get(key) {
-            report.cache_hits += 1;
-            return Ok(Some(Arc::clone(p)));
-        }
-        report.cache_misses += 1;
-        let found: Option<Arc<str>> = store::node_profile(conn, key)?.map(Arc::from);
-        if let Some(p) = &found {
-            self.nodes.insert(key.to_owned(), Arc::clone(p));
-        }
-        Ok(found)
-    }
-
-    /// Points every cached node of `absorbed` at `survivor`.
-    fn repoint(&mut self, keys: &[String], survivor: &Arc<str>) {
-        for key in keys {
-            if let Some(p) = self.nodes.peek_mut(key.as_str()) {
-                *p = Arc::clone(survivor);
-            }
-        }
-    }
 }
 
 /// Batch-wide inputs.
@@ -561,40 +465,6 @@ pub(crate) fn merge(
 /// A new profile id: a UUIDv7, so ids sort by creation time.
 pub(crate) fn new_profile_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-/// Moves a visitor's session to an event at `ts_ms`: the same session within
-/// the timeout (out-of-order events included), else a new one.
-pub(crate) fn advance_session(
-    previous: Option<SessionRow>,
-    ts_ms: i64,
-    timeout_ms: i64,
-) -> (SessionRow, bool) {
-    match previous {
-        Some(s) if ts_ms - s.last_activity_ms <= timeout_ms => (
-            SessionRow {
-                last_activity_ms: s.last_activity_ms.max(ts_ms),
-                ..s
-            },
-            false,
-        ),
-        Some(s) => (
-            SessionRow {
-                session_id: ts_ms,
-                count: s.count + 1,
-                last_activity_ms: ts_ms,
-            },
-            true,
-        ),
-        None => (
-            SessionRow {
-                session_id: ts_ms,
-                count: 1,
-                last_activity_ms: ts_ms,
-            },
-            true,
-        ),
-    }
 }
 
 /// Index of a call type in `NodeStats::counts` (`EventType::ALL` order).

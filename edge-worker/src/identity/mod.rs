@@ -25,6 +25,8 @@ pub(crate) mod key;
 pub(crate) mod privacy;
 pub(crate) mod profile;
 pub(crate) mod repair;
+pub(crate) mod session;
+pub(crate) mod state;
 pub(crate) mod store;
 #[cfg(test)]
 mod tests;
@@ -35,8 +37,9 @@ use crate::config::{ConfigError, IdentityConfig};
 use crate::storage::{SqliteStorage, Storage, StorageError};
 use crate::telemetry::identity::{IdentityLinked, IdentityStateReset};
 use crate::time::now_ms;
-use graph::{BatchContext, EventIds, GraphState, Linked};
+use graph::{BatchContext, EventIds, Linked};
 use key::KeyRules;
+use state::GraphState;
 
 pub use profile::{Lookup, ProfileView};
 pub(crate) use store::MIGRATIONS;

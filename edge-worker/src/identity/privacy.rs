@@ -11,9 +11,9 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::graph::GraphState;
 use super::key::{kind_of, suppression_hash, value_of, ANON, COOKIE, USER};
 use super::profile::{format_ms, kind_name, load, resolve, Lookup, ProfileView};
+use super::state::GraphState;
 use super::store;
 use super::{Identity, IdentityError};
 use crate::storage::StorageError;

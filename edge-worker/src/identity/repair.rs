@@ -15,8 +15,9 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::graph::{merge, GraphState, MergeMeta};
+use super::graph::{merge, MergeMeta};
 use super::profile::{load, ProfileView};
+use super::state::GraphState;
 use super::store;
 use super::{Identity, IdentityError};
 use crate::time::now_ms;

@@ -7,9 +7,10 @@ use proptest::prelude::*;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
-use super::graph::{link_batch, BatchContext, GraphState, Linked};
+use super::graph::{link_batch, BatchContext, Linked};
 use super::key::KeyRules;
 use super::profile::{load, Lookup};
+use super::state::GraphState;
 use super::{privacy, repair, store};
 use crate::config::IdentityConfig;
 use crate::event::Event;
