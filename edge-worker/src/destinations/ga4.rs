@@ -211,10 +211,14 @@ fn consent_signal(event: &Map<String, Value>, gcm_field: &str, purpose: &str) ->
     }
 }
 
-/// A deterministic session: `context.waymark.sessionId` (or
-/// `context.sessionId`) when the event has one, else the 30-minute window
-/// the event falls in, as GA4 session ids are the session's start in seconds.
+/// A deterministic session: the worker's session (`context.waymark.session.id`,
+/// its start in Unix milliseconds), else `context.waymark.sessionId` or
+/// `context.sessionId` when the event has one, else the 30-minute window the
+/// event falls in. GA4 session ids are the session's start in seconds.
 fn session_id(event: &Map<String, Value>, time_ms: i64) -> Value {
+    if let Some(start_ms) = http::at(event, "context.waymark.session.id").and_then(Value::as_i64) {
+        return json!(start_ms.div_euclid(1_000));
+    }
     for path in ["context.waymark.sessionId", "context.sessionId"] {
         match http::at(event, path) {
             Some(Value::Number(n)) => return Value::Number(n.clone()),
@@ -412,6 +416,15 @@ mod tests {
         assert!(ga["params"].get("nested").is_none());
         assert_eq!(ga["params"]["note"].as_str().unwrap().len(), 100);
         assert_eq!(ga["params"]["session_id"], json!(1_714_557_600));
+        let mut with_session = event.clone();
+        with_session["context"]["waymark"]["session"] =
+            json!({"id": 1_714_558_000_123i64, "count": 3, "start": false});
+        let (_, _, _, ga_session) = encode(with_session.as_object().unwrap(), "marketing").unwrap();
+        assert_eq!(
+            ga_session["params"]["session_id"],
+            json!(1_714_558_000),
+            "the worker's session wins"
+        );
         assert_eq!(ga["timestamp_micros"], json!(1_714_557_600_000_000i64));
         let identify = json!({"type":"identify","userId":"u1"});
         assert!(encode(identify.as_object().unwrap(), "marketing").is_none());
