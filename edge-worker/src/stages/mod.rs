@@ -149,6 +149,11 @@ impl Pipeline {
         self.sources.get(write_key)
     }
 
+    /// The source with `name` (for replaying stored events).
+    pub fn source_named(&self, name: &str) -> Option<&Arc<Source>> {
+        self.sources.values().find(|s| &*s.name == name)
+    }
+
     /// Whether any source allows browser calls from `origin` (for preflight).
     pub fn any_source_allows(&self, origin: &str) -> bool {
         self.sources
