@@ -115,6 +115,8 @@ fn bench_rules(c: &mut Criterion) {
     let pre =
         json_abi::JsonRulePre::new(linker.instantiate_pre(&component).expect("pre")).expect("pre");
     let mut store = wasmtime::Store::new(&engine, ());
+    // Nothing bumps this engine's epoch; one tick of deadline never fires.
+    store.set_epoch_deadline(1);
     let rule = pre.instantiate(&mut store).expect("instantiate");
     rule.call_init(&mut store, "{}")
         .expect("init")
@@ -122,7 +124,7 @@ fn bench_rules(c: &mut Criterion) {
     let mut event = sample_event();
     group.bench_function("json_abi/two_fields", |b| {
         b.iter(|| {
-            store.set_epoch_deadline(1_000);
+            store.set_epoch_deadline(1);
             let text = event.to_json();
             match rule.call_transform(&mut store, &text) {
                 Ok(json_abi::Outcome::Keep(out)) => {
@@ -137,5 +139,56 @@ fn bench_rules(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_rules);
+/// On-CPU nanoseconds of this thread so far (Linux schedstat), so the
+/// summary below is not skewed by time spent descheduled on a busy machine.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Prints on-CPU time per event for each case: on a shared, busy machine
+/// wall-clock figures include waiting for a core; these do not.
+fn cpu_time_summary(_c: &mut Criterion) {
+    const N: u64 = 200_000;
+    let host = RuleHost::builder().build().expect("rule host");
+    let mut cases: Vec<(String, Box<dyn FnMut()>)> = Vec::new();
+    let mut native_event = sample_event();
+    cases.push((
+        "native/two_fields".into(),
+        Box::new(move || native_two_fields(std::hint::black_box(&mut native_event))),
+    ));
+    for (file, label) in [("bench-noop", "noop"), ("bench-two-fields", "two_fields")] {
+        for count in [1, 5] {
+            let chain = chain(&host, file, count);
+            let mut event = sample_event();
+            cases.push((
+                format!("wasm/{label}/{count}"),
+                Box::new(move || {
+                    chain.apply(std::hint::black_box(&mut event));
+                }),
+            ));
+        }
+    }
+    for (name, mut run) in cases {
+        for _ in 0..10_000 {
+            run();
+        }
+        let (Some(before), wall) = (thread_cpu_ns(), std::time::Instant::now()) else {
+            return;
+        };
+        for _ in 0..N {
+            run();
+        }
+        let wall = wall.elapsed().as_nanos() as u64;
+        let cpu = thread_cpu_ns().unwrap_or(before) - before;
+        println!(
+            "cpu-time {name:<22} {:>7.0} ns/event on-CPU ({:>7.0} ns wall), {:>9.0} events/s per core",
+            cpu as f64 / N as f64,
+            wall as f64 / N as f64,
+            N as f64 * 1e9 / cpu.max(1) as f64
+        );
+    }
+}
+
+criterion_group!(benches, bench_rules, cpu_time_summary);
 criterion_main!(benches);

@@ -81,6 +81,16 @@ pub enum PathError {
     ReadOnly(String),
 }
 
+/// What [`Event::replace`] changed, to undo it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replaced {
+    /// The value the path held before, if any.
+    pub old: Option<Value>,
+    /// When the write created intermediate objects: the length of the path
+    /// prefix that names the first of them (removing it undoes the write).
+    pub created: Option<usize>,
+}
+
 /// A Segment Spec event on its way through the pipeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -182,6 +192,40 @@ impl Event {
         Ok(())
     }
 
+    /// Like [`Event::set`], in a single walk, and says how to undo the write
+    /// (the WASM rule host journals rule writes with it).
+    pub fn replace(&mut self, path: &str, value: Value) -> Result<Replaced, PathError> {
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(malformed(path));
+        }
+        let (dirs, leaf) = match path.rsplit_once('.') {
+            Some((dirs, leaf)) => (Some(dirs), leaf),
+            None => (None, path),
+        };
+        let mut cur = &mut self.body;
+        let mut created = None;
+        let mut end = 0;
+        for segment in dirs.into_iter().flat_map(|dirs| dirs.split('.')) {
+            end += if end == 0 {
+                segment.len()
+            } else {
+                segment.len() + 1
+            };
+            // Once one segment is missing, every later one is created, so
+            // the not-an-object error below can only happen before any change.
+            if !cur.contains_key(segment) {
+                created.get_or_insert(end);
+                cur.insert(segment.to_owned(), Value::Object(Map::new()));
+            }
+            cur = match cur.get_mut(segment) {
+                Some(Value::Object(next)) => next,
+                _ => return Err(not_an_object(path, segment)),
+            };
+        }
+        let old = cur.insert(leaf.to_owned(), value);
+        Ok(Replaced { old, created })
+    }
+
     /// Removes and returns the value at a dotted path. Missing paths yield `Ok(None)`.
     pub fn remove(&mut self, path: &str) -> Result<Option<Value>, PathError> {
         let (parent, leaf) = self.parent_mut(path, false)?;
@@ -279,6 +323,28 @@ mod tests {
         let before = e.clone();
         let err = e.set("context.ip.v4.x", json!(1)).unwrap_err();
         assert!(matches!(err, PathError::NotAnObject { ref segment, .. } if segment == "ip"));
+        assert_eq!(e, before);
+    }
+
+    #[test]
+    fn replace_says_how_to_undo_the_write() {
+        let mut e = event(json!({"properties":{"a":1},"context":{"ip":"x"}}));
+        let r = e.replace("properties.a", json!(2)).unwrap();
+        assert_eq!((r.old, r.created), (Some(json!(1)), None));
+        let r = e.replace("properties.b.c.d", json!(3)).unwrap();
+        assert_eq!((r.old, r.created), (None, Some("properties.b".len())));
+        assert_eq!(e.get("properties.b.c.d"), Some(&json!(3)));
+        let r = e.replace("top", json!(4)).unwrap();
+        assert_eq!((r.old, r.created), (None, None));
+        let before = e.clone();
+        assert!(matches!(
+            e.replace("context.ip.v4", json!(1)),
+            Err(PathError::NotAnObject { .. })
+        ));
+        assert!(matches!(
+            e.replace("a..b", json!(1)),
+            Err(PathError::Malformed(_))
+        ));
         assert_eq!(e, before);
     }
 

@@ -54,7 +54,7 @@ pub(crate) struct RuleState {
     /// The event of the call in progress; `None` between calls.
     event: Option<Event>,
     /// How to undo this call's writes, in order.
-    undo: Vec<(String, Option<Json>)>,
+    undo: Vec<Undo>,
     /// Bytes written into the event by this call.
     written: usize,
     /// Writes refused in this call.
@@ -101,11 +101,11 @@ impl RuleState {
     pub(crate) fn finish(&mut self, rollback: bool) -> Option<Event> {
         let mut event = self.event.take()?;
         if rollback {
-            while let Some((path, old)) = self.undo.pop() {
+            while let Some(undo) = self.undo.pop() {
                 // Each entry restores a state the event was in, so it applies.
-                let _ = match old {
-                    Some(value) => event.set(&path, value),
-                    None => event.remove(&path).map(|_| ()),
+                let _ = match undo {
+                    Undo::Restore(path, value) => event.set(&path, value),
+                    Undo::Remove(path) => event.remove(&path).map(|_| ()),
                 };
             }
         }
@@ -141,37 +141,40 @@ impl RuleState {
     }
 }
 
-/// Checks a path against the rules' limits and the read-only fields.
+/// One journalled write, undone in reverse order after a failed call.
+enum Undo {
+    /// Put this value back at this path.
+    Restore(String, Json),
+    /// Remove this path (a field or the first object a write created).
+    Remove(String),
+}
+
+/// Checks a path against the rules' limits and the read-only fields, in
+/// one pass over its bytes.
 pub(crate) fn check_path(path: &str) -> Result<(), PathError> {
-    if path.is_empty()
-        || path.len() > MAX_PATH_BYTES
-        || path.split('.').count() > MAX_PATH_SEGMENTS
-        || path.split('.').any(str::is_empty)
-    {
+    if path.is_empty() || path.len() > MAX_PATH_BYTES {
+        return Err(PathError::Malformed);
+    }
+    let mut segments = 1;
+    let mut after_dot = true;
+    for byte in path.bytes() {
+        if byte == b'.' {
+            if after_dot {
+                return Err(PathError::Malformed);
+            }
+            segments += 1;
+            after_dot = true;
+        } else {
+            after_dot = false;
+        }
+    }
+    if after_dot || segments > MAX_PATH_SEGMENTS {
         return Err(PathError::Malformed);
     }
     if READ_ONLY.contains(&path) {
         return Err(PathError::ReadOnly);
     }
     Ok(())
-}
-
-/// The journal entry that undoes a write at `path`: the old value at the
-/// path, or removal of the first segment the write will create.
-fn undo_entry(event: &Event, path: &str) -> (String, Option<Json>) {
-    let ends = path
-        .match_indices('.')
-        .map(|(i, _)| i)
-        .chain(std::iter::once(path.len()));
-    for end in ends {
-        let prefix = &path[..end];
-        match event.get(prefix) {
-            Some(value) if end == path.len() => return (path.to_owned(), Some(value.clone())),
-            Some(_) => continue,
-            None => return (prefix.to_owned(), None),
-        }
-    }
-    (path.to_owned(), None)
 }
 
 /// A JSON value as it crosses to a rule.
@@ -268,12 +271,18 @@ impl types::HostEvent for RuleState {
         if let Err(e) = self.charge(bytes + path.len()) {
             return Ok(Err(e));
         }
-        // Step 2: journal, then write.
-        let event = self.event()?;
-        let undo = undo_entry(event, &path);
-        match event.set(&path, json) {
-            Ok(()) => {
-                self.undo.push(undo);
+        // Step 2: write in one walk, and journal how to undo it.
+        match self.event()?.replace(&path, json) {
+            Ok(replaced) => {
+                let mut path = path;
+                self.undo.push(match (replaced.created, replaced.old) {
+                    (Some(created), _) => {
+                        path.truncate(created);
+                        Undo::Remove(path)
+                    }
+                    (None, Some(old)) => Undo::Restore(path, old),
+                    (None, None) => Undo::Remove(path),
+                });
                 Ok(Ok(()))
             }
             Err(e) => {
@@ -293,7 +302,7 @@ impl types::HostEvent for RuleState {
         }
         match self.event()?.remove(&path) {
             Ok(Some(old)) => {
-                self.undo.push((path, Some(old)));
+                self.undo.push(Undo::Restore(path, old));
                 Ok(Ok(true))
             }
             Ok(None) => Ok(Ok(false)),

@@ -84,6 +84,13 @@ impl RuleChain {
     }
 }
 
+/// The deliver stage runs a destination's chain through this seam.
+impl crate::stages::deliver::DestinationRules for RuleChain {
+    fn apply(&self, event: &mut Event) -> Verdict {
+        RuleChain::apply(self, event)
+    }
+}
+
 /// A rule's drop reason, cut short and without control characters.
 fn clean_reason(reason: &str) -> String {
     let mut out = String::with_capacity(reason.len().min(MAX_REASON_BYTES));
