@@ -205,3 +205,34 @@ fn compiled_rules_are_cached_on_disk() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_rule_test_command_prints_verdict_event_and_fuel() {
+    let dir = rules_support::temp_dir("rule-cli");
+    let event_path = dir.join("event.json");
+    std::fs::write(
+        &event_path,
+        r#"{"type":"identify","messageId":"m-1","traits":{"email":"Jane@Example.com"}}"#,
+    )
+    .unwrap();
+    let run = |rule: &str, config: &str| {
+        std::process::Command::new(waymark_tests::waymark_bin())
+            .args(["rule", "test"])
+            .arg(component(rule))
+            .args(["--config", config, "--event"])
+            .arg(&event_path)
+            .output()
+            .expect("run waymark rule test")
+    };
+    let out = run("pii-hash", "{}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("verdict: keep\nfuel: "), "{stdout}");
+    assert!(stdout.contains(&sha256_hex("jane@example.com")), "{stdout}");
+    let out = run("sample", r#"{"rate": 0}"#);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("verdict: drop (sampled-out)"));
+    let out = run("sample", "{}");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("init failed"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
