@@ -83,7 +83,7 @@ fn assert_contained(name: &str, config: RuleConfig, kind: &str) {
         );
         let elapsed = started.elapsed();
         assert!(
-            elapsed < Duration::from_secs(1),
+            elapsed < Duration::from_secs(4),
             "{name}: 2000 events took {elapsed:?}"
         );
     }
@@ -177,6 +177,8 @@ fn a_log_flood_is_rate_limited() {
     );
 }
 
+/// Bounds are generous (debug build, two shared cores): a rule that blocked
+/// other threads would cost 20 ms per event here, 400 s in all.
 #[test]
 fn a_faulty_rule_does_not_slow_other_threads() {
     let host = RuleHost::builder().build().unwrap();
@@ -202,7 +204,7 @@ fn a_faulty_rule_does_not_slow_other_threads() {
         }
         let elapsed = started.elapsed();
         assert!(
-            elapsed < Duration::from_secs(2),
+            elapsed < Duration::from_secs(8),
             "20k events took {elapsed:?} beside a looping rule"
         );
         attacker.join().unwrap();
