@@ -8,6 +8,13 @@ use clap::{Parser, Subcommand};
 use waymark::config::DEFAULT_TOML;
 use waymark::{App, Config};
 
+/// # Design
+/// Per event the worker parses, edits and serialises JSON: many small,
+/// short-lived allocations, where mimalloc is much cheaper than glibc's
+/// malloc (issue #2 ingest benchmark).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Waymark: first-party edge collector for Segment Spec events.
 #[derive(Parser)]
 #[command(version, about)]
@@ -42,6 +49,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Work with WASM rules.
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
     },
 }
 
@@ -88,6 +100,24 @@ impl DlqStore {
         };
         Ok(waymark::storage::SqliteStorage::open(&dir, 64)?)
     }
+}
+
+#[derive(Subcommand)]
+enum RuleCommand {
+    /// Run a rule once on one event; print the verdict, the event and the fuel it cost.
+    Test {
+        /// The rule component (.wasm).
+        rule: PathBuf,
+        /// The rule's config as JSON (what its `config` table in waymark.toml becomes).
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// A file holding one event as a JSON object.
+        #[arg(long)]
+        event: PathBuf,
+        /// Memory cap, in MiB.
+        #[arg(long, default_value_t = 16)]
+        memory_mb: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -163,6 +193,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Ok(())
             })
+        }
+        Command::Rule {
+            command:
+                RuleCommand::Test {
+                    rule,
+                    config,
+                    event,
+                    memory_mb,
+                },
+        } => {
+            let text = std::fs::read_to_string(&event)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", event.display()))?;
+            let event = waymark::rules::parse_event(&text)?;
+            let trial = waymark::rules::trial(&rule, &config, memory_mb, event)?;
+            print!("{}", trial.render());
+            Ok(())
         }
     }
 }

@@ -43,6 +43,27 @@ fn main() -> anyhow::Result<()> {
             loadgen::bare_server(listener).await?;
             Ok(())
         }),
+        Some("load") => {
+            // Drive an already running worker, e.g. while profiling it.
+            let base = arg(&args, "--url").unwrap_or_else(|| "http://127.0.0.1:8080".into());
+            let write_key = arg(&args, "--write-key").unwrap_or_else(|| "wk_demo".into());
+            let secs: u64 = arg(&args, "--seconds")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(10);
+            let concurrency: usize = arg(&args, "--concurrency")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(32);
+            let report = runtime.block_on(loadgen::run(Load {
+                base,
+                write_key,
+                concurrency,
+                batch: 20,
+                duration: Duration::from_secs(secs),
+                warmup: Duration::from_secs(1),
+            }));
+            println!("{report}");
+            Ok(())
+        }
         Some("ingest") => {
             let waymark =
                 arg(&args, "--waymark").unwrap_or_else(|| "target/release/waymark".into());
@@ -91,7 +112,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: waymark-loadgen ingest [--waymark PATH] [--seconds N] [--concurrency N] | bare-server");
+            eprintln!("usage: waymark-loadgen ingest [--waymark PATH] [--seconds N] [--concurrency N] | load --url URL [--write-key K] | bare-server");
             std::process::exit(2);
         }
     }
