@@ -151,8 +151,15 @@ pub async fn run_worker_with_rules(
         }
         // 1. Fill free lanes with due batches.
         while tasks.len() < lane.policy.concurrency {
-            let limit = lane.policy.batch_size + in_flight.len();
-            let due = match storage.outbox_due(&lane.name, now_ms(), limit).await {
+            // Read past the rows in flight rather than reading and skipping
+            // them; rows below (retries coming due) are read once the lane
+            // drains.
+            let after_id = in_flight.iter().max().copied().unwrap_or(0);
+            let limit = lane.policy.batch_size;
+            let due = match storage
+                .outbox_due(&lane.name, now_ms(), after_id, limit)
+                .await
+            {
                 Ok(due) => due,
                 Err(error) => {
                     tracing::error!(destination = %lane.name, error = %error, "Reading the outbox failed.");

@@ -460,7 +460,7 @@ mod tests {
             .unwrap();
         assert_eq!(out.released, vec![(Arc::from("ads"), 2)]);
         assert_eq!(out.dropped, vec![(Arc::from("ads"), 1)]);
-        let due = store.outbox_due("ads", now_ms(), 10).await.unwrap();
+        let due = store.outbox_due("ads", now_ms(), 0, 10).await.unwrap();
         assert_eq!(due.len(), 2);
         assert!(
             due[0].json.contains(r#""marketing":true"#),
@@ -505,7 +505,7 @@ mod tests {
             .await
             .unwrap();
         let ids = store
-            .outbox_due("hook", now_ms(), 10)
+            .outbox_due("hook", now_ms(), 0, 10)
             .await
             .unwrap()
             .iter()

@@ -140,12 +140,15 @@ pub trait Storage: Send + Sync + 'static {
     /// or a duplicate. Called by ingest before it answers.
     async fn commit_ingest(&self, commit: IngestCommit) -> Result<Vec<Stored>, StorageError>;
 
-    /// Up to `limit` entries of `destination` due at `now_ms`, oldest first.
-    /// Called by the destination's delivery worker.
+    /// Up to `limit` entries of `destination` due at `now_ms` with an id
+    /// above `after_id`, oldest first. Called by the destination's delivery
+    /// worker, which passes the highest id it has in flight (or 0) so rows
+    /// being sent are not read again.
     async fn outbox_due(
         &self,
         destination: &str,
         now_ms: i64,
+        after_id: i64,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError>;
 
