@@ -16,23 +16,29 @@ use crate::config::Config;
 use crate::destinations::{self, BuildContext, Destination};
 use crate::http::admin::AdminAuth;
 use crate::http::{router, AppState};
-use crate::stages::deliver::{run_worker, RetryPolicy};
+use crate::rules::{RuleHost, RuleWatcher};
+use crate::stages::deliver::{run_worker_with_rules, DestinationRules, RetryPolicy};
 use crate::stages::Pipeline;
 use crate::storage::{SqliteStorage, Storage};
 use crate::time::now_ms;
 
-/// A destination ready to run: its name, runtime and retry policy.
+/// A destination ready to run: its name, runtime, retry policy and rule chain.
 struct DestinationRuntime {
     name: Arc<str>,
     destination: Arc<dyn Destination>,
     policy: RetryPolicy,
+    rules: Option<Arc<dyn DestinationRules>>,
 }
+
+/// How often rule files are checked for changes (hot reload).
+const RULE_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A built worker, ready to serve.
 pub struct App {
     config: Config,
     state: AppState,
     destinations: Vec<DestinationRuntime>,
+    rules: RuleHost,
 }
 
 impl App {
@@ -43,10 +49,12 @@ impl App {
         let sqlite =
             SqliteStorage::open(&config.storage.data_dir, config.storage.max_commit_events)?;
         let storage: Arc<dyn Storage> = Arc::new(sqlite);
-        // 2. Destinations, each checking its own settings.
-        let destinations = build_destinations(&config)?;
-        // 3. The stages.
-        let pipeline = Pipeline::build(&config, Arc::clone(&storage))?;
+        // 2. WASM rules: compiled once (cached on disk), refused on bad imports.
+        let rules = load_rules(&config)?;
+        // 3. Destinations, each checking its own settings.
+        let destinations = build_destinations(&config, &rules)?;
+        // 4. The stages.
+        let pipeline = Pipeline::build(&config, Arc::clone(&storage), &rules)?;
         let admin = AdminAuth {
             token: config.admin.resolve_token()?.map(Arc::from),
             live_token: config.admin.resolve_live_token()?.map(Arc::from),
@@ -62,6 +70,7 @@ impl App {
             config,
             state,
             destinations,
+            rules,
         })
     }
 
@@ -86,11 +95,12 @@ impl App {
         let mut workers = Vec::new();
         // 1. One delivery worker per destination.
         for d in &self.destinations {
-            workers.push(tokio::spawn(run_worker(
+            workers.push(tokio::spawn(run_worker_with_rules(
                 Arc::clone(&d.name),
                 Arc::clone(&d.destination),
                 d.policy.clone(),
                 self.state.pipeline.outbox().clone(),
+                d.rules.clone(),
                 shutdown_rx.clone(),
             )));
         }
@@ -100,7 +110,10 @@ impl App {
             self.config.limits.dedup_window_secs,
             shutdown_rx.clone(),
         )));
-        // 3. HTTP until a signal.
+        // 3. Hot reload: a changed rule file is swapped in atomically; a
+        //    broken one keeps the old rule running. Stops when dropped.
+        let _watcher: RuleWatcher = self.rules.watch(RULE_WATCH_INTERVAL);
+        // 4. HTTP until a signal.
         let app = router(self.state.clone());
         axum::serve(
             listener,
@@ -117,7 +130,19 @@ impl App {
     }
 }
 
-fn build_destinations(config: &Config) -> anyhow::Result<Vec<DestinationRuntime>> {
+/// Builds the rule host and loads every `[[rules]]` entry.
+fn load_rules(config: &Config) -> anyhow::Result<RuleHost> {
+    let rules = RuleHost::builder()
+        .cache_dir(config.storage.data_dir.join("rules-cache"))
+        .build()?;
+    rules.load(&config.rules)?;
+    Ok(rules)
+}
+
+fn build_destinations(
+    config: &Config,
+    rules: &RuleHost,
+) -> anyhow::Result<Vec<DestinationRuntime>> {
     let cx = BuildContext {
         data_dir: config.storage.data_dir.clone(),
     };
@@ -127,10 +152,14 @@ fn build_destinations(config: &Config) -> anyhow::Result<Vec<DestinationRuntime>
         .enumerate()
         .map(|(i, d)| {
             let destination: Arc<dyn Destination> = Arc::from(destinations::build(d, &cx, i)?);
+            let chain = rules
+                .chain(&d.rules)
+                .with_context(|| format!("destinations[{i}].rules"))?;
             Ok(DestinationRuntime {
                 name: Arc::from(d.name.as_str()),
                 policy: RetryPolicy::from_config(&d.delivery, destination.max_batch()),
                 destination,
+                rules: (!chain.is_empty()).then(|| Arc::new(chain) as Arc<dyn DestinationRules>),
             })
         })
         .collect()
@@ -142,7 +171,8 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     let scratch = std::env::temp_dir().join(format!("waymark-check-{}", uuid::Uuid::new_v4()));
     let mut checked = config.clone();
     checked.storage.data_dir = scratch.clone();
-    let result = build_destinations(&checked).map(|_| ());
+    let result =
+        load_rules(&checked).and_then(|rules| build_destinations(&checked, &rules).map(|_| ()));
     let _ = std::fs::remove_dir_all(scratch);
     crate::visitor::CookieCodec::from_config(&config.identity)?;
     result

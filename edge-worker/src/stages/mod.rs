@@ -25,6 +25,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::config::{Config, ConfigError, SourceConfig};
+use crate::rules::RuleHost;
 use crate::storage::{Storage, StorageError};
 use crate::telemetry::identity::{CookieRejected, VisitorMinted};
 use crate::telemetry::ingest::{DuplicatesDropped, EventsAccepted, EventsDropped, EventsRejected};
@@ -35,6 +36,7 @@ use ingest::RawBatch;
 use normalize::{normalize, NormalizeContext, Rejection};
 use outbox::{CommitBuilder, Outbox};
 use route::Router;
+use rules::RuleChain;
 
 /// A stage's decision about one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub struct Source {
     pub config: SourceConfig,
     /// Its name, shared into every stored event.
     pub name: Arc<str>,
+    /// The rule chain run on each of its events before routing.
+    pub rules: RuleChain,
 }
 
 /// Per-request facts the stages need besides the body.
@@ -119,18 +123,27 @@ impl std::fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// Builds every stage from a validated config.
-    pub fn build(config: &Config, storage: Arc<dyn Storage>) -> Result<Pipeline, ConfigError> {
+    pub fn build(
+        config: &Config,
+        storage: Arc<dyn Storage>,
+        rules: &RuleHost,
+    ) -> Result<Pipeline, ConfigError> {
         let sources = config
             .sources
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
+                let chain = rules.chain(&s.rules).map_err(|e| {
+                    ConfigError::invalid(format!("sources[{i}].rules"), e.to_string())
+                })?;
                 let source = Source {
                     name: Arc::from(s.name.as_str()),
                     config: s.clone(),
+                    rules: chain,
                 };
-                (s.write_key.clone(), Arc::new(source))
+                Ok((s.write_key.clone(), Arc::new(source)))
             })
-            .collect();
+            .collect::<Result<_, ConfigError>>()?;
         let enricher = Enricher::new().map_err(|e| ConfigError::invalid("enrich", e))?;
         Ok(Pipeline {
             sources,
@@ -254,7 +267,8 @@ impl Pipeline {
         };
         let verdicts = identify::link(&self.identity, &mut identified, &visit).await?;
         let mut suppressed = 0;
-        for (event, verdict) in identified.into_iter().zip(verdicts) {
+        let (mut rule_dropped, mut rule_quarantined) = (0, 0);
+        for (mut event, verdict) in identified.into_iter().zip(verdicts) {
             if verdict != Verdict::Keep {
                 suppressed += 1;
                 continue;
@@ -264,6 +278,30 @@ impl Pipeline {
                 &self.cookie_purpose,
                 &source.config.default_consent,
             ));
+            // Rules: the source's chain may change, drop or quarantine the event.
+            if !source.rules.is_empty() {
+                match source.rules.apply(&mut event) {
+                    Verdict::Keep => self
+                        .outbox
+                        .live()
+                        .publish_event("transformed", &event, None),
+                    Verdict::Drop { reason } => {
+                        tracing::debug!(source = %source.name, reason = %reason, "Rule dropped an event.");
+                        rule_dropped += 1;
+                        continue;
+                    }
+                    Verdict::Quarantine { reason } => {
+                        let rejection = Rejection {
+                            reason: "rule",
+                            field: "rules".to_owned(),
+                            problem: reason,
+                        };
+                        commit.quarantine(&event.to_json(), &rejection);
+                        rule_quarantined += 1;
+                        continue;
+                    }
+                }
+            }
             // Route (consent per destination is decided here).
             let routes = self.router.route(&event, &source.config);
             consent_blocked += routes.consent_blocked.len();
@@ -303,6 +341,20 @@ impl Pipeline {
                 count: suppressed,
             }
             .emit();
+        }
+        for (reason, count) in [
+            ("rule", rule_dropped),
+            ("rule_quarantine", rule_quarantined),
+        ] {
+            if count > 0 {
+                EventsDropped {
+                    stage: "rules",
+                    source: &source.name,
+                    reason,
+                    count,
+                }
+                .emit();
+            }
         }
         if consent_blocked > 0 {
             EventsDropped {
