@@ -179,7 +179,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(async move {
                 match command {
                     DlqCommand::List { store, limit } => {
-                        let letters = store.open()?.dead_letters(&store.destination, limit).await?;
+                        let letters = store
+                            .open()?
+                            .dead_letters(&store.destination, limit)
+                            .await?;
                         for letter in &letters {
                             println!("{}", serde_json::to_string(letter)?);
                         }
@@ -187,7 +190,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     DlqCommand::Replay { store, id } => {
                         let ids = (!id.is_empty()).then_some(id);
-                        let n = store.open()?.replay_dead_letters(&store.destination, ids).await?;
+                        let n = store
+                            .open()?
+                            .replay_dead_letters(&store.destination, ids)
+                            .await?;
                         println!("replayed {n} dead letter(s) to {}", store.destination);
                     }
                 }
