@@ -762,3 +762,25 @@ fn quarantined_events_can_be_replayed_with_a_correction() {
         .unwrap();
     assert!(listed["events"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_verified_cookie_takes_precedence_over_the_clients_anonymous_id() {
+    let worker = Worker::start(BASIC_CONFIG);
+    let visitor = "AAAAAAAAAAAAAAAAAAAAAA";
+    let cookie = signed_cookie(visitor, chrono::Utc::now().timestamp(), "k1", TEST_SECRET);
+    let resp = client()
+        .post(worker.url("/v1/batch"))
+        .basic_auth("wk_test", Some(""))
+        .header("cookie", cookie)
+        .json(&json!({"batch":[{"type":"page","anonymousId":"tag-anon","messageId":"m-1"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let landed = worker.wait_for_file_events("events.ndjson", 1, Duration::from_secs(10));
+    assert_eq!(landed[0]["anonymousId"], visitor);
+    assert_eq!(
+        landed[0]["context"]["waymark"]["clientAnonymousId"],
+        "tag-anon"
+    );
+    assert_eq!(landed[0]["context"]["waymark"]["visitorId"], visitor);
+}

@@ -22,12 +22,33 @@ use crate::storage::StorageError;
 use crate::time::parse_rfc3339;
 use crate::visitor::VisitorId;
 
+/// Where the client's own `anonymousId` is kept when a verified cookie takes its place.
+pub const CLIENT_ANONYMOUS_ID: &str = "context.waymark.clientAnonymousId";
+
 /// Applies the request's visitor id to `event`.
-pub fn apply_visitor(event: &mut Event, visitor: Option<&VisitorId>) {
+///
+/// With `trusted` (a verified cookie whose purpose is not denied), the
+/// cookie's id takes precedence over the client's own `anonymousId`, which
+/// is kept in `context.waymark.clientAnonymousId` and linked to the same
+/// profile. A visitor minted for this request only fills a missing
+/// `anonymousId`.
+///
+/// # Design
+/// The worker's first-party cookie outlives script storage (Safari caps
+/// that at 7 days), so once it exists it is the stabler id (issue #6).
+pub fn apply_visitor(event: &mut Event, visitor: Option<&VisitorId>, trusted: bool) {
     let Some(visitor) = visitor else { return };
     let id = Value::String(visitor.as_str().to_owned());
-    if event.anonymous_id().is_none() {
-        let _ = event.set("anonymousId", id.clone());
+    match event.anonymous_id() {
+        None => {
+            let _ = event.set("anonymousId", id.clone());
+        }
+        Some(own) if trusted && own != visitor.as_str() => {
+            let own = Value::String(own.to_owned());
+            let _ = event.set(CLIENT_ANONYMOUS_ID, own);
+            let _ = event.set("anonymousId", id.clone());
+        }
+        Some(_) => {}
     }
     let _ = event.set("context.waymark.visitorId", id);
 }
@@ -147,6 +168,10 @@ pub(crate) fn event_ids(
             push(&mut keys, rules.key(ANON, anon));
         }
     }
+    // The client's own id, when a verified cookie took its place.
+    if let Some(own) = event.str(CLIENT_ANONYMOUS_ID) {
+        push(&mut keys, rules.key(ANON, own));
+    }
     let cookie_key = cookie.and_then(|c| rules.key(COOKIE, c));
     push(&mut keys, cookie_key.clone());
 
@@ -215,18 +240,32 @@ mod tests {
     fn visitor_fills_a_missing_anonymous_id() {
         let v = VisitorId::mint();
         let mut e = event(json!({"userId":"u"}));
-        apply_visitor(&mut e, Some(&v));
+        apply_visitor(&mut e, Some(&v), false);
         assert_eq!(e.anonymous_id(), Some(v.as_str()));
         assert_eq!(e.str("context.waymark.visitorId"), Some(v.as_str()));
     }
 
     #[test]
-    fn an_existing_anonymous_id_is_kept() {
+    fn a_minted_visitor_keeps_the_clients_anonymous_id() {
         let v = VisitorId::mint();
         let mut e = event(json!({"anonymousId":"mine"}));
-        apply_visitor(&mut e, Some(&v));
+        apply_visitor(&mut e, Some(&v), false);
         assert_eq!(e.anonymous_id(), Some("mine"));
+        assert_eq!(e.str(CLIENT_ANONYMOUS_ID), None);
         assert_eq!(e.str("context.waymark.visitorId"), Some(v.as_str()));
+    }
+
+    #[test]
+    fn a_verified_cookie_takes_precedence_and_the_client_id_stays_linked() {
+        let v = VisitorId::mint();
+        let mut e = event(json!({"type":"track","event":"x","anonymousId":"mine"}));
+        apply_visitor(&mut e, Some(&v), true);
+        assert_eq!(e.anonymous_id(), Some(v.as_str()));
+        assert_eq!(e.str(CLIENT_ANONYMOUS_ID), Some("mine"));
+        let ids = event_ids(&e, &rules(), Some(v.as_str()), Some(v.as_str()), 0);
+        assert!(ids.keys.iter().any(|k| k == "anon:mine"), "{:?}", ids.keys);
+        let cookie = format!("cookie:{}", v.as_str());
+        assert!(ids.keys.contains(&cookie), "{:?}", ids.keys);
     }
 
     #[test]

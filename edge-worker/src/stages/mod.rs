@@ -255,7 +255,11 @@ impl Pipeline {
             self.enricher
                 .enrich(&mut event, meta.client_ip, source.config.ip);
             // Identify.
-            identify::apply_visitor(&mut event, visitor.as_ref());
+            // A verified cookie wins over the client's id unless its purpose is denied.
+            let trusted = existing.is_some()
+                && purpose_state(&event, &self.cookie_purpose, &source.config.default_consent)
+                    != ConsentState::Denied;
+            identify::apply_visitor(&mut event, visitor.as_ref(), trusted);
             identified.push(event);
         }
         // Identify, once per request: the identity graph, profile and session.
