@@ -86,6 +86,23 @@ impl SqliteStorage {
     }
 }
 
+/// Ids deleted per statement when delivered rows leave the outbox.
+const DELETE_CHUNK: usize = 64;
+
+/// `DELETE FROM outbox WHERE id IN (?1, …, ?n)`.
+fn delete_ids_sql(n: usize) -> String {
+    let mut sql = String::from("DELETE FROM outbox WHERE id IN (");
+    for i in 1..=n {
+        if i > 1 {
+            sql.push_str(", ");
+        }
+        sql.push('?');
+        sql.push_str(&i.to_string());
+    }
+    sql.push(')');
+    sql
+}
+
 /// Opens a connection with Waymark's pragmas.
 fn open_connection(path: &Path) -> Result<Connection, StorageError> {
     let conn = Connection::open_with_flags(
@@ -103,6 +120,8 @@ fn open_connection(path: &Path) -> Result<Connection, StorageError> {
     // (64 MiB) keeps the outbox's hot pages out of pread.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -65_536)?;
+    // Room for every statement shape the stages use, the chunked deletes included.
+    conn.set_prepared_statement_cache_capacity(256);
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
 }
@@ -186,9 +205,15 @@ impl Storage for Arc<SqliteStorage> {
 
     async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError> {
         self.write(move |conn| {
-            let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-            for id in ids {
-                stmt.execute([id])?;
+            // Up to 64 ids per statement: one B-tree walk deletes a run of rows.
+            let mut full = conn.prepare_cached(&delete_ids_sql(DELETE_CHUNK))?;
+            for chunk in ids.chunks(DELETE_CHUNK) {
+                if chunk.len() == DELETE_CHUNK {
+                    full.execute(rusqlite::params_from_iter(chunk))?;
+                } else {
+                    conn.prepare_cached(&delete_ids_sql(chunk.len()))?
+                        .execute(rusqlite::params_from_iter(chunk))?;
+                }
             }
             Ok(())
         })
@@ -461,6 +486,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.outbox_depth("a").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn delivered_rows_leave_in_chunks() {
+        let dir = tempdir();
+        let store = SqliteStorage::open(&dir, 100).unwrap();
+        let ids: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
+        store
+            .commit_ingest(IngestCommit {
+                accepted: ids.iter().map(|id| accepted(id, &["a"])).collect(),
+                quarantined: vec![],
+            })
+            .await
+            .unwrap();
+        let due = store.outbox_due("a", now_ms(), 0, 1_000).await.unwrap();
+        assert_eq!(due.len(), 150);
+        // 2 full chunks of 64 and one of 21; one row stays.
+        let delivered: Vec<i64> = due.iter().take(149).map(|e| e.id).collect();
+        store.outbox_delivered(delivered).await.unwrap();
+        let left = store.outbox_due("a", now_ms(), 0, 1_000).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].message_id, "m149");
     }
 
     #[tokio::test]

@@ -107,13 +107,13 @@ fn commit_group(
     for job in group.iter_mut() {
         // Take the closure out; the reply sender stays for after the commit.
         let run = std::mem::replace(&mut job.run, Box::new(|_| Err(StorageError::Closed)));
-        tx.execute_batch("SAVEPOINT job")?;
+        // Cached statements: a group runs thousands of these.
+        tx.prepare_cached("SAVEPOINT job")?.execute([])?;
         let result = run(&tx);
-        if result.is_ok() {
-            tx.execute_batch("RELEASE job")?;
-        } else {
-            tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        if result.is_err() {
+            tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
         }
+        tx.prepare_cached("RELEASE job")?.execute([])?;
         results.push(result);
     }
     tx.commit()?;
