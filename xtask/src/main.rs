@@ -92,7 +92,10 @@ fn test(root: &Path) -> anyhow::Result<()> {
     sh(root, &cargo(), &["build", "--workspace", "--bins"])?;
     // 5. Every unit, integration and doc test of the workspace, then the
     //    guest rules' own unit tests and the tag's tests in the browser.
-    let workspace = sh(root, &cargo(), &["test", "--workspace", "--no-fail-fast"]);
+    //    The end-to-end tests start the binary built in step 4: building it
+    //    again from inside a test (`cargo build -p waymark`) would resolve
+    //    other dependency features and rebuild it for minutes.
+    let workspace = run_workspace_tests(root);
     let guests = test_guest_rules(root);
     let tag = tag::test_tag_wasm(root);
     eprintln!(
@@ -102,6 +105,21 @@ fn test(root: &Path) -> anyhow::Result<()> {
     workspace?;
     guests?;
     tag?;
+    Ok(())
+}
+
+/// `cargo test --workspace`, pointing the end-to-end tests at the built binary.
+fn run_workspace_tests(root: &Path) -> anyhow::Result<()> {
+    eprintln!("+ cargo test --workspace --no-fail-fast");
+    let status = Command::new(cargo())
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .env("WAYMARK_BIN", setup::target_dir(root).join("debug/waymark"))
+        .current_dir(root)
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        bail!("workspace tests failed ({status})");
+    }
     Ok(())
 }
 
