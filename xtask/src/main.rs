@@ -73,6 +73,8 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let mut args = vec![
         "run", "--quiet", "-p", "waymark", "--bin", "waymark", "--", "serve",
     ];
+    // `cargo xtask run -- --listen …` passes the separator through; drop it.
+    let extra = extra.strip_prefix(&["--".to_owned()]).unwrap_or(extra);
     args.extend(extra.iter().map(String::as_str));
     sh(root, &cargo(), &args)
 }
