@@ -17,7 +17,7 @@ use crate::destinations::{self, BuildContext, Destination};
 use crate::http::admin::AdminAuth;
 use crate::http::{router, AppState};
 use crate::rules::{RuleHost, RuleWatcher};
-use crate::stages::deliver::{run_worker_with_rules, DestinationRules, RetryPolicy};
+use crate::stages::deliver::{run_worker, DestinationRules, RetryPolicy};
 use crate::stages::Pipeline;
 use crate::storage::{SqliteStorage, Storage};
 use crate::time::now_ms;
@@ -95,7 +95,7 @@ impl App {
         let mut workers = Vec::new();
         // 1. One delivery worker per destination.
         for d in &self.destinations {
-            workers.push(tokio::spawn(run_worker_with_rules(
+            workers.push(tokio::spawn(run_worker(
                 Arc::clone(&d.name),
                 Arc::clone(&d.destination),
                 d.policy.clone(),

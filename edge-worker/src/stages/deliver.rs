@@ -85,9 +85,9 @@ impl RetryPolicy {
 
 /// A destination's rule chain, as the deliver stage sees it.
 ///
-/// NOTE: this is the seam for the rules engine (issue #3): its per-destination
-/// `RuleChain` implements this trait (`apply(&mut Event) -> Verdict`) and
-/// `App` passes it to [`run_worker_with_rules`]. Until then no chain is set.
+/// The rules engine's `RuleChain` implements it; `App` hands each
+/// destination's chain to [`run_worker`]. The chain runs in the delivery
+/// worker, so a slow chain never delays the ingest ack.
 pub trait DestinationRules: Send + Sync + 'static {
     /// Runs the chain on one event, possibly changing it.
     fn apply(&self, event: &mut Event) -> Verdict;
@@ -100,17 +100,6 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 /// How often queue gauges are measured and expired consent holds dropped.
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
 
-/// Runs the delivery loop for one destination until `shutdown` turns true.
-pub async fn run_worker(
-    name: Arc<str>,
-    destination: Arc<dyn Destination>,
-    policy: RetryPolicy,
-    outbox: Outbox,
-    shutdown: watch::Receiver<bool>,
-) {
-    run_worker_with_rules(name, destination, policy, outbox, None, shutdown).await
-}
-
 /// Everything one batch's task needs.
 struct Lane {
     name: Arc<str>,
@@ -121,8 +110,9 @@ struct Lane {
     metrics: DestinationMetrics,
 }
 
-/// [`run_worker`] with the destination's rule chain.
-pub async fn run_worker_with_rules(
+/// Runs the delivery loop for one destination, with its rule chain if it
+/// has one, until `shutdown` turns true.
+pub async fn run_worker(
     name: Arc<str>,
     destination: Arc<dyn Destination>,
     policy: RetryPolicy,
