@@ -231,15 +231,7 @@ mod tests {
 
     #[test]
     fn the_example_parses_and_a_misspelt_key_is_named() {
-        let doc: toml::Table = toml::from_str(EXAMPLE).unwrap();
-        let table = doc["destinations"].as_array().unwrap()[0]
-            .as_table()
-            .unwrap()
-            .clone();
-        let mut settings = table.clone();
-        for k in ["name", "type"] {
-            settings.remove(k);
-        }
+        let mut settings = crate::destinations::example_settings(EXAMPLE);
         assert!(FileConfig::parse(settings.clone(), "x").is_ok());
         settings.insert("max_byte".into(), toml::Value::Integer(1));
         let err = FileConfig::parse(settings, "destinations[0].settings").unwrap_err();

@@ -133,3 +133,15 @@ pub(crate) fn parse_settings<T: serde::de::DeserializeOwned>(
     T::deserialize(toml::Value::Table(settings))
         .map_err(|e| ConfigError::invalid(key, e.to_string().trim_end().to_owned()))
 }
+
+/// The type settings of the one destination in a TOML example, extracted
+/// the way the worker does (the keys common to every destination removed).
+#[cfg(test)]
+pub(crate) fn example_settings(example: &str) -> toml::Table {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        destinations: Vec<DestinationConfig>,
+    }
+    let doc: Doc = toml::from_str(example).expect("the example parses");
+    doc.destinations[0].type_settings()
+}

@@ -184,14 +184,7 @@ mod tests {
     use super::*;
 
     fn settings() -> toml::Table {
-        let doc: toml::Table = toml::from_str(EXAMPLE).unwrap();
-        let mut t = doc["destinations"].as_array().unwrap()[0]
-            .as_table()
-            .unwrap()
-            .clone();
-        t.remove("name");
-        t.remove("type");
-        t
+        crate::destinations::example_settings(EXAMPLE)
     }
 
     #[test]
