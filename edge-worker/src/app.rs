@@ -32,6 +32,8 @@ struct DestinationRuntime {
 
 /// How often rule files are checked for changes (hot reload).
 const RULE_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often pending identity activity (counters, sessions) is written.
+const IDENTITY_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A built worker, ready to serve.
 pub struct App {
@@ -110,10 +112,19 @@ impl App {
             self.config.limits.dedup_window_secs,
             shutdown_rx.clone(),
         )));
-        // 3. Hot reload: a changed rule file is swapped in atomically; a
+        // 3. Identity activity (counters, sessions) is written once a second
+        //    and at shutdown.
+        workers.push(tokio::spawn(
+            self.state
+                .pipeline
+                .identity()
+                .clone()
+                .run_flusher(IDENTITY_FLUSH_INTERVAL, shutdown_rx.clone()),
+        ));
+        // 4. Hot reload: a changed rule file is swapped in atomically; a
         //    broken one keeps the old rule running. Stops when dropped.
         let _watcher: RuleWatcher = self.rules.watch(RULE_WATCH_INTERVAL);
-        // 4. HTTP until a signal.
+        // 5. HTTP until a signal.
         let app = router(self.state.clone());
         axum::serve(
             listener,

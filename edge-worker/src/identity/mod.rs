@@ -117,30 +117,24 @@ impl Identity {
 
     /// Links one request's events; returns, per event in order, what became of it.
     ///
-    /// Resolves once the links are durable. On an error nothing was linked
-    /// and the caller answers 503, as for a failed outbox commit.
+    /// Resolves once the links are durable: at once when the graph already
+    /// holds them all ([`graph::link_cached`]), else after a write job. On
+    /// an error nothing was linked and the caller answers 503, as for a
+    /// failed outbox commit.
     pub(crate) async fn link(&self, events: Vec<EventIds>) -> Result<Vec<Linked>, StorageError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let started = std::time::Instant::now();
-        let state = Arc::clone(&self.state);
         let cx = BatchContext {
             now_ms: now_ms(),
             session_timeout_ms: self.session_timeout_ms,
         };
-        let result = self
-            .store
-            .write(move |conn| {
-                let mut state = lock(&state);
-                let result = graph::link_batch(conn, &mut state, &events, cx);
-                if result.is_err() {
-                    // The job's savepoint is rolled back: so must the cache be.
-                    state.clear();
-                }
-                result
-            })
-            .await;
+        let cached = graph::link_cached(&mut lock(&self.state), &events, cx);
+        let result = match cached {
+            Some(done) => Ok(done),
+            None => self.link_on_writer(events, cx).await,
+        };
         match result {
             Ok((linked, report)) => {
                 IdentityLinked {
@@ -163,12 +157,61 @@ impl Identity {
         }
     }
 
+    /// Writes the pending activity (node counters, sessions); see
+    /// [`state::Pending`]. Returns how many entries were written.
+    pub async fn flush(&self) -> Result<usize, StorageError> {
+        let state = Arc::clone(&self.state);
+        self.store.write(move |conn| lock(&state).flush(conn)).await
+    }
+
+    /// Flushes the pending activity every `every` until `shutdown`, and once more then.
+    pub async fn run_flusher(
+        self,
+        every: std::time::Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                _ = shutdown.changed() => true,
+            };
+            if lock(&self.state).pending.len() > 0 {
+                if let Err(error) = self.flush().await {
+                    tracing::warn!(error = %error, "Writing identity activity failed; it is kept for the next try.");
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    async fn link_on_writer(
+        &self,
+        events: Vec<EventIds>,
+        cx: BatchContext,
+    ) -> Result<(Vec<Linked>, graph::BatchReport), StorageError> {
+        let state = Arc::clone(&self.state);
+        self.store
+            .write(move |conn| {
+                let mut state = lock(&state);
+                let result = graph::link_batch(conn, &mut state, &events, cx);
+                if result.is_err() {
+                    // The job's savepoint is rolled back: so must the cache be.
+                    state.clear();
+                }
+                result
+            })
+            .await
+    }
+
     fn reset_state(&self) {
         lock(&self.state).clear();
         IdentityStateReset.emit();
     }
 
-    /// Runs an admin job on the writer with the graph state.
+    /// Runs an admin job on the writer with the graph state, after the
+    /// pending activity is written (so counts and sessions are exact).
     ///
     /// The job must decide every domain error (`NotFound`, `Invalid`)
     /// before its first write: only a storage error rolls the job back.
@@ -179,6 +222,7 @@ impl Identity {
             + Send
             + 'static,
     {
+        self.flush().await?;
         let state = Arc::clone(&self.state);
         let result = self
             .store
@@ -203,12 +247,13 @@ impl Identity {
         }
     }
 
-    /// Runs a read on a pooled connection.
+    /// Runs a read on a pooled connection, after the pending activity is written.
     async fn admin_read<R, F>(&self, job: F) -> Result<R, IdentityError>
     where
         R: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<R, IdentityError> + Send + 'static,
     {
+        self.flush().await?;
         self.store
             .read(move |conn| Ok(job(conn)))
             .await

@@ -226,6 +226,7 @@ pub(crate) fn delete(
     }
     for key in &p.nodes {
         state.forget_node(key);
+        state.forget_activity(key);
     }
     state.added(hashes.len() as u64, 0);
     Ok(DeleteReport {

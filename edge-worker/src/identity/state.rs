@@ -1,19 +1,26 @@
 //! In-memory state kept beside the identity graph: bounded caches of hot
-//! lookups and counters that let lookups which cannot hit be skipped.
+//! lookups, counters that let lookups which cannot hit be skipped, and the
+//! activity (node counters, sessions) not yet written.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hashlink::LruCache;
 use rusqlite::Connection;
 
 use super::graph::BatchReport;
-use super::store::{self, SessionRow};
+use super::store::{self, NodeStats, SessionRow};
 use crate::storage::StorageError;
+
+/// Pending activity entries (counters plus sessions) that make the next
+/// link job write them out inline, bounding the memory they take.
+pub(crate) const MAX_PENDING: usize = 8_192;
 
 /// In-memory state kept beside the graph: bounded caches and counters.
 ///
-/// Only write jobs touch it (they run one at a time on the writer thread).
-/// Any failed job clears it, because its rows were rolled back.
+/// Write jobs and the cached fast path ([`super::Identity::link`]) touch it
+/// under one lock. Any failed job clears the caches, because its rows were
+/// rolled back; pending activity survives that (see [`Pending`]).
 pub(crate) struct GraphState {
     /// Node key → profile id, least recently used evicted.
     pub(super) nodes: LruCache<String, Arc<str>>,
@@ -22,6 +29,30 @@ pub(crate) struct GraphState {
     /// Rows in `identity_suppressions` and `identity_blocks`, loaded on first
     /// use so lookups that cannot hit are skipped.
     counts: Option<(u64, u64)>,
+    /// Activity recorded but not yet written.
+    pub(super) pending: Pending,
+}
+
+/// Node counters and sessions recorded but not yet written (write-behind).
+///
+/// # Design
+/// Links, new nodes, merges and traits are written before the ack. Event
+/// counts, first/last seen and session rows are derived activity that every
+/// event touches, so they are coalesced here and written by
+/// [`GraphState::flush`] once a second, before every admin operation, at
+/// shutdown, and whenever [`MAX_PENDING`] entries wait. A crash loses at
+/// most that second of counter increments, never an event or a link.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    stats: HashMap<String, NodeStats>,
+    sessions: HashMap<String, SessionRow>,
+}
+
+impl Pending {
+    /// Entries waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.stats.len() + self.sessions.len()
+    }
 }
 
 impl GraphState {
@@ -31,10 +62,13 @@ impl GraphState {
             nodes: LruCache::new(entries.max(16)),
             sessions: LruCache::new(entries.max(16)),
             counts: None,
+            pending: Pending::default(),
         }
     }
 
-    /// Forgets everything (after a failed job, or a privacy operation).
+    /// Forgets every cached lookup (after a failed job, or a privacy
+    /// operation). Pending activity is kept: it adds to rows by key, and a
+    /// row that was rolled back makes its update a no-op.
     pub(crate) fn clear(&mut self) {
         self.nodes.clear();
         self.sessions.clear();
@@ -45,6 +79,70 @@ impl GraphState {
     pub(crate) fn forget_node(&mut self, key: &str) {
         self.nodes.remove(key);
         self.sessions.remove(key);
+    }
+
+    /// Drops the pending activity of a deleted node, so no session row
+    /// comes back for it.
+    pub(crate) fn forget_activity(&mut self, key: &str) {
+        self.pending.stats.remove(key);
+        self.pending.sessions.remove(key);
+    }
+
+    /// Adds one request's counts for a node to the pending activity.
+    pub(super) fn record_stats(&mut self, key: &str, s: NodeStats) {
+        match self.pending.stats.get_mut(key) {
+            Some(p) => {
+                for (total, n) in p.counts.iter_mut().zip(s.counts) {
+                    *total += n;
+                }
+                p.first_seen_ms = p.first_seen_ms.min(s.first_seen_ms);
+                p.last_seen_ms = p.last_seen_ms.max(s.last_seen_ms);
+            }
+            None => {
+                self.pending.stats.insert(key.to_owned(), s);
+            }
+        }
+    }
+
+    /// Records a visitor's session: pending until written, and cached.
+    pub(super) fn record_session(&mut self, key: &str, row: SessionRow) {
+        self.pending.sessions.insert(key.to_owned(), row);
+        self.sessions.insert(key.to_owned(), row);
+    }
+
+    /// A visitor's session from memory alone: `None` when only the store knows.
+    pub(super) fn cached_session(&mut self, key: &str) -> Option<SessionRow> {
+        match self.pending.sessions.get(key) {
+            Some(row) => Some(*row),
+            None => self.sessions.get(key).copied(),
+        }
+    }
+
+    /// A visitor's session: memory, then the store.
+    pub(super) fn session(
+        &mut self,
+        conn: &Connection,
+        key: &str,
+    ) -> Result<Option<SessionRow>, StorageError> {
+        match self.cached_session(key) {
+            Some(row) => Ok(Some(row)),
+            None => store::session(conn, key),
+        }
+    }
+
+    /// Writes the pending activity; it is forgotten only once written, so a
+    /// failed write leaves it for the next flush.
+    pub(crate) fn flush(&mut self, conn: &Connection) -> Result<usize, StorageError> {
+        for (key, s) in &self.pending.stats {
+            store::bump_node(conn, key, s)?;
+        }
+        for (key, row) in &self.pending.sessions {
+            store::put_session(conn, key, row)?;
+        }
+        let written = self.pending.len();
+        self.pending.stats.clear();
+        self.pending.sessions.clear();
+        Ok(written)
     }
 
     /// Records that suppressions or blocks were added.

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
-use super::graph::{link_batch, BatchContext, Linked};
+use super::graph::{link_batch, link_cached, BatchContext, EventIds, Linked};
 use super::key::KeyRules;
 use super::profile::{load, Lookup};
 use super::state::GraphState;
@@ -58,9 +58,18 @@ impl Graph {
         self.batch(vec![(body, cookie)]).remove(0)
     }
 
+    /// Links a batch and writes its activity, as every admin operation
+    /// does before it reads.
     fn batch(&mut self, events: Vec<(Value, Option<&str>)>) -> Vec<Linked> {
+        let linked = self.batch_unflushed(events);
+        self.state.flush(&self.conn).unwrap();
+        linked
+    }
+
+    /// The identity facts of a batch, as the identify stage takes them.
+    fn ids(&mut self, events: Vec<(Value, Option<&str>)>) -> Vec<EventIds> {
         self.clock_ms += 1_000;
-        let ids = events
+        events
             .into_iter()
             .enumerate()
             .map(|(i, (mut body, cookie))| {
@@ -71,15 +80,45 @@ impl Graph {
                 let event = Event::from_map(obj.clone());
                 event_ids(&event, &self.rules, cookie, cookie, self.clock_ms)
             })
-            .collect::<Vec<_>>();
-        let cx = BatchContext {
+            .collect()
+    }
+
+    fn cx(&self) -> BatchContext {
+        BatchContext {
             now_ms: self.clock_ms,
             session_timeout_ms: 1_800_000,
-        };
+        }
+    }
+
+    /// Links a batch on the write path, leaving its activity pending.
+    fn batch_unflushed(&mut self, events: Vec<(Value, Option<&str>)>) -> Vec<Linked> {
+        let ids = self.ids(events);
+        let cx = self.cx();
         let tx = self.conn.unchecked_transaction().unwrap();
         let (linked, _) = link_batch(&tx, &mut self.state, &ids, cx).unwrap();
         tx.commit().unwrap();
         linked
+    }
+
+    /// Links a batch from memory alone, if it can be.
+    fn cached(&mut self, events: Vec<(Value, Option<&str>)>) -> Option<Vec<Linked>> {
+        let ids = self.ids(events);
+        let cx = self.cx();
+        link_cached(&mut self.state, &ids, cx).map(|(linked, _)| linked)
+    }
+
+    fn node_counts(&self, key: &str) -> (i64, Option<i64>) {
+        self.conn
+            .query_row(
+                "SELECT n_track, last_seen_ms FROM identity_nodes WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    }
+
+    fn stored_session(&self, key: &str) -> Option<store::SessionRow> {
+        store::session(&self.conn, key).unwrap()
     }
 
     fn profile_of(&self, key: &str) -> Option<String> {
@@ -496,6 +535,99 @@ fn export_holds_everything_on_the_person_and_is_audited() {
     assert_eq!(export.traits.len(), 1);
     assert_eq!(export.sessions.len(), 1);
     assert_eq!(privacy::audit_log(&g.conn, 10).unwrap()[0].action, "export");
+}
+
+// ---- Activity: counters and sessions are written behind ---------------------
+
+#[test]
+fn activity_waits_in_memory_until_flushed() {
+    let mut g = Graph::new();
+    g.batch_unflushed(vec![(json!({"anonymousId":"a1"}), Some("c1"))]);
+    g.batch_unflushed(vec![(json!({"anonymousId":"a1"}), Some("c1"))]);
+    // The links are written at once; the counts and session are not.
+    assert!(g.profile_of("anon:a1").is_some());
+    assert_eq!(g.node_counts("anon:a1"), (0, None));
+    assert_eq!(g.stored_session("cookie:c1"), None);
+    assert_eq!(g.state.flush(&g.conn).unwrap(), 2);
+    assert_eq!(g.node_counts("anon:a1"), (2, Some(g.clock_ms)));
+    let session = g.stored_session("cookie:c1").unwrap();
+    assert_eq!((session.count, session.last_activity_ms), (1, g.clock_ms));
+    // Nothing is left to write.
+    assert_eq!(g.state.flush(&g.conn).unwrap(), 0);
+}
+
+#[test]
+fn a_returning_visitor_is_linked_from_memory_like_the_write_path() {
+    let mut g = Graph::new();
+    let first = g.batch(vec![(json!({"anonymousId":"a1"}), Some("c1"))]);
+    let p = profile_id(&first[0]);
+    let cached = g
+        .cached(vec![
+            (json!({"anonymousId":"a1"}), Some("c1")),
+            (json!({"type":"page","anonymousId":"a1"}), Some("c1")),
+        ])
+        .expect("every identifier is known");
+    for linked in &cached {
+        match linked {
+            Linked::Profile {
+                profile_id,
+                session: Some(s),
+            } => {
+                assert_eq!(**profile_id, *p);
+                assert_eq!((s.count, s.start), (1, false));
+            }
+            other => panic!("expected a profile with a session, got {other:?}"),
+        }
+    }
+    // Its activity is pending like the write path's, and written by the flush.
+    g.state.flush(&g.conn).unwrap();
+    assert_eq!(g.node_counts("anon:a1").0, 2);
+    // A session that timed out starts the next one, from memory too.
+    g.clock_ms += 31 * 60 * 1_000;
+    match &g
+        .cached(vec![(json!({"anonymousId":"a1"}), Some("c1"))])
+        .unwrap()[0]
+    {
+        Linked::Profile {
+            session: Some(s), ..
+        } => assert_eq!((s.count, s.start), (2, true)),
+        other => panic!("expected a new session, got {other:?}"),
+    }
+}
+
+#[test]
+fn anything_that_changes_the_graph_goes_to_the_write_path() {
+    let mut g = Graph::new();
+    g.batch(vec![(json!({"anonymousId":"a1"}), Some("c1"))]);
+    g.batch(vec![(json!({"anonymousId":"a2"}), Some("c2"))]);
+    // A new identifier, traits to keep, an alias, two profiles to merge.
+    for (event, cookie) in [
+        (json!({"anonymousId":"a9"}), Some("c1")),
+        (
+            json!({"anonymousId":"a1","context":{"traits":{"email":"x@y.z"}}}),
+            Some("c1"),
+        ),
+        (
+            json!({"type":"alias","userId":"u1","previousId":"a1"}),
+            Some("c1"),
+        ),
+        (json!({"anonymousId":"a2"}), Some("c1")),
+    ] {
+        assert_eq!(g.cached(vec![(event.clone(), cookie)]), None, "{event}");
+    }
+    // Nothing was recorded for the refused requests.
+    assert_eq!(g.state.flush(&g.conn).unwrap(), 0);
+}
+
+#[test]
+fn deleting_a_person_drops_their_pending_activity() {
+    let mut g = Graph::new();
+    g.batch(vec![(json!({"userId":"u1"}), Some("c1"))]);
+    g.cached(vec![(json!({"userId":"u1"}), Some("c1"))])
+        .expect("known visitor");
+    privacy::delete(&g.conn, &mut g.state, &Lookup::UserId("u1".into()), "dpo").unwrap();
+    g.state.flush(&g.conn).unwrap();
+    assert_eq!(g.stored_session("cookie:c1"), None);
 }
 
 // ---- Property: profiles are the connected components of the allowed links ------

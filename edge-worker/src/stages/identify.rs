@@ -53,6 +53,26 @@ pub fn apply_visitor(event: &mut Event, visitor: Option<&VisitorId>, trusted: bo
     let _ = event.set("context.waymark.visitorId", id);
 }
 
+/// Whether a request's events name at most one `userId` and one
+/// `anonymousId` of their own (besides `visitor`, which may have filled it in).
+fn is_one_person(events: &[Event], visitor: Option<&VisitorId>) -> bool {
+    let minted = visitor.map(VisitorId::as_str);
+    let (mut user, mut anon): (Option<&str>, Option<&str>) = (None, None);
+    for event in events {
+        if let Some(u) = event.user_id() {
+            if *user.get_or_insert(u) != u {
+                return false;
+            }
+        }
+        if let Some(a) = event.anonymous_id().filter(|a| Some(*a) != minted) {
+            if *anon.get_or_insert(a) != a {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// What the identify stage knows about the request's visitor.
 #[derive(Debug, Clone, Copy)]
 pub struct Visit<'a> {
@@ -79,13 +99,17 @@ pub async fn link(
     visit: &Visit<'_>,
 ) -> Result<Vec<Verdict>, StorageError> {
     let now_ms = crate::time::now_ms();
+    // A minted visitor is an identifier only for a request of one person: a
+    // server batch of many users must not be glued together by it.
+    let one_person = visit.cookie_known || is_one_person(events, visit.visitor);
     let ids = events
         .iter()
         .map(|event| {
             let cookie = visit.visitor.map(VisitorId::as_str).filter(|_| {
                 visit.cookie_known
-                    || purpose_state(event, visit.cookie_purpose, visit.default_consent)
-                        == ConsentState::Granted
+                    || (one_person
+                        && purpose_state(event, visit.cookie_purpose, visit.default_consent)
+                            == ConsentState::Granted)
             });
             event_ids(
                 event,
@@ -318,5 +342,62 @@ mod tests {
         assert_eq!(ids.previous_id.as_deref(), Some("old"));
         assert_eq!(ids.cause, Cause::Alias);
         assert!(!ids.user_seed);
+    }
+
+    /// Links `bodies` as one request from a browser without a cookie, with
+    /// a minted visitor and the cookie purpose granted; returns each event's profile.
+    async fn link_minted(bodies: Vec<Value>) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("waymark-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = crate::storage::SqliteStorage::open(&dir, 100).unwrap();
+        let identity = Identity::with_store(&IdentityConfig::default(), store);
+        let visitor = VisitorId::mint();
+        let mut events: Vec<Event> = bodies
+            .into_iter()
+            .map(|b| {
+                let mut e = event(b);
+                apply_visitor(&mut e, Some(&visitor), false);
+                e
+            })
+            .collect();
+        let consent = BTreeMap::from([("analytics".to_owned(), ConsentDefault::Granted)]);
+        let visit = Visit {
+            visitor: Some(&visitor),
+            cookie_known: false,
+            cookie_purpose: "analytics",
+            default_consent: &consent,
+        };
+        link(&identity, &mut events, &visit).await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        events
+            .iter()
+            .map(|e| e.str("context.waymark.profileId").unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_minted_visitor_does_not_glue_a_batch_of_many_people_together() {
+        let profiles = link_minted(vec![
+            json!({"type":"track","messageId":"m1","anonymousId":"a1"}),
+            json!({"type":"track","messageId":"m2","anonymousId":"a2"}),
+            json!({"type":"track","messageId":"m3","userId":"u3"}),
+        ])
+        .await;
+        assert_ne!(profiles[0], profiles[1]);
+        assert_ne!(profiles[1], profiles[2]);
+        assert_ne!(profiles[0], profiles[2]);
+    }
+
+    #[tokio::test]
+    async fn a_minted_visitor_links_a_batch_of_one_person() {
+        // One browser: its anonymousId, then events the visitor id filled in.
+        let profiles = link_minted(vec![
+            json!({"type":"page","messageId":"m1","anonymousId":"a1"}),
+            json!({"type":"track","messageId":"m2","anonymousId":"a1"}),
+            json!({"type":"track","messageId":"m3"}),
+        ])
+        .await;
+        assert_eq!(profiles[0], profiles[1]);
+        assert_eq!(profiles[1], profiles[2]);
     }
 }
