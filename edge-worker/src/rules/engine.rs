@@ -4,7 +4,9 @@
 //!
 //! No other file touches `wasmtime::Config`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::thread::Thread;
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
@@ -70,22 +72,67 @@ fn config() -> Config {
     config
 }
 
-/// Bumps the engine's epoch every [`EPOCH_TICK`] for as long as the engine
-/// lives. One thread for the whole process.
+/// Guest calls (transform or init) running right now.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// The ticker thread, woken when the first call starts.
+static TICKER: OnceLock<Thread> = OnceLock::new();
+
+/// Marks a guest call as running while it lives, so its deadline ticks.
+///
+/// # Design
+/// Ticking every 500 µs costs a wake-up each time; with no call in flight
+/// (no rules, or an idle worker) the ticker parks instead, and the first
+/// call to start wakes it. A deadline counts from the epoch at its call's
+/// start, so epochs that were not ticked while parked change nothing.
+#[must_use = "the deadline ticks only while the guard lives"]
+pub(crate) struct Running(());
+
+impl Running {
+    /// Marks a call as started.
+    pub(crate) fn start() -> Running {
+        if RUNNING.fetch_add(1, Ordering::SeqCst) == 0 {
+            if let Some(ticker) = TICKER.get() {
+                ticker.unpark();
+            }
+        }
+        Running(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Bumps the engine's epoch every [`EPOCH_TICK`] while a call runs, for as
+/// long as the engine lives. One thread for the whole process.
 fn start_ticker(engine: &Engine) {
     let weak = engine.weak();
     let spawned = std::thread::Builder::new()
         .name("waymark-rules-epoch".to_owned())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
+                if RUNNING.load(Ordering::SeqCst) == 0 {
+                    drop(engine);
+                    // An unpark that came first returns this at once; the
+                    // timeout lets the thread notice a dropped engine.
+                    std::thread::park_timeout(Duration::from_secs(1));
+                    continue;
+                }
                 engine.increment_epoch();
                 drop(engine);
                 std::thread::sleep(EPOCH_TICK);
             }
         });
-    if let Err(error) = spawned {
-        // NOTE: without the ticker no deadline ever fires; refuse loudly.
-        tracing::error!(error = %error, "Cannot start the rules epoch ticker.");
+    match spawned {
+        Ok(handle) => {
+            let _ = TICKER.set(handle.thread().clone());
+        }
+        Err(error) => {
+            // NOTE: without the ticker no deadline ever fires; refuse loudly.
+            tracing::error!(error = %error, "Cannot start the rules epoch ticker.");
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use wasmtime::{Engine, Trap};
 
 use super::bindings::{waymark::rules::types::Verdict as WitVerdict, RulePre};
 use super::cache;
-use super::engine::deadline_ticks;
+use super::engine::{self, deadline_ticks};
 use super::error::{FaultKind, RuleError};
 use super::host::{MemoryCapExceeded, RuleState};
 use super::pool::{Pool, SlotError};
@@ -137,9 +137,11 @@ impl LoadedRule {
         slot.store.data_mut().begin(taken);
         slot.store.set_epoch_deadline(self.deadline_ticks);
         // Step 3: call.
+        let running = engine::Running::start();
         let result = slot
             .rule
             .call_transform(&mut slot.store, Resource::new_borrow(0));
+        drop(running);
         // Step 4: move the event back out, undoing the call's writes if it failed.
         let state = slot.store.data_mut();
         if let Some(back) = state.finish(result.is_err()) {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime::{Engine, Store};
 
 use super::bindings::{Rule, RulePre};
+use super::engine;
 use super::host::{LogBudget, RuleState};
 
 /// Calls an instance serves before it is replaced by a fresh one.
@@ -149,6 +150,7 @@ impl Pool {
         store.limiter(|state| &mut state.memory);
         // Step 2: instantiate from the pre-resolved imports (no linking here).
         store.set_epoch_deadline(INIT_DEADLINE_TICKS);
+        let _running = engine::Running::start();
         let rule = self
             .pre
             .instantiate(&mut store)
