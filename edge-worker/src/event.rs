@@ -179,20 +179,29 @@ impl Event {
         Some(cur)
     }
 
+    /// The value at a dotted path, mutably, if any (same lookup as [`Event::get`]).
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Value> {
+        let mut segments = path.split('.');
+        let first = segments.next()?;
+        let mut cur = self.body.get_mut(first)?;
+        for segment in segments {
+            cur = cur.as_object_mut()?.get_mut(segment)?;
+        }
+        Some(cur)
+    }
+
     /// Sets the value at a dotted path, creating intermediate objects.
     ///
     /// Fails, leaving the event unchanged, when a segment is empty or an
     /// intermediate value exists and is not an object.
     pub fn set(&mut self, path: &str, value: Value) -> Result<(), PathError> {
-        // With `create`, the parent always exists once the path checks out.
-        let (Some(parent), leaf) = self.parent_mut(path, true)? else {
+        if path.is_empty() || path.split('.').any(str::is_empty) {
             return Err(malformed(path));
-        };
-        parent.insert(leaf.to_owned(), value);
-        Ok(())
+        }
+        set_in(&mut self.body, path, path, value)
     }
 
-    /// Like [`Event::set`], in a single walk, and says how to undo the write
+    /// Like [`Event::set`], and says how to undo the write
     /// (the WASM rule host journals rule writes with it).
     pub fn replace(&mut self, path: &str, value: Value) -> Result<Replaced, PathError> {
         if path.is_empty() || path.split('.').any(str::is_empty) {
@@ -228,14 +237,13 @@ impl Event {
 
     /// Removes and returns the value at a dotted path. Missing paths yield `Ok(None)`.
     pub fn remove(&mut self, path: &str) -> Result<Option<Value>, PathError> {
-        let (parent, leaf) = self.parent_mut(path, false)?;
+        let (parent, leaf) = self.parent_mut(path)?;
         Ok(parent.and_then(|parent| parent.shift_remove(leaf)))
     }
 
-    /// Finds the object that holds the last segment of `path`. With
-    /// `create`, missing intermediate objects are inserted; without it, a
-    /// missing one yields `None`.
-    fn parent_mut<'p>(&mut self, path: &'p str, create: bool) -> Result<Parent<'_, 'p>, PathError> {
+    /// Finds the object that holds the last segment of `path`, or `None`
+    /// when an intermediate object is missing.
+    fn parent_mut<'p>(&mut self, path: &'p str) -> Result<Parent<'_, 'p>, PathError> {
         if path.is_empty() || path.split('.').any(str::is_empty) {
             return Err(malformed(path));
         }
@@ -243,33 +251,63 @@ impl Event {
             Some((dirs, leaf)) => (Some(dirs), leaf),
             None => (None, path),
         };
-        let Some(dirs) = dirs else {
-            return Ok((Some(&mut self.body), leaf));
-        };
-        // Check the whole path first so a failed set leaves no half-built objects.
-        let mut probe = Some(&self.body);
-        for segment in dirs.split('.') {
-            probe = match probe.and_then(|m| m.get(segment)) {
-                Some(Value::Object(next)) => Some(next),
-                Some(_) => return Err(not_an_object(path, segment)),
-                None => None,
-            };
-        }
         let mut cur = &mut self.body;
-        for segment in dirs.split('.') {
-            if !cur.contains_key(segment) {
-                if !create {
-                    return Ok((None, leaf));
-                }
-                cur.insert(segment.to_owned(), Value::Object(Map::new()));
-            }
+        for segment in dirs.into_iter().flat_map(|dirs| dirs.split('.')) {
             cur = match cur.get_mut(segment) {
                 Some(Value::Object(next)) => next,
-                _ => return Err(not_an_object(path, segment)),
+                Some(_) => return Err(not_an_object(path, segment)),
+                None => return Ok((None, leaf)),
             };
         }
         Ok((Some(cur), leaf))
     }
+}
+
+/// [`Event::set`] below `map`, where `rest` is what is left of the
+/// well-formed `path`: one walk, one lookup per segment.
+///
+/// Once a segment is missing, it and everything below it are created in one
+/// insert, so the not-an-object error can only happen before any change: a
+/// failed set leaves the event unchanged.
+///
+/// NOTE: recursive rather than a loop because the borrow checker rejects
+/// inserting into a map after a missed `get_mut` whose hit is carried to the
+/// next iteration. The depth is bounded by the number of segments in `path`.
+fn set_in(
+    map: &mut Map<String, Value>,
+    path: &str,
+    rest: &str,
+    value: Value,
+) -> Result<(), PathError> {
+    let Some((segment, rest)) = rest.split_once('.') else {
+        // The leaf: overwrite in place (keeping the key and its position),
+        // allocating a key only when it is new.
+        match map.get_mut(rest) {
+            Some(slot) => *slot = value,
+            None => {
+                map.insert(rest.to_owned(), value);
+            }
+        }
+        return Ok(());
+    };
+    match map.get_mut(segment) {
+        Some(Value::Object(next)) => set_in(next, path, rest, value),
+        Some(_) => Err(not_an_object(path, segment)),
+        None => {
+            map.insert(segment.to_owned(), nested(rest, value));
+            Ok(())
+        }
+    }
+}
+
+/// `value` under one new object per segment of `rest`:
+/// `nested("a.b", v)` is `{"a": {"b": v}}`, `nested("a", v)` is `{"a": v}`.
+fn nested(rest: &str, value: Value) -> Value {
+    rest.rsplit('.').fold(value, |inner, segment| {
+        let mut map = Map::new();
+        map.insert(segment.to_owned(), inner);
+        Value::Object(map)
+    })
 }
 
 /// The object holding a path's last segment (if it exists), and that segment.
@@ -291,6 +329,7 @@ fn not_an_object(path: &str, segment: &str) -> PathError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn event(v: Value) -> Event {
@@ -324,6 +363,110 @@ mod tests {
         let err = e.set("context.ip.v4.x", json!(1)).unwrap_err();
         assert!(matches!(err, PathError::NotAnObject { ref segment, .. } if segment == "ip"));
         assert_eq!(e, before);
+    }
+
+    #[test]
+    fn set_creates_nested_objects_and_overwrites_in_place() {
+        let mut e = event(json!({"type":"track","context":{"ip":"x","page":{"url":"u"}}}));
+        e.set("context.waymark.visitor.id", json!("v")).unwrap();
+        e.set("properties.a", json!(1)).unwrap();
+        e.set("top", json!(true)).unwrap();
+        // Overwriting keeps the key where it was.
+        e.set("context.ip", json!("y")).unwrap();
+        e.set("type", json!("page")).unwrap();
+        let expected = json!({
+            "type": "page",
+            "context": {"ip": "y", "page": {"url": "u"}, "waymark": {"visitor": {"id": "v"}}},
+            "properties": {"a": 1},
+            "top": true,
+        });
+        assert_eq!(Value::Object(e.as_map().clone()), expected);
+        let keys: Vec<&str> = e.as_map().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["type", "context", "properties", "top"]);
+        let ctx: Vec<&str> = e
+            .get("context")
+            .and_then(Value::as_object)
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(ctx, ["ip", "page", "waymark"]);
+    }
+
+    #[test]
+    fn set_through_a_non_object_reports_the_segment_and_changes_nothing() {
+        let mut e = event(json!({"context":{"page":{"url":"u"},"tags":[1]}, "n": 1}));
+        let before = e.clone();
+        for (path, bad) in [
+            ("context.page.url.x", "url"),
+            ("context.tags.x.y", "tags"),
+            ("n.x", "n"),
+        ] {
+            let err = e.set(path, json!(1)).unwrap_err();
+            assert_eq!(
+                err,
+                PathError::NotAnObject {
+                    path: path.into(),
+                    segment: bad.into()
+                }
+            );
+        }
+        assert_eq!(e, before);
+    }
+
+    /// Small nested objects over the keys `a`, `b`, `c`, with scalar and array leaves.
+    fn arb_object() -> impl Strategy<Value = Map<String, Value>> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i8>().prop_map(Value::from),
+            Just(json!([1]))
+        ];
+        let value = leaf.prop_recursive(3, 24, 3, |inner| {
+            prop::collection::vec((prop::sample::select(&["a", "b", "c"][..]), inner), 0..3)
+                .prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                })
+        });
+        prop::collection::vec((prop::sample::select(&["a", "b", "c"][..]), value), 0..3)
+            .prop_map(|kv| kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+
+    /// Paths over the same keys; an empty segment now and then makes one malformed.
+    fn arb_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(&["a", "b", "c", "a", "b", "c", ""][..]),
+            1..6,
+        )
+        .prop_map(|segments| segments.join("."))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn set_agrees_with_replace(body in arb_object(), path in arb_path()) {
+            let mut by_set = Event::from_map(body.clone());
+            let mut by_replace = Event::from_map(body);
+            let before = by_set.clone();
+            let set = by_set.set(&path, json!("new"));
+            let replaced = by_replace.replace(&path, json!("new"));
+            prop_assert_eq!(set.clone().err(), replaced.err());
+            prop_assert_eq!(&by_set, &by_replace);
+            if set.is_err() {
+                prop_assert_eq!(&by_set, &before);
+            } else {
+                prop_assert_eq!(by_set.get(&path), Some(&json!("new")));
+            }
+        }
+    }
+
+    #[test]
+    fn get_mut_reads_nested_paths() {
+        let mut e = event(json!({"context":{"os":{"family":"x"}},"n":1}));
+        *e.get_mut("context.os.family").unwrap() = json!("y");
+        assert_eq!(e.str("context.os.family"), Some("y"));
+        assert_eq!(e.get_mut("context.missing"), None);
+        assert_eq!(e.get_mut("n.x"), None);
     }
 
     #[test]
@@ -366,6 +509,14 @@ mod tests {
         assert_eq!(e.remove("traits.email").unwrap(), None);
         assert_eq!(e.remove("nope.deeper").unwrap(), None);
         assert_eq!(e.get("traits"), Some(&json!({"name":"A"})));
+        let before = e.clone();
+        assert!(matches!(
+            e.remove("traits.name.x"),
+            Err(PathError::NotAnObject { ref segment, .. }) if segment == "name"
+        ));
+        assert!(matches!(e.remove("a..b"), Err(PathError::Malformed(_))));
+        assert_eq!(e.remove("nope.x.y").unwrap(), None);
+        assert_eq!(e, before);
     }
 
     #[test]

@@ -28,12 +28,13 @@ const UAP_REGEXES: &[u8] = include_bytes!("../../assets/uap-core/regexes.yaml");
 /// Distinct user agents remembered before the cache is cleared.
 const UA_CACHE_CAPACITY: usize = 10_000;
 
-/// Parsed user agent fields, ready to merge into `context`.
+/// Parsed user agent fields, ready to merge into `context`. Fields the
+/// parser could not fill (null) are left out, as they are never merged.
 #[derive(Debug)]
 struct UaFields {
-    browser: Value,
-    os: Value,
-    device: Value,
+    browser: Map<String, Value>,
+    os: Map<String, Value>,
+    device: Map<String, Value>,
 }
 
 /// Enriches events with user agent and IP fields.
@@ -64,11 +65,17 @@ impl Enricher {
     /// Adds UA and IP fields to `event`. `client_ip` is the request's address
     /// after trusted-proxy resolution.
     pub fn enrich(&self, event: &mut Event, client_ip: Option<IpAddr>, policy: IpPolicy) {
-        if let Some(ua) = event.str("context.userAgent").map(str::to_owned) {
-            let fields = self.parse_cached(&ua);
-            merge_missing(event, "context.browser", &fields.browser);
-            merge_missing(event, "context.os", &fields.os);
-            merge_missing(event, "context.device", &fields.device);
+        // The cached fields are shared; only the ones an event lacks are cloned into it.
+        if let Some(fields) = event
+            .str("context.userAgent")
+            .map(|ua| self.parse_cached(ua))
+        {
+            // `context` holds `userAgent`, so it is an object.
+            if let Some(Value::Object(context)) = event.get_mut("context") {
+                merge_missing(context, "browser", &fields.browser);
+                merge_missing(context, "os", &fields.os);
+                merge_missing(context, "device", &fields.device);
+            }
         }
         let stated = event
             .str("context.ip")
@@ -113,40 +120,51 @@ impl Enricher {
         let ua_v = &client.user_agent;
         let os_v = &client.os;
         UaFields {
-            browser: json!({
+            browser: non_null(json!({
                 "family": ua_v.family.as_ref(),
                 "version": version([ua_v.major.as_deref(), ua_v.minor.as_deref(), ua_v.patch.as_deref()]),
-            }),
-            os: json!({
+            })),
+            os: non_null(json!({
                 "family": os_v.family.as_ref(),
                 "version": version([os_v.major.as_deref(), os_v.minor.as_deref(), os_v.patch.as_deref()]),
-            }),
-            device: json!({
+            })),
+            device: non_null(json!({
                 "family": client.device.family.as_ref(),
                 "brand": client.device.brand.as_deref(),
                 "model": client.device.model.as_deref(),
-            }),
+            })),
         }
     }
 }
 
-/// Sets each key of `fields` under `path` unless the event already has it.
-fn merge_missing(event: &mut Event, path: &str, fields: &Value) {
-    let Value::Object(fields) = fields else {
-        return;
-    };
-    let existing: Map<String, Value> = match event.get(path) {
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => return,
-        None => Map::new(),
-    };
-    let mut merged = existing;
-    for (k, v) in fields {
-        if !v.is_null() && !merged.contains_key(k) {
-            merged.insert(k.clone(), v.clone());
+/// The non-null fields of a parsed object.
+fn non_null(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(mut fields) => {
+            fields.retain(|_, v| !v.is_null());
+            fields
+        }
+        _ => Map::new(),
+    }
+}
+
+/// Adds each of `fields` to the object `context[key]` unless the client
+/// already sent it; a `key` the client set to a non-object is kept as is.
+/// Only the inserted values are cloned.
+fn merge_missing(context: &mut Map<String, Value>, key: &str, fields: &Map<String, Value>) {
+    match context.get_mut(key) {
+        Some(Value::Object(existing)) => {
+            for (k, v) in fields {
+                if !existing.contains_key(k) {
+                    existing.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        Some(_) => {}
+        None => {
+            context.insert(key.to_owned(), Value::Object(fields.clone()));
         }
     }
-    let _ = event.set(path, Value::Object(merged));
 }
 
 /// Zeroes the host part: the last octet of IPv4, the last 80 bits of IPv6 (a /48).
@@ -223,6 +241,49 @@ mod tests {
         enricher().enrich(&mut e, None, IpPolicy::Truncate);
         assert_eq!(e.str("context.os.family"), Some("custom"));
         assert_eq!(e.str("context.os.version"), Some("17.1"));
+    }
+
+    #[test]
+    fn merge_keeps_client_fields_and_order() {
+        let mut e = event(json!({"context":{
+            "userAgent": CHROME_MAC,
+            "device": {"model": "mine", "extra": 1},
+            "browser": "not an object",
+            "locale": "en",
+        }}));
+        enricher().enrich(&mut e, None, IpPolicy::Drop);
+        let expected = json!({
+            "userAgent": CHROME_MAC,
+            "device": {"model": "mine", "extra": 1, "family": "Mac", "brand": "Apple"},
+            "browser": "not an object",
+            "locale": "en",
+            "os": {"family": "Mac OS X", "version": "10.15.7"},
+        });
+        let context = e.get("context").unwrap();
+        assert_eq!(context, &expected);
+        let keys: Vec<&str> = context
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["userAgent", "device", "browser", "locale", "os"]);
+        let device: Vec<&str> = context["device"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(device, ["model", "extra", "family", "brand"]);
+    }
+
+    #[test]
+    fn unparsed_fields_are_left_out() {
+        let mut e = event(json!({"context":{"userAgent": "nothing-known/x"}}));
+        enricher().enrich(&mut e, None, IpPolicy::Drop);
+        assert_eq!(e.str("context.browser.family"), Some("Other"));
+        assert_eq!(e.get("context.browser.version"), None);
+        assert_eq!(e.get("context.device.brand"), None);
     }
 
     #[test]
