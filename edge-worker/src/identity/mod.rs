@@ -6,8 +6,8 @@
 //! form one profile with a stable id. The principal types:
 //!
 //! - [`Identity`], the handle the pipeline and the admin API share. Its
-//!   [`Identity::link`] runs one request's events through [`graph`] inside
-//!   one group-committed write job, and its admin operations explain,
+//!   [`Identity::link`] runs one request's events through [`graph`] (from
+//!   memory, or in one group-committed write job), and its admin operations explain,
 //!   split, force-merge, export and delete profiles.
 //! - [`graph::EventIds`], one event's identity facts, extracted by the
 //!   identify stage; [`graph::Linked`], what became of the event.
@@ -62,12 +62,15 @@ pub enum IdentityError {
 /// The identity graph, profiles, sessions and privacy operations.
 ///
 /// # Design
-/// Linking a request is one write job on the store's single writer thread
-/// (group-committed with other requests' jobs), awaited before the outbox
-/// commit: the event must carry its `profileId` when it is stored, and
-/// graph decisions must be serialised with graph writes. Hot lookups come
-/// from a bounded LRU that only write jobs touch, so memory stays flat
-/// however many profiles the store holds (issue #4).
+/// Linking a request that changes the graph is one write job on the
+/// store's single writer thread (group-committed with other requests'
+/// jobs), awaited before the outbox commit: the event must carry its
+/// `profileId` when it is stored, and graph decisions must be serialised
+/// with graph writes. A request whose identifiers are all cached nodes of
+/// one profile changes nothing and is linked from memory under the same
+/// lock. Hot lookups come from a bounded LRU, so memory stays flat however
+/// many profiles the store holds (issue #4); counters and sessions are
+/// written behind ([`state::Pending`]).
 #[derive(Clone)]
 pub struct Identity {
     store: Arc<SqliteStorage>,
