@@ -20,6 +20,7 @@
 //! merge's link. Privacy deletion leaves only hashed identifiers behind, in
 //! a suppression list that drops the person's later events at ingest.
 
+pub(crate) mod activity;
 pub(crate) mod graph;
 pub(crate) mod key;
 pub(crate) mod privacy;
@@ -121,7 +122,7 @@ impl Identity {
     /// Links one request's events; returns, per event in order, what became of it.
     ///
     /// Resolves once the links are durable: at once when the graph already
-    /// holds them all ([`graph::link_cached`]), else after a write job. On
+    /// holds them all ([`activity::link_cached`]), else after a write job. On
     /// an error nothing was linked and the caller answers 503, as for a
     /// failed outbox commit.
     pub(crate) async fn link(&self, events: Vec<EventIds>) -> Result<Vec<Linked>, StorageError> {
@@ -133,7 +134,7 @@ impl Identity {
             now_ms: now_ms(),
             session_timeout_ms: self.session_timeout_ms,
         };
-        let cached = graph::link_cached(&mut lock(&self.state), &events, cx);
+        let cached = activity::link_cached(&mut lock(&self.state), &events, cx);
         let result = match cached {
             Some(done) => Ok(done),
             None => self.link_on_writer(events, cx).await,
@@ -164,7 +165,17 @@ impl Identity {
     /// [`state::Pending`]. Returns how many entries were written.
     pub async fn flush(&self) -> Result<usize, StorageError> {
         let state = Arc::clone(&self.state);
-        self.store.write(move |conn| lock(&state).flush(conn)).await
+        self.store
+            .write(move |conn| {
+                // Taken when the job runs, so it is ordered with every other
+                // graph job (a delete drops its person's activity first);
+                // written without the lock, so linking goes on meanwhile.
+                let taken = lock(&state).take_pending();
+                taken.write(conn).inspect_err(|_| {
+                    lock(&state).restore_pending(taken);
+                })
+            })
+            .await
     }
 
     /// Flushes the pending activity every `every` until `shutdown`, and once more then.

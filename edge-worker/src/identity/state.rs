@@ -53,6 +53,17 @@ impl Pending {
     pub(crate) fn len(&self) -> usize {
         self.stats.len() + self.sessions.len()
     }
+
+    /// Writes every entry; returns how many.
+    pub(crate) fn write(&self, conn: &Connection) -> Result<usize, StorageError> {
+        for (key, s) in &self.stats {
+            store::bump_node(conn, key, s)?;
+        }
+        for (key, row) in &self.sessions {
+            store::put_session(conn, key, row)?;
+        }
+        Ok(self.len())
+    }
 }
 
 impl GraphState {
@@ -133,16 +144,26 @@ impl GraphState {
     /// Writes the pending activity; it is forgotten only once written, so a
     /// failed write leaves it for the next flush.
     pub(crate) fn flush(&mut self, conn: &Connection) -> Result<usize, StorageError> {
-        for (key, s) in &self.pending.stats {
-            store::bump_node(conn, key, s)?;
-        }
-        for (key, row) in &self.pending.sessions {
-            store::put_session(conn, key, row)?;
-        }
-        let written = self.pending.len();
-        self.pending.stats.clear();
-        self.pending.sessions.clear();
+        let written = self.pending.write(conn)?;
+        self.pending = Pending::default();
         Ok(written)
+    }
+
+    /// Takes the pending activity out, to be written without holding the
+    /// state (the cached path keeps linking meanwhile).
+    pub(crate) fn take_pending(&mut self) -> Pending {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Puts back activity whose write failed: counts add up again, and a
+    /// session recorded since is newer than the one put back.
+    pub(crate) fn restore_pending(&mut self, taken: Pending) {
+        for (key, s) in taken.stats {
+            self.record_stats(&key, s);
+        }
+        for (key, row) in taken.sessions {
+            self.pending.sessions.entry(key).or_insert(row);
+        }
     }
 
     /// Records that suppressions or blocks were added.

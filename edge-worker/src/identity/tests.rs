@@ -7,7 +7,8 @@ use proptest::prelude::*;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
-use super::graph::{link_batch, link_cached, BatchContext, EventIds, Linked};
+use super::activity::link_cached;
+use super::graph::{link_batch, BatchContext, EventIds, Linked};
 use super::key::KeyRules;
 use super::profile::{load, Lookup};
 use super::state::GraphState;
@@ -554,6 +555,23 @@ fn activity_waits_in_memory_until_flushed() {
     assert_eq!((session.count, session.last_activity_ms), (1, g.clock_ms));
     // Nothing is left to write.
     assert_eq!(g.state.flush(&g.conn).unwrap(), 0);
+}
+
+#[test]
+fn activity_put_back_after_a_failed_write_adds_up_and_keeps_the_newest_session() {
+    let mut g = Graph::new();
+    g.batch_unflushed(vec![(json!({"anonymousId":"a1"}), Some("c1"))]);
+    g.batch_unflushed(vec![(json!({"anonymousId":"a1"}), Some("c1"))]);
+    // A flush takes the activity; meanwhile another event is recorded; the write fails.
+    let taken = g.state.take_pending();
+    g.batch_unflushed(vec![(json!({"anonymousId":"a1"}), Some("c1"))]);
+    g.state.restore_pending(taken);
+    g.state.flush(&g.conn).unwrap();
+    assert_eq!(g.node_counts("anon:a1"), (3, Some(g.clock_ms)));
+    assert_eq!(
+        g.stored_session("cookie:c1").unwrap().last_activity_ms,
+        g.clock_ms
+    );
 }
 
 #[test]
