@@ -7,7 +7,7 @@
 //! turned into a [`DeliveryError`] here, once, so every destination agrees
 //! on what is retriable: 408, 429, 5xx and connection failures are; other
 //! 4xx answers are the vendor refusing the payload and go to the
-//! dead-letter store. Backoff itself lives in `stages/deliver.rs`.
+//! dead-letter store. Backoff itself lives in `stages/deliver/`.
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@ wasmtime::component::bindgen!({
     path: "../rules/wit",
     world: "rule",
     // The event resource is our marker type: the event itself lives in the
-    // store's state for the duration of one call (see host.rs).
+    // store's state for the duration of one call (see host/mod.rs).
     with: {
         "waymark:rules/types.event": crate::rules::host::EventView,
     },

@@ -13,7 +13,7 @@
 //!   a pool of warm instances), behind a handle that reload swaps atomically.
 //!
 //! Files follow object lifetimes: `engine.rs` (the one `Engine`, the epoch
-//! ticker), `bindings.rs` (the one `bindgen!`), `host.rs` (the WIT imports,
+//! ticker), `bindings.rs` (the one `bindgen!`), `host/` (the WIT imports,
 //! per-store state), `pool.rs` (warm instances), `loaded.rs` (a loaded rule
 //! and one call of it), `cache.rs` (compiled artifacts on disk),
 //! `reload.rs` (file watching), `trial.rs` (`waymark rule test`).

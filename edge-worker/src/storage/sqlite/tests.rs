@@ -1,0 +1,143 @@
+use super::*;
+use crate::storage::{AcceptedEvent, QuarantinedEvent};
+
+fn accepted(id: &str, destinations: &[&str]) -> AcceptedEvent {
+    AcceptedEvent {
+        source: "web".into(),
+        message_id: id.into(),
+        dedup: true,
+        json: format!(r#"{{"messageId":"{id}"}}"#),
+        destinations: destinations.iter().map(|d| Arc::from(*d)).collect(),
+    }
+}
+
+#[tokio::test]
+async fn commit_enqueues_per_destination_and_dedups() {
+    let dir = tempdir();
+    let store = SqliteStorage::open(&dir, 100).unwrap();
+    let first = IngestCommit {
+        accepted: vec![accepted("m1", &["a", "b"]), accepted("m2", &["a"])],
+        quarantined: vec![QuarantinedEvent {
+            source: "web".into(),
+            reason: "missing_field",
+            detail: "userId or anonymousId is required".into(),
+            raw: "{}".into(),
+        }],
+    };
+    let stored = store.commit_ingest(first).await.unwrap();
+    assert_eq!(stored, vec![Stored::Enqueued, Stored::Enqueued]);
+    assert_eq!(store.outbox_depth("a").await.unwrap(), 2);
+    assert_eq!(store.outbox_depth("b").await.unwrap(), 1);
+
+    let again = IngestCommit {
+        accepted: vec![accepted("m1", &["a", "b"])],
+        quarantined: vec![],
+    };
+    assert_eq!(
+        store.commit_ingest(again).await.unwrap(),
+        vec![Stored::Duplicate]
+    );
+    assert_eq!(store.outbox_depth("a").await.unwrap(), 2);
+    assert_eq!(store.quarantine_list(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn dedup_survives_reopen() {
+    let dir = tempdir();
+    {
+        let store = SqliteStorage::open(&dir, 100).unwrap();
+        store
+            .commit_ingest(IngestCommit {
+                accepted: vec![accepted("m1", &["a"])],
+                quarantined: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let store = SqliteStorage::open(&dir, 100).unwrap();
+    let stored = store
+        .commit_ingest(IngestCommit {
+            accepted: vec![accepted("m1", &["a"])],
+            quarantined: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![Stored::Duplicate]);
+}
+
+#[tokio::test]
+async fn retry_delays_and_dead_letter_moves() {
+    let dir = tempdir();
+    let store = SqliteStorage::open(&dir, 100).unwrap();
+    store
+        .commit_ingest(IngestCommit {
+            accepted: vec![accepted("m1", &["a"]), accepted("m2", &["a"])],
+            quarantined: vec![],
+        })
+        .await
+        .unwrap();
+    let due = store.outbox_due("a", now_ms(), 0, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    store
+        .outbox_retry(vec![due[0].id], now_ms() + 60_000, "503".into())
+        .await
+        .unwrap();
+    let due_now = store.outbox_due("a", now_ms(), 0, 10).await.unwrap();
+    assert_eq!(due_now.len(), 1);
+    store
+        .outbox_dead_letter(vec![due_now[0].id], "400".into())
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_depth("a").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn delivered_rows_leave_in_chunks() {
+    let dir = tempdir();
+    let store = SqliteStorage::open(&dir, 100).unwrap();
+    let ids: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
+    store
+        .commit_ingest(IngestCommit {
+            accepted: ids.iter().map(|id| accepted(id, &["a"])).collect(),
+            quarantined: vec![],
+        })
+        .await
+        .unwrap();
+    let due = store.outbox_due("a", now_ms(), 0, 1_000).await.unwrap();
+    assert_eq!(due.len(), 150);
+    // 2 full chunks of 64 and one of 21; one row stays.
+    let delivered: Vec<i64> = due.iter().take(149).map(|e| e.id).collect();
+    store.outbox_delivered(delivered).await.unwrap();
+    let left = store.outbox_due("a", now_ms(), 0, 1_000).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].message_id, "m149");
+}
+
+#[tokio::test]
+async fn many_concurrent_writes_share_commits() {
+    let dir = tempdir();
+    let store = SqliteStorage::open(&dir, 500).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit_ingest(IngestCommit {
+                    accepted: vec![accepted(&format!("m{i}"), &["a"])],
+                    quarantined: vec![],
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), vec![Stored::Enqueued]);
+    }
+    assert_eq!(store.outbox_depth("a").await.unwrap(), 200);
+    store.check_writable().await.unwrap();
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("waymark-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
