@@ -3,8 +3,10 @@
 //! [`link_batch`] runs inside one write job on the store's single writer
 //! thread, so every decision about the graph is serialised with every write
 //! to it: two requests can never both create a profile for the same new
-//! identifier, and the node cache ([`super::state::GraphState`]) is only ever touched by
-//! the thread that writes the rows it mirrors.
+//! identifier. The node cache ([`super::state::GraphState`]) changes only
+//! here, with the rows it mirrors; the cached path
+//! ([`super::activity::link_cached`]) reads it under the same lock, and
+//! records nothing but activity.
 //!
 //! # Design
 //! For each event, its node keys are taken most-authoritative first (`user:`,
@@ -22,9 +24,10 @@ use rusqlite::Connection;
 
 use super::activity::Activity;
 use super::key::{kind_of, suppression_hash, ANON, COOKIE, USER};
+use super::merge::{merge, MergeMeta};
 use super::session::Session;
 use super::state::{GraphState, MAX_PENDING};
-use super::store::{self, MergeRecord};
+use super::store;
 use crate::event::EventType;
 use crate::storage::StorageError;
 
@@ -388,58 +391,6 @@ fn refuse(
         reason,
         now_ms,
     )
-}
-
-/// Describes a merge for the log.
-pub(crate) struct MergeMeta<'a> {
-    pub cause: &'a str,
-    pub message_id: Option<&'a str>,
-    pub identifiers: &'a str,
-    pub link_id: Option<i64>,
-    /// The link's endpoint in the second profile.
-    pub absorbed_side_node: &'a str,
-    /// The link's endpoint in the first profile.
-    pub group_side_node: &'a str,
-    pub actor: Option<&'a str>,
-}
-
-/// Merges two profiles; the older id survives. Returns the survivor.
-pub(crate) fn merge(
-    conn: &Connection,
-    state: &mut GraphState,
-    a: &Arc<str>,
-    b: &Arc<str>,
-    meta: MergeMeta<'_>,
-    now_ms: i64,
-) -> Result<Arc<str>, StorageError> {
-    let (a_created, b_created) = (
-        store::profile_created(conn, a)?,
-        store::profile_created(conn, b)?,
-    );
-    let a_survives = (a_created, &**a) <= (b_created, &**b);
-    let (survivor, absorbed, absorbed_node) = if a_survives {
-        (a, b, meta.absorbed_side_node)
-    } else {
-        (b, a, meta.group_side_node)
-    };
-    let moved = store::profile_nodes(conn, absorbed)?;
-    store::merge_profiles(conn, survivor, absorbed)?;
-    store::insert_merge(
-        conn,
-        &MergeRecord {
-            survivor,
-            absorbed,
-            cause: meta.cause,
-            message_id: meta.message_id,
-            identifiers: meta.identifiers,
-            link_id: meta.link_id,
-            absorbed_node: Some(absorbed_node),
-            actor: meta.actor,
-        },
-        now_ms,
-    )?;
-    state.repoint(&moved, survivor);
-    Ok(Arc::clone(survivor))
 }
 
 /// A new profile id: a UUIDv7, so ids sort by creation time.

@@ -23,6 +23,7 @@
 pub(crate) mod activity;
 pub(crate) mod graph;
 pub(crate) mod key;
+pub(crate) mod merge;
 pub(crate) mod privacy;
 pub(crate) mod profile;
 pub(crate) mod repair;

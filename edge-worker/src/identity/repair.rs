@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::graph::{merge, MergeMeta};
+use super::merge::{merge, MergeMeta};
 use super::profile::{load, ProfileView};
 use super::state::GraphState;
 use super::store;
