@@ -204,13 +204,7 @@ impl Event {
     /// Like [`Event::set`], and says how to undo the write
     /// (the WASM rule host journals rule writes with it).
     pub fn replace(&mut self, path: &str, value: Value) -> Result<Replaced, PathError> {
-        if path.is_empty() || path.split('.').any(str::is_empty) {
-            return Err(malformed(path));
-        }
-        let (dirs, leaf) = match path.rsplit_once('.') {
-            Some((dirs, leaf)) => (Some(dirs), leaf),
-            None => (None, path),
-        };
+        let (dirs, leaf) = split_path(path)?;
         let mut cur = &mut self.body;
         let mut created = None;
         let mut end = 0;
@@ -244,13 +238,7 @@ impl Event {
     /// Finds the object that holds the last segment of `path`, or `None`
     /// when an intermediate object is missing.
     fn parent_mut<'p>(&mut self, path: &'p str) -> Result<Parent<'_, 'p>, PathError> {
-        if path.is_empty() || path.split('.').any(str::is_empty) {
-            return Err(malformed(path));
-        }
-        let (dirs, leaf) = match path.rsplit_once('.') {
-            Some((dirs, leaf)) => (Some(dirs), leaf),
-            None => (None, path),
-        };
+        let (dirs, leaf) = split_path(path)?;
         let mut cur = &mut self.body;
         for segment in dirs.into_iter().flat_map(|dirs| dirs.split('.')) {
             cur = match cur.get_mut(segment) {
@@ -261,6 +249,17 @@ impl Event {
         }
         Ok((Some(cur), leaf))
     }
+}
+
+/// A well-formed path's parent segments (if any) and last segment.
+fn split_path(path: &str) -> Result<(Option<&str>, &str), PathError> {
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(malformed(path));
+    }
+    Ok(match path.rsplit_once('.') {
+        Some((dirs, leaf)) => (Some(dirs), leaf),
+        None => (None, path),
+    })
 }
 
 /// [`Event::set`] below `map`, where `rest` is what is left of the
