@@ -17,7 +17,7 @@
 //! chains run here rather than before the outbox for the same reason: a
 //! slow chain delays only its own destination, never the ingest ack.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,7 +132,7 @@ pub async fn run_worker(
     });
     let housekeeping = tokio::spawn(housekeep(Arc::clone(&lane), shutdown.clone()));
     // Rows being sent now, so a concurrent read does not send them twice.
-    let mut in_flight: HashSet<i64> = HashSet::new();
+    let mut in_flight: BTreeSet<i64> = BTreeSet::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut task_rows: HashMap<tokio::task::Id, Vec<i64>> = HashMap::new();
     loop {
@@ -144,7 +144,7 @@ pub async fn run_worker(
             // Read past the rows in flight rather than reading and skipping
             // them; rows below (retries coming due) are read once the lane
             // drains.
-            let after_id = in_flight.iter().max().copied().unwrap_or(0);
+            let after_id = in_flight.last().copied().unwrap_or(0);
             let limit = lane.policy.batch_size;
             let due = match storage
                 .outbox_due(&lane.name, now_ms(), after_id, limit)
