@@ -65,7 +65,10 @@ fn every_acked_event_survives_sigkill_under_load() {
     // 3. Right after the crash: every acked id is in the outbox or the file.
     let in_store: HashSet<String> = {
         let db = worker.db();
-        let mut stmt = db.prepare("SELECT message_id FROM outbox").unwrap();
+        // One row per request and destination, its events in a JSON array.
+        let mut stmt = db
+            .prepare("SELECT json_extract(j.value, '$.m') FROM outbox_packs, json_each(outbox_packs.events) j")
+            .unwrap();
         let ids = stmt
             .query_map([], |r| r.get::<_, String>(0))
             .unwrap()

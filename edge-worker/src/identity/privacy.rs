@@ -16,6 +16,7 @@ use super::profile::{format_ms, kind_name, load, resolve, Lookup, ProfileView};
 use super::state::GraphState;
 use super::store;
 use super::{Identity, IdentityError};
+use crate::storage::outbox;
 use crate::storage::StorageError;
 use crate::time::now_ms;
 
@@ -119,12 +120,11 @@ pub(crate) fn delete(
     let args = person_params(&p);
 
     // 1. Undelivered events.
-    let outbox_events = conn
-        .execute(
-            &format!("DELETE FROM outbox WHERE {}", person_filter("event")),
-            args,
-        )
-        .map_err(StorageError::from)?;
+    let waiting: Vec<i64> = outbox::matching(conn, &person_filter(outbox::EVENT_SQL), args)?
+        .into_iter()
+        .map(|(key, ..)| key)
+        .collect();
+    let outbox_events = outbox::remove(conn, &waiting, true)?.len();
     let held_events = conn
         .execute(
             &format!("DELETE FROM consent_holds WHERE {}", person_filter("event")),
@@ -332,7 +332,17 @@ pub(crate) fn export(
         }
         Ok(out)
     };
-    let undelivered_events = events("outbox", "enqueued_at_ms")?;
+    let undelivered_events =
+        outbox::matching(conn, &person_filter(outbox::EVENT_SQL), person_params(&p))?
+            .into_iter()
+            .map(|(_, destination, at, event)| {
+                json!({
+                    "destination": destination,
+                    "at": format_ms(at),
+                    "event": serde_json::from_str::<Value>(&event).unwrap_or(Value::String(event)),
+                })
+            })
+            .collect::<Vec<_>>();
     let held_events = events("consent_holds", "held_at_ms")?;
     let dead_letters = events("dead_letters", "failed_at_ms")?;
 

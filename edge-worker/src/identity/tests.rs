@@ -34,15 +34,15 @@ impl Graph {
         let conn = Connection::open_in_memory().unwrap();
         // The tables privacy deletes from, as the core schema has them.
         conn.execute_batch(
-            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, destination TEXT, source TEXT, message_id TEXT,
-               event TEXT, enqueued_at_ms INTEGER, attempts INTEGER DEFAULT 0, next_attempt_ms INTEGER DEFAULT 0, last_error TEXT);
-             CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, destination TEXT, source TEXT, message_id TEXT,
+            "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, destination TEXT, source TEXT, message_id TEXT,
                event TEXT, enqueued_at_ms INTEGER, failed_at_ms INTEGER, attempts INTEGER, reason TEXT);
              CREATE TABLE consent_holds (id INTEGER PRIMARY KEY, destination TEXT, source TEXT, visitor TEXT,
                message_id TEXT, event TEXT, held_at_ms INTEGER, expires_at_ms INTEGER);
              CREATE TABLE quarantine (id INTEGER PRIMARY KEY, source TEXT, received_at_ms INTEGER, reason TEXT, detail TEXT, raw TEXT);",
         )
         .unwrap();
+        conn.execute_batch(crate::storage::schema::OUTBOX_PACKS)
+            .unwrap();
         for m in store::MIGRATIONS {
             conn.execute_batch(m).unwrap();
         }
@@ -142,6 +142,12 @@ impl Graph {
             .map(Result::unwrap)
             .collect()
     }
+}
+
+/// Puts events in the outbox of destination `d`, as one request.
+fn enqueue(conn: &Connection, events: &[(&str, &str)]) {
+    let meta = crate::storage::outbox::PackMeta::new("d", "web", 0);
+    crate::storage::outbox::enqueue(conn, &meta, events).unwrap();
 }
 
 fn profile_id(linked: &Linked) -> String {
@@ -464,12 +470,7 @@ fn delete_removes_the_person_and_suppresses_their_identifiers() {
     ));
     let other = profile_id(&g.send(json!({"userId":"u2"}), Some("c2")));
     let event = json!({"userId":"u1","context":{"waymark":{"profileId": p}}}).to_string();
-    g.conn
-        .execute(
-            "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms) VALUES ('d', 'web', 'm', ?1, 0), ('d', 'web', 'n', '{\"userId\":\"u2\"}', 0)",
-            [event],
-        )
-        .unwrap();
+    enqueue(&g.conn, &[("m", &event), ("n", r#"{"userId":"u2"}"#)]);
     let report = privacy::delete(
         &g.conn,
         &mut g.state,
@@ -524,12 +525,7 @@ fn export_holds_everything_on_the_person_and_is_audited() {
         Some("c1"),
     ));
     let event = json!({"userId":"u1","context":{"waymark":{"profileId": p}}}).to_string();
-    g.conn
-        .execute(
-            "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms) VALUES ('d', 'web', 'm', ?1, 0)",
-            [event],
-        )
-        .unwrap();
+    enqueue(&g.conn, &[("m", &event)]);
     let export = privacy::export(&g.conn, &Lookup::UserId("u1".into()), "dpo").unwrap();
     assert_eq!(export.profile.id, p);
     assert_eq!(export.undelivered_events.len(), 1);

@@ -8,7 +8,8 @@
 //! ([`writer`]), and a small pool of read connections.
 
 pub(crate) mod delivery;
-mod schema;
+pub(crate) mod outbox;
+pub(crate) mod schema;
 mod sqlite;
 pub(crate) mod writer;
 
@@ -98,7 +99,9 @@ pub enum Stored {
 /// An outbox entry waiting for delivery.
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
-    /// Row id; stable until delivered or dead-lettered.
+    /// The event's key: its pack's row id and its index in the pack
+    /// ([`outbox::key`]). Stable until delivered or dead-lettered, and
+    /// increasing with commit order within a destination.
     pub id: i64,
     /// Source name.
     pub source: String,

@@ -4,6 +4,16 @@
 
 use rusqlite::Connection;
 
+/// The outbox table as migration 4 creates it (for unit tests of other modules).
+#[cfg(test)]
+pub(crate) const OUTBOX_PACKS: &str = "
+    CREATE TABLE outbox_packs (
+        id INTEGER PRIMARY KEY, destination TEXT NOT NULL, source TEXT NOT NULL,
+        events TEXT NOT NULL, indices TEXT NOT NULL, remaining INTEGER NOT NULL,
+        enqueued_at_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+    CREATE INDEX outbox_packs_order ON outbox_packs (destination, id);";
+
 /// Migrations in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     // 1: ingest: dedup, outbox, quarantine, dead letters.
@@ -63,6 +73,30 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX outbox_due;
     "#,
+    // 4: the outbox holds one row per request and destination (a pack of
+    //    events) instead of one per event; see `storage::outbox`.
+    r#"
+    CREATE TABLE outbox_packs (
+        id               INTEGER PRIMARY KEY,
+        destination      TEXT NOT NULL,
+        source           TEXT NOT NULL,
+        events           TEXT NOT NULL,
+        indices          TEXT NOT NULL,
+        remaining        INTEGER NOT NULL,
+        enqueued_at_ms   INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms  INTEGER NOT NULL DEFAULT 0,
+        last_error       TEXT
+    );
+    CREATE INDEX outbox_packs_order ON outbox_packs (destination, id);
+    INSERT INTO outbox_packs
+        (id, destination, source, events, indices, remaining, enqueued_at_ms, attempts, next_attempt_ms, last_error)
+    SELECT id, destination, source,
+           json_array(json_object('i', 0, 'm', message_id, 'e', json(event))),
+           '0', 1, enqueued_at_ms, attempts, next_attempt_ms, last_error
+    FROM outbox;
+    DROP TABLE outbox;
+    "#,
 ];
 
 /// Applies the migrations that have not run yet.
@@ -105,4 +139,36 @@ pub(crate) fn migrate_module(
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_waiting_in_the_old_outbox_are_packed_by_migration_4() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms, attempts, next_attempt_ms)
+             VALUES ('d', 'web', 'm1', '{\"messageId\":\"m1\"}', 5, 2, 0)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let due = crate::storage::outbox::due(&conn, "d", 10, 0, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (
+                due[0].message_id.as_str(),
+                due[0].json.as_str(),
+                due[0].attempts,
+                due[0].enqueued_at_ms
+            ),
+            ("m1", r#"{"messageId":"m1"}"#, 2, 5)
+        );
+    }
 }

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::outbox::{self, PackMeta};
 use super::sqlite::SqliteStorage;
 use super::StorageError;
 use crate::time::now_ms;
@@ -202,34 +203,29 @@ pub(crate) async fn replay_dead_letters(
         .write(move |conn| {
             let now = now_ms();
             // Replayed events start afresh: new age, no attempts.
-            let copy = "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms)
-                        SELECT destination, source, message_id, event, ?2 FROM dead_letters";
-            let moved = match ids {
-                None => {
-                    let n = conn.execute(
-                        &format!("{copy} WHERE destination = ?1 ORDER BY id"),
-                        params![destination, now],
-                    )?;
-                    conn.execute(
-                        "DELETE FROM dead_letters WHERE destination = ?1",
-                        [&destination],
-                    )?;
-                    n
-                }
-                Some(ids) => {
-                    let mut insert =
-                        conn.prepare_cached(&format!("{copy} WHERE destination = ?1 AND id = ?3"))?;
-                    let mut delete = conn.prepare_cached(
-                        "DELETE FROM dead_letters WHERE destination = ?1 AND id = ?2",
-                    )?;
-                    let mut n = 0;
-                    for id in ids {
-                        n += insert.execute(params![destination, now, id])?;
-                        delete.execute(params![destination, id])?;
-                    }
-                    n
-                }
-            };
+            let mut select = conn.prepare_cached(
+                "SELECT id, source, message_id, event FROM dead_letters
+                 WHERE destination = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
+                 ORDER BY id",
+            )?;
+            let wanted = ids.map(|ids| serde_json::to_string(&ids).unwrap_or_default());
+            let rows = select
+                .query_map(params![destination, wanted], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut delete = conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+            for (id, source, message_id, event) in &rows {
+                let meta = PackMeta::new(&destination, source, now);
+                outbox::enqueue(conn, &meta, &[(message_id.as_str(), event.as_str())])?;
+                delete.execute([id])?;
+            }
+            let moved = rows.len();
             Ok(moved as u64)
         })
         .await
@@ -309,18 +305,10 @@ fn settle(conn: &Connection, s: &ConsentSettled, now: i64) -> Result<usize, Stor
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut enqueue = conn.prepare_cached(
-            "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
         for (source, message_id, event) in &rows {
-            enqueue.execute(params![
-                &*s.destination,
-                source,
-                message_id,
-                mark_granted(event, purposes),
-                now
-            ])?;
+            let marked = mark_granted(event, purposes);
+            let meta = PackMeta::new(&s.destination, source, now);
+            outbox::enqueue(conn, &meta, &[(message_id.as_str(), marked.as_str())])?;
         }
     }
     let n = conn.execute(

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags};
 
+use super::outbox::{self, PackMeta};
 use super::writer::WriteQueue;
 use super::{schema, IngestCommit, OutboxEntry, QuarantineEntry, Storage, StorageError, Stored};
 use crate::time::now_ms;
@@ -86,23 +87,6 @@ impl SqliteStorage {
     }
 }
 
-/// Ids deleted per statement when delivered rows leave the outbox.
-const DELETE_CHUNK: usize = 64;
-
-/// `DELETE FROM outbox WHERE id IN (?1, …, ?n)`.
-fn delete_ids_sql(n: usize) -> String {
-    let mut sql = String::from("DELETE FROM outbox WHERE id IN (");
-    for i in 1..=n {
-        if i > 1 {
-            sql.push_str(", ");
-        }
-        sql.push('?');
-        sql.push_str(&i.to_string());
-    }
-    sql.push(')');
-    sql
-}
-
 /// Opens a connection with Waymark's pragmas.
 fn open_connection(path: &Path) -> Result<Connection, StorageError> {
     let conn = Connection::open_with_flags(
@@ -140,10 +124,8 @@ impl Storage for Arc<SqliteStorage> {
                 "INSERT INTO dedup (source, message_id, seen_at_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (source, message_id) DO NOTHING",
             )?;
-            let mut enqueue = conn.prepare_cached(
-                "INSERT INTO outbox (destination, source, message_id, event, enqueued_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
+            // One pack per destination (and source) for the whole request.
+            let mut packs: Vec<(&str, &str, Vec<(&str, &str)>)> = Vec::new();
             for event in &commit.accepted {
                 if event.dedup
                     && dedup.execute(params![&*event.source, event.message_id, now])? == 0
@@ -152,15 +134,19 @@ impl Storage for Arc<SqliteStorage> {
                     continue;
                 }
                 for destination in &event.destinations {
-                    enqueue.execute(params![
-                        &**destination,
-                        &*event.source,
-                        event.message_id,
-                        event.json,
-                        now
-                    ])?;
+                    let pair = (event.message_id.as_str(), event.json.as_str());
+                    match packs
+                        .iter_mut()
+                        .find(|(d, s, _)| *d == &**destination && *s == &*event.source)
+                    {
+                        Some((_, _, events)) => events.push(pair),
+                        None => packs.push((destination, &event.source, vec![pair])),
+                    }
                 }
                 stored.push(Stored::Enqueued);
+            }
+            for (destination, source, events) in &packs {
+                outbox::enqueue(conn, &PackMeta::new(destination, source, now), events)?;
             }
             let mut quarantine = conn.prepare_cached(
                 "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw)
@@ -182,46 +168,13 @@ impl Storage for Arc<SqliteStorage> {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
         let destination = destination.to_owned();
-        self.read(move |conn| {
-            // NOTE: `INDEXED BY` keeps the plan a walk in id order that stops
-            // at `limit`; the planner otherwise may sort every due row.
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, source, message_id, event, enqueued_at_ms, attempts
-                 FROM outbox INDEXED BY outbox_order
-                 WHERE destination = ?1 AND id > ?2 AND next_attempt_ms <= ?3
-                 ORDER BY id LIMIT ?4",
-            )?;
-            let rows =
-                stmt.query_map(params![destination, after_id, now_ms, limit as i64], |r| {
-                    Ok(OutboxEntry {
-                        id: r.get(0)?,
-                        source: r.get(1)?,
-                        message_id: r.get(2)?,
-                        json: r.get(3)?,
-                        enqueued_at_ms: r.get(4)?,
-                        attempts: r.get(5)?,
-                    })
-                })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.read(move |conn| outbox::due(conn, &destination, now_ms, after_id, limit))
+            .await
     }
 
     async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError> {
-        self.write(move |conn| {
-            // Up to 64 ids per statement: one B-tree walk deletes a run of rows.
-            let mut full = conn.prepare_cached(&delete_ids_sql(DELETE_CHUNK))?;
-            for chunk in ids.chunks(DELETE_CHUNK) {
-                if chunk.len() == DELETE_CHUNK {
-                    full.execute(rusqlite::params_from_iter(chunk))?;
-                } else {
-                    conn.prepare_cached(&delete_ids_sql(chunk.len()))?
-                        .execute(rusqlite::params_from_iter(chunk))?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |conn| outbox::remove(conn, &ids, false).map(drop))
+            .await
     }
 
     async fn outbox_retry(
@@ -230,32 +183,29 @@ impl Storage for Arc<SqliteStorage> {
         next_attempt_ms: i64,
         error: String,
     ) -> Result<(), StorageError> {
-        self.write(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3
-                 WHERE id = ?1",
-            )?;
-            for id in ids {
-                stmt.execute(params![id, next_attempt_ms, error])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |conn| outbox::retry(conn, &ids, next_attempt_ms, &error))
+            .await
     }
 
     async fn outbox_dead_letter(&self, ids: Vec<i64>, reason: String) -> Result<(), StorageError> {
         self.write(move |conn| {
             let now = now_ms();
-            let mut copy = conn.prepare_cached(
+            let mut insert = conn.prepare_cached(
                 "INSERT INTO dead_letters
                    (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason)
-                 SELECT destination, source, message_id, event, enqueued_at_ms, ?2, attempts + 1, ?3
-                 FROM outbox WHERE id = ?1",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            let mut delete = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-            for id in ids {
-                copy.execute(params![id, now, reason])?;
-                delete.execute([id])?;
+            for t in outbox::remove(conn, &ids, true)? {
+                insert.execute(params![
+                    t.destination,
+                    t.source,
+                    t.message_id,
+                    t.json,
+                    t.enqueued_at_ms,
+                    now,
+                    t.attempts + 1,
+                    reason
+                ])?;
             }
             Ok(())
         })
@@ -264,14 +214,8 @@ impl Storage for Arc<SqliteStorage> {
 
     async fn outbox_depth(&self, destination: &str) -> Result<u64, StorageError> {
         let destination = destination.to_owned();
-        self.read(move |conn| {
-            Ok(conn.query_row(
-                "SELECT COUNT(*) FROM outbox WHERE destination = ?1",
-                [destination],
-                |r| r.get::<_, i64>(0),
-            )? as u64)
-        })
-        .await
+        self.read(move |conn| outbox::depth(conn, &destination))
+            .await
     }
 
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StorageError> {
