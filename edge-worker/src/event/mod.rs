@@ -195,9 +195,7 @@ impl Event {
     /// Fails, leaving the event unchanged, when a segment is empty or an
     /// intermediate value exists and is not an object.
     pub fn set(&mut self, path: &str, value: Value) -> Result<(), PathError> {
-        if path.is_empty() || path.split('.').any(str::is_empty) {
-            return Err(malformed(path));
-        }
+        split_path(path)?;
         set_in(&mut self.body, path, path, value)
     }
 

@@ -71,13 +71,13 @@ pub(super) struct Activity<'a> {
 }
 
 impl<'a> Activity<'a> {
-    /// Counts `ev` on `anchor` and moves its session on from `previous`
-    /// (the latest row for its session key).
     /// The session row this request last moved `key` to, if any.
     pub(super) fn latest_session(&self, key: &str) -> Option<SessionRow> {
         self.sessions.get(key).copied()
     }
 
+    /// Counts `ev` on `anchor` and moves its session on from `previous`
+    /// (the latest row for its session key).
     pub(super) fn add(
         &mut self,
         anchor: &'a str,
@@ -103,6 +103,7 @@ impl<'a> Activity<'a> {
         })
     }
 
+    /// Adds this request's activity to the state's pending activity.
     pub(super) fn record(self, state: &mut GraphState) {
         for (key, s) in self.stats {
             state.record_stats(key, s);

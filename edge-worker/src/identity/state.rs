@@ -39,8 +39,9 @@ pub(crate) struct GraphState {
 /// Links, new nodes, merges and traits are written before the ack. Event
 /// counts, first/last seen and session rows are derived activity that every
 /// event touches, so they are coalesced here and written by
-/// [`GraphState::flush`] once a second, before every admin operation, at
-/// shutdown, and whenever [`MAX_PENDING`] entries wait. A crash loses at
+/// [`super::Identity::flush`] once a second, before every admin operation
+/// and at shutdown, and by [`GraphState::flush`] inside a link job whenever
+/// [`MAX_PENDING`] entries wait. A crash loses at
 /// most that second of counter increments, never an event or a link.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {

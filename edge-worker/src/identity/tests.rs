@@ -31,21 +31,10 @@ impl Graph {
     }
 
     fn with_cache(entries: usize) -> Graph {
-        let conn = Connection::open_in_memory().unwrap();
-        // The tables privacy deletes from, as the core schema has them.
-        conn.execute_batch(
-            "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, destination TEXT, source TEXT, message_id TEXT,
-               event TEXT, enqueued_at_ms INTEGER, failed_at_ms INTEGER, attempts INTEGER, reason TEXT);
-             CREATE TABLE consent_holds (id INTEGER PRIMARY KEY, destination TEXT, source TEXT, visitor TEXT,
-               message_id TEXT, event TEXT, held_at_ms INTEGER, expires_at_ms INTEGER);
-             CREATE TABLE quarantine (id INTEGER PRIMARY KEY, source TEXT, received_at_ms INTEGER, reason TEXT, detail TEXT, raw TEXT);",
-        )
-        .unwrap();
-        conn.execute_batch(crate::storage::schema::OUTBOX_PACKS)
-            .unwrap();
-        for m in store::MIGRATIONS {
-            conn.execute_batch(m).unwrap();
-        }
+        // The whole store's schema: privacy deletes from the outbox, holds,
+        // dead letters and quarantine too.
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::storage::schema::migrate_all(&mut conn).unwrap();
         Graph {
             conn,
             state: GraphState::new(entries),

@@ -372,9 +372,8 @@ mod tests {
     use super::*;
 
     fn conn() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(super::super::schema::OUTBOX_PACKS)
-            .unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate_all(&mut conn).unwrap();
         conn
     }
 

@@ -4,16 +4,6 @@
 
 use rusqlite::Connection;
 
-/// The outbox table as migration 4 creates it (for unit tests of other modules).
-#[cfg(test)]
-pub(crate) const OUTBOX_PACKS: &str = "
-    CREATE TABLE outbox_packs (
-        id INTEGER PRIMARY KEY, destination TEXT NOT NULL, source TEXT NOT NULL,
-        events TEXT NOT NULL, indices TEXT NOT NULL, remaining INTEGER NOT NULL,
-        enqueued_at_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_ms INTEGER NOT NULL DEFAULT 0, last_error TEXT);
-    CREATE INDEX outbox_packs_order ON outbox_packs (destination, id);";
-
 /// Migrations in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     // 1: ingest: dedup, outbox, quarantine, dead letters.
@@ -100,6 +90,13 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Applies the migrations that have not run yet.
+/// Every module's migrations, in the order the store applies them at open.
+pub(crate) fn migrate_all(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate(conn)?;
+    migrate_module(conn, "identity", crate::identity::MIGRATIONS)?;
+    migrate_module(conn, "delivery", super::delivery::MIGRATIONS)
+}
+
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {

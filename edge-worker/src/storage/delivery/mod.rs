@@ -354,30 +354,29 @@ pub(crate) async fn held_count(
     store: &Arc<SqliteStorage>,
     destination: &str,
 ) -> Result<u64, StorageError> {
-    let d = destination.to_owned();
-    store
-        .read(move |conn| {
-            Ok(conn.query_row(
-                "SELECT COUNT(*) FROM consent_holds WHERE destination = ?1",
-                [d],
-                |r| r.get::<_, i64>(0),
-            )? as u64)
-        })
-        .await
+    count_for(store, "consent_holds", destination).await
 }
 
 pub(crate) async fn dead_letter_count(
     store: &Arc<SqliteStorage>,
     destination: &str,
 ) -> Result<u64, StorageError> {
+    count_for(store, "dead_letters", destination).await
+}
+
+/// Rows of `table` that belong to `destination`.
+async fn count_for(
+    store: &Arc<SqliteStorage>,
+    table: &'static str,
+    destination: &str,
+) -> Result<u64, StorageError> {
     let d = destination.to_owned();
     store
         .read(move |conn| {
-            Ok(conn.query_row(
-                "SELECT COUNT(*) FROM dead_letters WHERE destination = ?1",
-                [d],
-                |r| r.get::<_, i64>(0),
-            )? as u64)
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE destination = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([d], |r| r.get::<_, i64>(0))? as u64)
         })
         .await
 }

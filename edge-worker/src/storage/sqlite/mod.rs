@@ -34,11 +34,7 @@ impl SqliteStorage {
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
         let mut conn = open_connection(&path).map_err(|e| open_error(e.to_string()))?;
-        schema::migrate(&mut conn).map_err(|e| open_error(e.to_string()))?;
-        schema::migrate_module(&mut conn, "identity", crate::identity::MIGRATIONS)
-            .map_err(|e| open_error(e.to_string()))?;
-        schema::migrate_module(&mut conn, "delivery", super::delivery::MIGRATIONS)
-            .map_err(|e| open_error(e.to_string()))?;
+        schema::migrate_all(&mut conn).map_err(|e| open_error(e.to_string()))?;
         let writer = WriteQueue::start(conn, max_group).map_err(|e| open_error(e.to_string()))?;
         Ok(Arc::new(SqliteStorage {
             path,
