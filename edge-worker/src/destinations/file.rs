@@ -223,7 +223,7 @@ mod tests {
             id: i,
             source: "web".into(),
             message_id: format!("m{i}"),
-            json: format!(r#"{{"messageId":"m{i}"}}"#),
+            json: format!(r#"{{"messageId":"m{i}"}}"#).into(),
             enqueued_at_ms: 0,
             attempts: 0,
         }

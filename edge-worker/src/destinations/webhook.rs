@@ -162,7 +162,7 @@ impl Destination for WebhookDestination {
             body.extend_from_slice(b"]}");
             vec![body]
         } else {
-            events.iter().map(|e| e.json.clone().into_bytes()).collect()
+            events.iter().map(|e| e.json.as_bytes().to_vec()).collect()
         };
         for body in bodies {
             let mut request = self

@@ -124,7 +124,7 @@ pub(crate) fn delete(
         .into_iter()
         .map(|(key, ..)| key)
         .collect();
-    let outbox_events = outbox::remove(conn, &waiting, true)?.len();
+    let outbox_events = outbox::remove(conn, &waiting, true)?.taken.len();
     let held_events = conn
         .execute(
             &format!("DELETE FROM consent_holds WHERE {}", person_filter("event")),
@@ -418,8 +418,12 @@ impl Identity {
         lookup: Lookup,
         actor: String,
     ) -> Result<DeleteReport, IdentityError> {
-        self.admin_write(move |conn, state| delete(conn, state, &lookup, &actor))
-            .await
+        let report = self
+            .admin_write(move |conn, state| delete(conn, state, &lookup, &actor))
+            .await;
+        // The deleted person's events must not linger in memory either.
+        self.store.forget_cached_packs();
+        report
     }
 
     /// Everything held on the person a lookup names (admin; audited).

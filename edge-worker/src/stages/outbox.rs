@@ -50,7 +50,7 @@ impl CommitBuilder {
             source: Arc::clone(&self.source),
             message_id: event.message_id().to_owned(),
             dedup: self.dedup,
-            json: event.to_json(),
+            json: event.to_json().into(),
             destinations,
         });
     }
@@ -182,19 +182,19 @@ impl Outbox {
                         source: Arc::clone(&e.source),
                         visitor,
                         message_id: e.message_id.clone(),
-                        json: e.json.clone(),
+                        json: e.json.to_string(),
                     },
                     secs,
                 ))
             })
             .collect();
-        let watched: Option<Vec<(String, Vec<Arc<str>>)>> = self.live.is_watched().then(|| {
+        let watched = self.live.is_watched().then(|| {
             builder
                 .commit
                 .accepted
                 .iter()
-                .map(|e| (e.json.clone(), e.destinations.clone()))
-                .collect()
+                .map(|e| (Arc::clone(&e.json), e.destinations.clone()))
+                .collect::<Vec<_>>()
         });
         let mut touched: Vec<Arc<str>> = Vec::new();
         for event in &builder.commit.accepted {

@@ -9,6 +9,7 @@
 
 pub(crate) mod delivery;
 pub(crate) mod outbox;
+pub(crate) mod pack_cache;
 pub(crate) mod schema;
 mod sqlite;
 pub(crate) mod writer;
@@ -59,8 +60,8 @@ pub struct AcceptedEvent {
     pub message_id: String,
     /// Whether this source dedups on `messageId`.
     pub dedup: bool,
-    /// The event as JSON.
-    pub json: String,
+    /// The event as JSON, shared by the packs of every destination.
+    pub json: Arc<str>,
     /// Destinations the event goes to (may be empty: it is still deduped).
     pub destinations: Vec<Arc<str>>,
 }
@@ -107,8 +108,8 @@ pub struct OutboxEntry {
     pub source: String,
     /// The event's `messageId`.
     pub message_id: String,
-    /// The event as JSON.
-    pub json: String,
+    /// The event as JSON (shared with the outbox's pack cache).
+    pub json: Arc<str>,
     /// When it was committed, in Unix milliseconds.
     pub enqueued_at_ms: i64,
     /// Delivery attempts so far.

@@ -17,10 +17,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::pack_cache::PackCache;
 use super::{OutboxEntry, StorageError};
 
 /// Events per pack at most; a larger request is split into several packs.
@@ -34,7 +37,7 @@ pub(crate) fn key(pack: i64, index: u32) -> i64 {
     (pack << INDEX_BITS) | i64::from(index)
 }
 
-fn pack_of(key: i64) -> i64 {
+pub(crate) fn pack_of(key: i64) -> i64 {
     key >> INDEX_BITS
 }
 
@@ -108,17 +111,20 @@ impl<'a> PackMeta<'a> {
     }
 }
 
-/// Enqueues `(messageId, event JSON)` pairs, in packs of at most [`PACK_MAX`].
+/// Enqueues `(messageId, event JSON)` pairs, in packs of at most
+/// [`PACK_MAX`]; returns the new packs' ids, one per chunk of [`PACK_MAX`]
+/// events in order.
 pub(crate) fn enqueue(
     conn: &Connection,
     meta: &PackMeta<'_>,
     events: &[(&str, &str)],
-) -> Result<(), StorageError> {
+) -> Result<Vec<i64>, StorageError> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO outbox_packs
            (destination, source, events, indices, remaining, enqueued_at_ms, attempts, next_attempt_ms, last_error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
+    let mut ids = Vec::with_capacity(events.len().div_ceil(PACK_MAX));
     for chunk in events.chunks(PACK_MAX) {
         let (text, indices, n) = encode(
             chunk
@@ -137,14 +143,17 @@ pub(crate) fn enqueue(
             meta.next_attempt_ms,
             meta.last_error
         ])?;
+        ids.push(conn.last_insert_rowid());
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Up to `limit` events of `destination` due at `now_ms` with a key above
-/// `after_key`, oldest first.
+/// `after_key`, oldest first. Event text comes from `cache` when it holds
+/// the pack; only the pack's small columns are read then.
 pub(crate) fn due(
     conn: &Connection,
+    cache: &PackCache,
     destination: &str,
     now_ms: i64,
     after_key: i64,
@@ -152,8 +161,10 @@ pub(crate) fn due(
 ) -> Result<Vec<OutboxEntry>, StorageError> {
     // NOTE: `INDEXED BY` keeps the plan a walk in id order that stops at
     // `limit`; each pack holds at least one event, so `limit` packs suffice.
+    // `events` is not read here: it is the last column, so the row's other
+    // columns sit in its first page and its overflow pages stay unread.
     let mut stmt = conn.prepare_cached(
-        "SELECT id, source, events, enqueued_at_ms, attempts
+        "SELECT id, source, indices, enqueued_at_ms, attempts
          FROM outbox_packs INDEXED BY outbox_packs_order
          WHERE destination = ?1 AND id >= ?2 AND next_attempt_ms <= ?3
          ORDER BY id LIMIT ?4",
@@ -168,24 +179,47 @@ pub(crate) fn due(
     while let Some(row) = rows.next()? {
         let pack: i64 = row.get(0)?;
         let source: String = row.get(1)?;
-        let text: String = row.get(2)?;
+        let indices: String = row.get(2)?;
         let enqueued_at_ms: i64 = row.get(3)?;
         let attempts: u32 = row.get(4)?;
-        for p in decode(&text)? {
-            let k = key(pack, p.i);
-            if k <= after_key {
-                continue;
+        let waiting: Vec<u32> = parse_indices(&indices)
+            .into_iter()
+            .filter(|&i| key(pack, i) > after_key)
+            .collect();
+        let entry = |i: u32, message_id: String, json: Arc<str>| OutboxEntry {
+            id: key(pack, i),
+            source: source.clone(),
+            message_id,
+            json,
+            enqueued_at_ms,
+            attempts,
+        };
+        let cached = cache
+            .get(pack)
+            .filter(|c| waiting.iter().all(|&i| (i as usize) < c.len()));
+        match cached {
+            Some(events) => {
+                for i in waiting {
+                    let e = &events[i as usize];
+                    out.push(entry(i, e.message_id.to_string(), Arc::clone(&e.json)));
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
             }
-            out.push(OutboxEntry {
-                id: k,
-                source: source.clone(),
-                message_id: p.m,
-                json: p.e.get().to_owned(),
-                enqueued_at_ms,
-                attempts,
-            });
-            if out.len() == limit {
-                return Ok(out);
+            None => {
+                let text: String = conn
+                    .prepare_cached("SELECT events FROM outbox_packs WHERE id = ?1")?
+                    .query_row([pack], |r| r.get(0))?;
+                for p in decode(&text)? {
+                    if key(pack, p.i) <= after_key {
+                        continue;
+                    }
+                    out.push(entry(p.i, p.m, Arc::from(p.e.get())));
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
             }
         }
     }
@@ -215,15 +249,20 @@ fn by_pack(keys: &[i64]) -> BTreeMap<i64, Vec<u32>> {
     packs
 }
 
+/// What [`remove`] took out of the outbox.
+#[derive(Default)]
+pub(crate) struct Removed {
+    /// The removed events, when asked to keep them.
+    pub taken: Vec<Taken>,
+    /// Packs deleted because no event was left in them.
+    pub emptied: Vec<i64>,
+}
+
 /// Removes the events `keys` from their packs (deleting packs left empty).
 /// With `keep`, returns the removed events; keys no longer in the outbox
 /// are skipped.
-pub(crate) fn remove(
-    conn: &Connection,
-    keys: &[i64],
-    keep: bool,
-) -> Result<Vec<Taken>, StorageError> {
-    let mut taken = Vec::new();
+pub(crate) fn remove(conn: &Connection, keys: &[i64], keep: bool) -> Result<Removed, StorageError> {
+    let mut removed = Removed::default();
     for (pack, gone) in by_pack(keys) {
         let mut select = conn.prepare_cached(
             "SELECT indices, destination, source, enqueued_at_ms, attempts FROM outbox_packs WHERE id = ?1",
@@ -250,6 +289,7 @@ pub(crate) fn remove(
         if left.is_empty() && !keep {
             conn.prepare_cached("DELETE FROM outbox_packs WHERE id = ?1")?
                 .execute([pack])?;
+            removed.emptied.push(pack);
             continue;
         }
         let text: String = conn
@@ -258,7 +298,7 @@ pub(crate) fn remove(
         let events = decode(&text)?;
         if keep {
             for p in events.iter().filter(|p| gone.binary_search(&p.i).is_ok()) {
-                taken.push(Taken {
+                removed.taken.push(Taken {
                     destination: destination.clone(),
                     source: source.clone(),
                     message_id: p.m.clone(),
@@ -271,6 +311,7 @@ pub(crate) fn remove(
         if left.is_empty() {
             conn.prepare_cached("DELETE FROM outbox_packs WHERE id = ?1")?
                 .execute([pack])?;
+            removed.emptied.push(pack);
             continue;
         }
         let (text, indices, n) = encode(
@@ -284,7 +325,7 @@ pub(crate) fn remove(
         )?
         .execute(params![pack, text, indices, n as i64])?;
     }
-    Ok(taken)
+    Ok(removed)
 }
 
 /// Schedules the events `keys` for another attempt. A pack retried whole is
@@ -310,7 +351,7 @@ pub(crate) fn retry(
             continue;
         }
         let keys: Vec<i64> = retried.iter().map(|&i| key(pack, i)).collect();
-        let taken = remove(conn, &keys, true)?;
+        let taken = remove(conn, &keys, true)?.taken;
         let Some(first) = taken.first() else { continue };
         let meta = PackMeta {
             destination: &first.destination,
@@ -391,6 +432,11 @@ mod tests {
         enqueue(conn, &PackMeta::new(destination, "web", 1), &events).unwrap();
     }
 
+    /// A cache that holds nothing: every read takes the SQLite path.
+    fn no_cache() -> PackCache {
+        PackCache::new(0)
+    }
+
     fn ids(entries: &[OutboxEntry]) -> Vec<&str> {
         entries.iter().map(|e| e.message_id.as_str()).collect()
     }
@@ -400,13 +446,13 @@ mod tests {
         let conn = conn();
         enqueue_n(&conn, "a", 3);
         enqueue_n(&conn, "b", 1);
-        let all = due(&conn, "a", 10, 0, 10).unwrap();
+        let all = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
         assert_eq!(ids(&all), ["m0", "m1", "m2"]);
-        assert_eq!(all[0].json, r#"{"messageId":"m0"}"#);
+        assert_eq!(&*all[0].json, r#"{"messageId":"m0"}"#);
         // A limit cuts inside a pack; the cursor resumes inside it.
-        let first = due(&conn, "a", 10, 0, 2).unwrap();
+        let first = due(&conn, &no_cache(), "a", 10, 0, 2).unwrap();
         assert_eq!(ids(&first), ["m0", "m1"]);
-        let rest = due(&conn, "a", 10, first[1].id, 10).unwrap();
+        let rest = due(&conn, &no_cache(), "a", 10, first[1].id, 10).unwrap();
         assert_eq!(ids(&rest), ["m2"]);
         assert_eq!(depth(&conn, "a").unwrap(), 3);
         assert_eq!(depth(&conn, "b").unwrap(), 1);
@@ -416,11 +462,16 @@ mod tests {
     fn a_pack_leaves_when_its_last_event_does() {
         let conn = conn();
         enqueue_n(&conn, "a", 3);
-        let all = due(&conn, "a", 10, 0, 10).unwrap();
+        let all = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
         remove(&conn, &[all[1].id], false).unwrap();
-        assert_eq!(ids(&due(&conn, "a", 10, 0, 10).unwrap()), ["m0", "m2"]);
+        assert_eq!(
+            ids(&due(&conn, &no_cache(), "a", 10, 0, 10).unwrap()),
+            ["m0", "m2"]
+        );
         // Keys stay stable for the events left.
-        let taken = remove(&conn, &[all[0].id, all[2].id, all[1].id], true).unwrap();
+        let taken = remove(&conn, &[all[0].id, all[2].id, all[1].id], true)
+            .unwrap()
+            .taken;
         assert_eq!(taken.len(), 2);
         assert_eq!(depth(&conn, "a").unwrap(), 0);
         let packs: i64 = conn
@@ -433,16 +484,22 @@ mod tests {
     fn a_partly_failed_pack_is_split_and_keeps_its_age() {
         let conn = conn();
         enqueue_n(&conn, "a", 3);
-        let all = due(&conn, "a", 10, 0, 10).unwrap();
+        let all = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
         retry(&conn, &[all[2].id], 1_000, "503").unwrap();
         // Not due yet: only the other two.
-        assert_eq!(ids(&due(&conn, "a", 10, 0, 10).unwrap()), ["m0", "m1"]);
-        let later = due(&conn, "a", 1_000, 0, 10).unwrap();
+        assert_eq!(
+            ids(&due(&conn, &no_cache(), "a", 10, 0, 10).unwrap()),
+            ["m0", "m1"]
+        );
+        let later = due(&conn, &no_cache(), "a", 1_000, 0, 10).unwrap();
         assert_eq!(ids(&later), ["m0", "m1", "m2"]);
         assert_eq!((later[2].attempts, later[2].enqueued_at_ms), (1, 1));
         // A whole pack is retried in place.
         retry(&conn, &[later[0].id, later[1].id], 2_000, "503").unwrap();
-        assert_eq!(ids(&due(&conn, "a", 1_000, 0, 10).unwrap()), ["m2"]);
+        assert_eq!(
+            ids(&due(&conn, &no_cache(), "a", 1_000, 0, 10).unwrap()),
+            ["m2"]
+        );
         assert_eq!(depth(&conn, "a").unwrap(), 3);
     }
 
@@ -451,11 +508,90 @@ mod tests {
         let conn = conn();
         let json = r#"{"messageId":"a\"b,c","emoji":"é"}"#;
         enqueue(&conn, &PackMeta::new("a", "web", 1), &[("a\"b,c", json)]).unwrap();
-        let all = due(&conn, "a", 10, 0, 10).unwrap();
+        let all = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
         assert_eq!(
-            (all[0].message_id.as_str(), all[0].json.as_str()),
+            (all[0].message_id.as_str(), &*all[0].json),
             ("a\"b,c", json)
         );
+    }
+
+    /// Caches `destination`'s packs as the ingest commit does.
+    fn cache_packs(conn: &Connection, cache: &PackCache, destination: &str) {
+        let mut stmt = conn
+            .prepare("SELECT id, events FROM outbox_packs WHERE destination = ?1")
+            .unwrap();
+        let rows: Vec<(i64, String)> = stmt
+            .query_map([destination], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for (id, text) in rows {
+            let pack = decode(&text)
+                .unwrap()
+                .into_iter()
+                .map(|p| super::super::pack_cache::CachedEvent {
+                    message_id: Arc::from(p.m.as_str()),
+                    json: Arc::from(p.e.get()),
+                })
+                .collect();
+            cache.insert(id, pack);
+        }
+    }
+
+    fn summary(entries: &[OutboxEntry]) -> Vec<(i64, String, String, u32)> {
+        entries
+            .iter()
+            .map(|e| (e.id, e.message_id.clone(), e.json.to_string(), e.attempts))
+            .collect()
+    }
+
+    #[test]
+    fn cached_packs_read_the_same_as_stored_ones() {
+        let conn = conn();
+        enqueue_n(&conn, "a", 5);
+        enqueue_n(&conn, "a", 3);
+        let cache = PackCache::new(1 << 20);
+        cache_packs(&conn, &cache, "a");
+        let read = |after: i64, limit: usize| {
+            let cached = due(&conn, &cache, "a", 10, after, limit).unwrap();
+            let stored = due(&conn, &no_cache(), "a", 10, after, limit).unwrap();
+            assert_eq!(summary(&cached), summary(&stored));
+            cached
+        };
+        let all = read(0, 100);
+        assert_eq!(all.len(), 8);
+        // Inside a pack, across packs, and after events left a pack: the
+        // cache keeps the original pack, SQLite says which events wait.
+        read(all[2].id, 3);
+        remove(&conn, &[all[1].id, all[6].id], false).unwrap();
+        retry(&conn, &[all[3].id], 5, "503").unwrap();
+        let left = read(0, 100);
+        assert_eq!(ids(&left), ["m0", "m2", "m4", "m0", "m2", "m3"]);
+        assert_eq!(left.last().map(|e| e.attempts), Some(1));
+    }
+
+    #[test]
+    fn removal_reports_the_packs_it_emptied() {
+        let conn = conn();
+        enqueue_n(&conn, "a", 2);
+        enqueue_n(&conn, "a", 1);
+        let all = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
+        let removed = remove(&conn, &[all[0].id, all[2].id], false).unwrap();
+        assert_eq!(removed.emptied, vec![pack_of(all[2].id)]);
+        let removed = remove(&conn, &[all[1].id], true).unwrap();
+        assert_eq!(removed.emptied, vec![pack_of(all[1].id)]);
+        assert_eq!(removed.taken.len(), 1);
+    }
+
+    #[test]
+    fn pack_ids_are_never_reused() {
+        let conn = conn();
+        enqueue_n(&conn, "a", 1);
+        let first = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
+        remove(&conn, &[first[0].id], false).unwrap();
+        enqueue_n(&conn, "a", 1);
+        let second = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
+        assert!(pack_of(second[0].id) > pack_of(first[0].id));
     }
 
     #[test]
@@ -467,7 +603,9 @@ mod tests {
             .unwrap();
         assert_eq!(packs, 2);
         assert_eq!(
-            due(&conn, "a", 10, 0, PACK_MAX + 10).unwrap().len(),
+            due(&conn, &no_cache(), "a", 10, 0, PACK_MAX + 10)
+                .unwrap()
+                .len(),
             PACK_MAX + 1
         );
     }

@@ -87,6 +87,31 @@ const MIGRATIONS: &[&str] = &[
     FROM outbox;
     DROP TABLE outbox;
     "#,
+    // 5: pack ids are never reused (`AUTOINCREMENT`), so the in-memory pack
+    //    cache can key on them, and `events` is the last column, so reading
+    //    a pack's other columns leaves its overflow pages alone
+    //    (see `storage::pack_cache`).
+    r#"
+    CREATE TABLE outbox_packs_v5 (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        destination      TEXT NOT NULL,
+        source           TEXT NOT NULL,
+        indices          TEXT NOT NULL,
+        remaining        INTEGER NOT NULL,
+        enqueued_at_ms   INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms  INTEGER NOT NULL DEFAULT 0,
+        last_error       TEXT,
+        events           TEXT NOT NULL
+    );
+    INSERT INTO outbox_packs_v5
+        (id, destination, source, indices, remaining, enqueued_at_ms, attempts, next_attempt_ms, last_error, events)
+    SELECT id, destination, source, indices, remaining, enqueued_at_ms, attempts, next_attempt_ms, last_error, events
+    FROM outbox_packs;
+    DROP TABLE outbox_packs;
+    ALTER TABLE outbox_packs_v5 RENAME TO outbox_packs;
+    CREATE INDEX outbox_packs_order ON outbox_packs (destination, id);
+    "#,
 ];
 
 /// Applies the migrations that have not run yet.
@@ -156,12 +181,20 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let due = crate::storage::outbox::due(&conn, "d", 10, 0, 10).unwrap();
+        let due = crate::storage::outbox::due(
+            &conn,
+            &crate::storage::pack_cache::PackCache::new(0),
+            "d",
+            10,
+            0,
+            10,
+        )
+        .unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(
             (
                 due[0].message_id.as_str(),
-                due[0].json.as_str(),
+                &*due[0].json,
                 due[0].attempts,
                 due[0].enqueued_at_ms
             ),

@@ -6,7 +6,9 @@
 //! sent to one thread, which takes all the jobs that are waiting, runs each
 //! in its own savepoint inside one transaction, commits once (one fsync for
 //! the whole group), and only then answers each job. A job that fails rolls
-//! back its savepoint alone; the others still commit (issue #2).
+//! back its savepoint alone; the others still commit (issue #2). A job may
+//! bring a hook that runs on the writer thread right after its group
+//! committed, before anyone is answered ([`WriteQueue::write_then`]).
 
 use std::any::Any;
 use std::time::Instant;
@@ -19,9 +21,12 @@ use crate::telemetry::storage::{StoreCommitError, StoreCommitted};
 
 type JobResult = Result<Box<dyn Any + Send>, StorageError>;
 type JobFn = Box<dyn FnOnce(&Connection) -> JobResult + Send>;
+type AfterFn = Box<dyn FnOnce(&mut (dyn Any + Send)) + Send>;
 
 struct Job {
     run: JobFn,
+    /// Runs on the job's result once its group is durable.
+    after: Option<AfterFn>,
     reply: oneshot::Sender<JobResult>,
 }
 
@@ -47,11 +52,36 @@ impl WriteQueue {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
     {
+        self.submit(job, None).await
+    }
+
+    /// Like [`write`](Self::write), and runs `after` on the job's result on
+    /// the writer thread as soon as the commit is durable, before any job of
+    /// the group is answered. `after` must be quick: the writer waits for it.
+    pub(crate) async fn write_then<R, F, A>(&self, job: F, after: A) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+        A: FnOnce(&mut R) + Send + 'static,
+    {
+        let after: AfterFn = Box::new(move |result| {
+            if let Some(r) = result.downcast_mut::<R>() {
+                after(r);
+            }
+        });
+        self.submit(job, Some(after)).await
+    }
+
+    async fn submit<R, F>(&self, job: F, after: Option<AfterFn>) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let run: JobFn =
             Box::new(move |conn| job(conn).map(|r| Box::new(r) as Box<dyn Any + Send>));
         self.tx
-            .send(Job { run, reply })
+            .send(Job { run, after, reply })
             .await
             .map_err(|_| StorageError::Closed)?;
         let result = rx.await.map_err(|_| StorageError::Closed)??;
@@ -84,7 +114,10 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_group: usiz
                 }
                 .emit();
                 // 3. Answer only after COMMIT returned: the writes are durable.
-                for (job, result) in group.drain(..).zip(results) {
+                for (job, mut result) in group.drain(..).zip(results) {
+                    if let (Some(after), Ok(r)) = (job.after, result.as_mut()) {
+                        after(r.as_mut());
+                    }
                     let _ = job.reply.send(result);
                 }
             }

@@ -268,7 +268,7 @@ fn apply_rules(
         };
         match rules.apply(&mut event) {
             Verdict::Keep => {
-                entry.json = event.to_json();
+                entry.json = event.to_json().into();
                 keep.push(entry);
             }
             Verdict::Drop { .. } | Verdict::Quarantine { .. } => dropped.push(entry.id),

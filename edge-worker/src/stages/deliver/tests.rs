@@ -45,7 +45,7 @@ fn rule_chains_change_and_drop_events() {
         id,
         source: "web".into(),
         message_id: format!("m{id}"),
-        json: format!(r#"{{"type":"track","event":"{name}"}}"#),
+        json: format!(r#"{{"type":"track","event":"{name}"}}"#).into(),
         enqueued_at_ms: 0,
         attempts: 0,
     };

@@ -95,7 +95,7 @@ async fn dead_letters_list_and_replay() {
             source: "web".into(),
             message_id: format!("m{i}"),
             dedup: true,
-            json: format!(r#"{{"messageId":"m{i}"}}"#),
+            json: format!(r#"{{"messageId":"m{i}"}}"#).into(),
             destinations: vec!["hook".into()],
         })
         .collect();

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::outbox::{self, PackMeta};
+use super::outbox::{self, PackMeta, PACK_MAX};
+use super::pack_cache::{CachedEvent, CachedPack, PackCache};
 use super::writer::WriteQueue;
 use super::{schema, IngestCommit, OutboxEntry, QuarantineEntry, Storage, StorageError, Stored};
 use crate::time::now_ms;
@@ -16,11 +17,16 @@ pub const DATABASE_FILE: &str = "waymark.db";
 /// Read connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 4;
 
+/// Event text the outbox's pack cache holds at most, in bytes (32 MiB).
+const PACK_CACHE_BYTES: usize = 32 << 20;
+
 /// SQLite storage: one writer thread with group commit, pooled readers.
 pub struct SqliteStorage {
     path: PathBuf,
     writer: WriteQueue,
     readers: Mutex<Vec<Connection>>,
+    /// Packs just committed, so delivery need not read their events back.
+    packs: PackCache,
 }
 
 impl SqliteStorage {
@@ -40,7 +46,14 @@ impl SqliteStorage {
             path,
             writer,
             readers: Mutex::new(Vec::new()),
+            packs: PackCache::new(PACK_CACHE_BYTES),
         }))
+    }
+
+    /// Drops every pack the outbox cache holds, so event text removed from
+    /// the store (a privacy deletion) does not stay in memory.
+    pub(crate) fn forget_cached_packs(&self) {
+        self.packs.clear();
     }
 
     /// Path of the database file.
@@ -55,6 +68,18 @@ impl SqliteStorage {
         F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
     {
         self.writer.write(job).await
+    }
+
+    /// Like [`write`](Self::write), running `after` on the result on the
+    /// writer thread as soon as the commit is durable
+    /// (see [`WriteQueue::write_then`]).
+    pub(crate) async fn write_then<R, F, A>(&self, job: F, after: A) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StorageError> + Send + 'static,
+        A: FnOnce(&mut R) + Send + 'static,
+    {
+        self.writer.write_then(job, after).await
     }
 
     /// Runs a read on a pooled connection off the async threads.
@@ -104,6 +129,12 @@ fn open_connection(path: &Path) -> Result<Connection, StorageError> {
     // written and freed again within seconds, so a rarer checkpoint copies
     // far fewer of them into the database file.
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+    // The same plan whatever the bound values: without this, a bound
+    // `LIMIT ?` makes SQLite re-prepare the statement on every run.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     // Room for every statement shape the stages use, the chunked deletes included.
     conn.set_prepared_statement_cache_capacity(256);
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -113,47 +144,88 @@ fn open_connection(path: &Path) -> Result<Connection, StorageError> {
 #[async_trait::async_trait]
 impl Storage for Arc<SqliteStorage> {
     async fn commit_ingest(&self, commit: IngestCommit) -> Result<Vec<Stored>, StorageError> {
-        self.write(move |conn| {
-            let now = now_ms();
-            let mut stored = Vec::with_capacity(commit.accepted.len());
-            let mut dedup = conn.prepare_cached(
-                "INSERT INTO dedup (source, message_id, seen_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (source, message_id) DO NOTHING",
-            )?;
-            // One pack per destination (and source) for the whole request.
-            let mut packs: Vec<(&str, &str, Vec<(&str, &str)>)> = Vec::new();
-            for event in &commit.accepted {
-                if event.dedup
-                    && dedup.execute(params![&*event.source, event.message_id, now])? == 0
-                {
-                    stored.push(Stored::Duplicate);
-                    continue;
-                }
-                for destination in &event.destinations {
-                    let pair = (event.message_id.as_str(), event.json.as_str());
-                    match packs
-                        .iter_mut()
-                        .find(|(d, s, _)| *d == &**destination && *s == &*event.source)
-                    {
-                        Some((_, _, events)) => events.push(pair),
-                        None => packs.push((destination, &event.source, vec![pair])),
+        let this = Arc::clone(self);
+        // Durable packs enter the cache on the writer thread, before the ack
+        // wakes their destinations.
+        let fill = move |(_, packs): &mut (Vec<Stored>, Vec<(i64, CachedPack)>)| {
+            for (id, pack) in packs.drain(..) {
+                this.packs.insert(id, pack);
+            }
+        };
+        let (stored, _) = self
+            .write_then(
+                move |conn| {
+                    let now = now_ms();
+                    let mut stored = Vec::with_capacity(commit.accepted.len());
+                    let mut dedup = conn.prepare_cached(
+                        "INSERT INTO dedup (source, message_id, seen_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (source, message_id) DO NOTHING",
+                    )?;
+                    // One pack per destination (and source) for the whole request,
+                    // listing indices into `commit.accepted`.
+                    let mut packs: Vec<(&str, &str, Vec<usize>)> = Vec::new();
+                    for (i, event) in commit.accepted.iter().enumerate() {
+                        if event.dedup
+                            && dedup.execute(params![&*event.source, event.message_id, now])? == 0
+                        {
+                            stored.push(Stored::Duplicate);
+                            continue;
+                        }
+                        for destination in &event.destinations {
+                            match packs
+                                .iter_mut()
+                                .find(|(d, s, _)| *d == &**destination && *s == &*event.source)
+                            {
+                                Some((_, _, events)) => events.push(i),
+                                None => packs.push((destination, &event.source, vec![i])),
+                            }
+                        }
+                        stored.push(Stored::Enqueued);
                     }
-                }
-                stored.push(Stored::Enqueued);
-            }
-            for (destination, source, events) in &packs {
-                outbox::enqueue(conn, &PackMeta::new(destination, source, now), events)?;
-            }
-            let mut quarantine = conn.prepare_cached(
-                "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for q in &commit.quarantined {
-                quarantine.execute(params![&*q.source, now, q.reason, q.detail, q.raw])?;
-            }
-            Ok(stored)
-        })
-        .await
+                    // The committed packs' content, for the cache once durable.
+                    let message_ids: Vec<Arc<str>> = commit
+                        .accepted
+                        .iter()
+                        .map(|e| Arc::from(e.message_id.as_str()))
+                        .collect();
+                    let mut cached: Vec<(i64, CachedPack)> = Vec::with_capacity(packs.len());
+                    for (destination, source, members) in &packs {
+                        let events: Vec<(&str, &str)> = members
+                            .iter()
+                            .map(|&i| {
+                                let e = &commit.accepted[i];
+                                (e.message_id.as_str(), &*e.json)
+                            })
+                            .collect();
+                        let ids = outbox::enqueue(
+                            conn,
+                            &PackMeta::new(destination, source, now),
+                            &events,
+                        )?;
+                        for (id, chunk) in ids.into_iter().zip(members.chunks(PACK_MAX)) {
+                            let pack = chunk
+                                .iter()
+                                .map(|&i| CachedEvent {
+                                    message_id: Arc::clone(&message_ids[i]),
+                                    json: Arc::clone(&commit.accepted[i].json),
+                                })
+                                .collect();
+                            cached.push((id, pack));
+                        }
+                    }
+                    let mut quarantine = conn.prepare_cached(
+                        "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?;
+                    for q in &commit.quarantined {
+                        quarantine.execute(params![&*q.source, now, q.reason, q.detail, q.raw])?;
+                    }
+                    Ok((stored, cached))
+                },
+                fill,
+            )
+            .await?;
+        Ok(stored)
     }
 
     async fn outbox_due(
@@ -164,13 +236,17 @@ impl Storage for Arc<SqliteStorage> {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
         let destination = destination.to_owned();
-        self.read(move |conn| outbox::due(conn, &destination, now_ms, after_id, limit))
+        let this = Arc::clone(self);
+        self.read(move |conn| outbox::due(conn, &this.packs, &destination, now_ms, after_id, limit))
             .await
     }
 
     async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError> {
-        self.write(move |conn| outbox::remove(conn, &ids, false).map(drop))
-            .await
+        let removed = self
+            .write(move |conn| outbox::remove(conn, &ids, false))
+            .await?;
+        self.packs.forget(&removed.emptied);
+        Ok(())
     }
 
     async fn outbox_retry(
@@ -184,28 +260,32 @@ impl Storage for Arc<SqliteStorage> {
     }
 
     async fn outbox_dead_letter(&self, ids: Vec<i64>, reason: String) -> Result<(), StorageError> {
-        self.write(move |conn| {
-            let now = now_ms();
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO dead_letters
-                   (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for t in outbox::remove(conn, &ids, true)? {
-                insert.execute(params![
-                    t.destination,
-                    t.source,
-                    t.message_id,
-                    t.json,
-                    t.enqueued_at_ms,
-                    now,
-                    t.attempts + 1,
-                    reason
-                ])?;
-            }
-            Ok(())
-        })
-        .await
+        let emptied = self
+            .write(move |conn| {
+                let now = now_ms();
+                let mut insert = conn.prepare_cached(
+                    "INSERT INTO dead_letters
+                       (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                let removed = outbox::remove(conn, &ids, true)?;
+                for t in removed.taken {
+                    insert.execute(params![
+                        t.destination,
+                        t.source,
+                        t.message_id,
+                        t.json,
+                        t.enqueued_at_ms,
+                        now,
+                        t.attempts + 1,
+                        reason
+                    ])?;
+                }
+                Ok(removed.emptied)
+            })
+            .await?;
+        self.packs.forget(&emptied);
+        Ok(())
     }
 
     async fn outbox_depth(&self, destination: &str) -> Result<u64, StorageError> {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::storage::pack_cache::PackCache;
 use crate::storage::{AcceptedEvent, QuarantinedEvent};
 
 fn accepted(id: &str, destinations: &[&str]) -> AcceptedEvent {
@@ -6,7 +7,7 @@ fn accepted(id: &str, destinations: &[&str]) -> AcceptedEvent {
         source: "web".into(),
         message_id: id.into(),
         dedup: true,
-        json: format!(r#"{{"messageId":"{id}"}}"#),
+        json: format!(r#"{{"messageId":"{id}"}}"#).into(),
         destinations: destinations.iter().map(|d| Arc::from(*d)).collect(),
     }
 }
@@ -111,6 +112,56 @@ async fn delivered_rows_leave_in_chunks() {
     let left = store.outbox_due("a", now_ms(), 0, 1_000).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].message_id, "m149");
+}
+
+#[tokio::test]
+async fn committed_packs_are_cached_and_read_as_stored() {
+    let dir = tempdir();
+    let store = SqliteStorage::open(&dir, 100).unwrap();
+    for request in [["m1", "m2"], ["m3", "m4"]] {
+        let accepted = request.iter().map(|id| accepted(id, &["a", "b"])).collect();
+        store
+            .commit_ingest(IngestCommit {
+                accepted,
+                quarantined: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let uncached = |destination: &'static str| {
+        let conn = open_connection(&dir.join(DATABASE_FILE)).unwrap();
+        outbox::due(&conn, &PackCache::new(0), destination, now_ms(), 0, 10).unwrap()
+    };
+    for destination in ["a", "b"] {
+        let read = store
+            .outbox_due(destination, now_ms(), 0, 10)
+            .await
+            .unwrap();
+        let stored = uncached(destination);
+        let summary = |entries: &[OutboxEntry]| -> Vec<(i64, String, String)> {
+            entries
+                .iter()
+                .map(|e| (e.id, e.message_id.clone(), e.json.to_string()))
+                .collect()
+        };
+        assert_eq!(summary(&read), summary(&stored));
+        assert_eq!(read.len(), 4);
+        for e in &read {
+            assert!(store.packs.get(outbox::pack_of(e.id)).is_some());
+        }
+    }
+    // A delivered pack leaves the cache with the outbox.
+    let read = store.outbox_due("a", now_ms(), 0, 10).await.unwrap();
+    let first_pack = outbox::pack_of(read[0].id);
+    store
+        .outbox_delivered(read.iter().take(2).map(|e| e.id).collect())
+        .await
+        .unwrap();
+    assert!(store.packs.get(first_pack).is_none());
+    assert_eq!(
+        store.outbox_due("a", now_ms(), 0, 10).await.unwrap().len(),
+        2
+    );
 }
 
 #[tokio::test]
