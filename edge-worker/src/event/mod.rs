@@ -1,11 +1,13 @@
 //! The one event type that flows through every stage, and its path accessors.
 //!
 //! An [`Event`] is a Segment Spec message (`type`, `messageId`, `context`,
-//! `properties`, …) held as a JSON object, plus the little metadata the
-//! worker needs beside it (which source sent it). Stages read and write it
-//! through dotted paths such as `properties.price` or `context.page.url`;
-//! the WASM rule host exposes the same accessors to rules.
+//! `properties`, …) held as a JSON object. Stages read and write it through
+//! dotted paths such as `properties.price` or `context.page.url`; the WASM
+//! rule host exposes the same accessors to rules.
 
+use std::sync::OnceLock;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The Segment call an event represents.
@@ -91,33 +93,141 @@ pub struct Replaced {
     pub created: Option<usize>,
 }
 
+/// The top-level field an event may keep as received text ([`Event`]'s `# Design`).
+pub const PROPERTIES: &str = "properties";
+
 /// A Segment Spec event on its way through the pipeline.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// # Design
+/// `properties` is usually the largest part of an event and no stage of the
+/// worker reads it, so an event parsed from a request keeps it as the text
+/// it arrived in until a rule or a stage touches it: parsing it into values
+/// and serialising it back cost about a tenth of the worker's time per
+/// event (issue #2). Reading a path inside it parses it once, aside; writing
+/// into it turns it into values for good. `body` holds a `null` in its
+/// place meanwhile, so the key keeps its position.
+#[derive(Debug, Clone)]
 pub struct Event {
     body: Map<String, Value>,
+    raw_properties: Option<RawProperties>,
+}
+
+/// `properties` as received: compact JSON text holding an object.
+#[derive(Debug, Clone)]
+struct RawProperties {
+    text: Box<RawValue>,
+    /// The parsed text, once something read inside it.
+    parsed: OnceLock<Value>,
+}
+
+impl RawProperties {
+    fn value(&self) -> &Value {
+        self.parsed.get_or_init(|| parse_raw(&self.text))
+    }
+
+    fn into_value(self) -> Value {
+        match self.parsed.into_inner() {
+            Some(value) => value,
+            None => parse_raw(&self.text),
+        }
+    }
+}
+
+/// Parses text that was valid JSON when it was captured.
+fn parse_raw(text: &RawValue) -> Value {
+    serde_json::from_str(text.get()).unwrap_or(Value::Null)
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        self.to_map() == other.to_map()
+    }
 }
 
 impl Event {
     /// Wraps a JSON object. Normalization has checked its shape before any
     /// other stage sees it.
     pub fn from_map(body: Map<String, Value>) -> Event {
-        Event { body }
+        Event {
+            body,
+            raw_properties: None,
+        }
     }
 
-    /// The JSON object, for serialising into the outbox or a destination payload.
-    pub fn as_map(&self) -> &Map<String, Value> {
-        &self.body
+    /// Wraps a JSON object whose `properties` is `text`, an object as
+    /// received. `text` must be compact (no line breaks) so the event stays
+    /// one line of NDJSON; `body`'s own `properties` entry, if any, only
+    /// marks the position.
+    pub(crate) fn with_raw_properties(mut body: Map<String, Value>, text: Box<RawValue>) -> Event {
+        match body.get_mut(PROPERTIES) {
+            Some(slot) => *slot = Value::Null,
+            None => {
+                body.insert(PROPERTIES.to_owned(), Value::Null);
+            }
+        }
+        Event {
+            body,
+            raw_properties: Some(RawProperties {
+                text,
+                parsed: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The event as a JSON object (a copy).
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.clone().into_map()
     }
 
     /// Consumes the event into its JSON object.
-    pub fn into_map(self) -> Map<String, Value> {
+    pub fn into_map(mut self) -> Map<String, Value> {
+        self.materialize();
         self.body
     }
 
     /// Serialises the event as compact JSON.
     pub fn to_json(&self) -> String {
-        // NOTE: serialising a `Map` of `Value`s cannot fail.
-        serde_json::to_string(&self.body).unwrap_or_default()
+        let Some(raw) = &self.raw_properties else {
+            // NOTE: serialising a `Map` of `Value`s cannot fail.
+            return serde_json::to_string(&self.body).unwrap_or_default();
+        };
+        let mut out = Vec::with_capacity(raw.text.get().len() + 512);
+        out.push(b'{');
+        for (i, (key, value)) in self.body.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut out, key);
+            out.push(b':');
+            if key == PROPERTIES {
+                out.extend_from_slice(raw.text.get().as_bytes());
+            } else {
+                let _ = serde_json::to_writer(&mut out, value);
+            }
+        }
+        out.push(b'}');
+        // NOTE: JSON written by serde_json and JSON text received as UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Turns received `properties` text into values, before a write inside it.
+    fn materialize(&mut self) {
+        if let Some(raw) = self.raw_properties.take() {
+            let value = raw.into_value();
+            match self.body.get_mut(PROPERTIES) {
+                Some(slot) => *slot = value,
+                None => {
+                    self.body.insert(PROPERTIES.to_owned(), value);
+                }
+            }
+        }
+    }
+
+    /// Materializes `properties` when `path` writes into it.
+    fn prepare_write(&mut self, path: &str) {
+        if self.raw_properties.is_some() && first_segment(path) == PROPERTIES {
+            self.materialize();
+        }
     }
 
     /// The call type. Normalization guarantees a valid one; `Track` is the fallback.
@@ -172,7 +282,10 @@ impl Event {
     pub fn get(&self, path: &str) -> Option<&Value> {
         let mut segments = path.split('.');
         let first = segments.next()?;
-        let mut cur = self.body.get(first)?;
+        let mut cur = match &self.raw_properties {
+            Some(raw) if first == PROPERTIES => raw.value(),
+            _ => self.body.get(first)?,
+        };
         for segment in segments {
             cur = cur.as_object()?.get(segment)?;
         }
@@ -181,6 +294,7 @@ impl Event {
 
     /// The value at a dotted path, mutably, if any (same lookup as [`Event::get`]).
     pub fn get_mut(&mut self, path: &str) -> Option<&mut Value> {
+        self.prepare_write(path);
         let mut segments = path.split('.');
         let first = segments.next()?;
         let mut cur = self.body.get_mut(first)?;
@@ -196,6 +310,7 @@ impl Event {
     /// intermediate value exists and is not an object.
     pub fn set(&mut self, path: &str, value: Value) -> Result<(), PathError> {
         split_path(path)?;
+        self.prepare_write(path);
         set_in(&mut self.body, path, path, value)
     }
 
@@ -203,6 +318,7 @@ impl Event {
     /// (the WASM rule host journals rule writes with it).
     pub fn replace(&mut self, path: &str, value: Value) -> Result<Replaced, PathError> {
         let (dirs, leaf) = split_path(path)?;
+        self.prepare_write(path);
         let mut cur = &mut self.body;
         let mut created = None;
         let mut end = 0;
@@ -229,6 +345,7 @@ impl Event {
 
     /// Removes and returns the value at a dotted path. Missing paths yield `Ok(None)`.
     pub fn remove(&mut self, path: &str) -> Result<Option<Value>, PathError> {
+        self.prepare_write(path);
         let (parent, leaf) = self.parent_mut(path)?;
         Ok(parent.and_then(|parent| parent.shift_remove(leaf)))
     }
@@ -247,6 +364,11 @@ impl Event {
         }
         Ok((Some(cur), leaf))
     }
+}
+
+/// The top-level field a path starts in.
+fn first_segment(path: &str) -> &str {
+    path.split_once('.').map_or(path, |(first, _)| first)
 }
 
 /// A well-formed path's parent segments (if any) and last segment.

@@ -50,8 +50,9 @@ fn set_creates_nested_objects_and_overwrites_in_place() {
         "properties": {"a": 1},
         "top": true,
     });
-    assert_eq!(Value::Object(e.as_map().clone()), expected);
-    let keys: Vec<&str> = e.as_map().keys().map(String::as_str).collect();
+    let map = e.to_map();
+    assert_eq!(Value::Object(map.clone()), expected);
+    let keys: Vec<&str> = map.keys().map(String::as_str).collect();
     assert_eq!(keys, ["type", "context", "properties", "top"]);
     let ctx: Vec<&str> = e
         .get("context")
@@ -205,4 +206,54 @@ fn consent_reads_category_preferences() {
     assert_eq!(e.consent("analytics"), Some(true));
     assert_eq!(e.consent("marketing"), Some(false));
     assert_eq!(e.consent("functional"), None);
+}
+
+fn with_raw(props: &str) -> Event {
+    let body = match json!({"type":"track","properties":null,"context":{"ip":"x"}}) {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    Event::with_raw_properties(body, RawValue::from_string(props.to_owned()).unwrap())
+}
+
+#[test]
+fn received_properties_are_read_in_place_and_written_as_sent() {
+    let e = with_raw(r#"{"price":18.990,"tags":["a", "b"]}"#);
+    assert_eq!(e.get("properties.price"), Some(&json!(18.99)));
+    assert_eq!(e.get("properties.tags"), Some(&json!(["a", "b"])));
+    assert_eq!(e.get("properties.nope"), None);
+    assert_eq!(
+        e.to_json(),
+        r#"{"type":"track","properties":{"price":18.990,"tags":["a", "b"]},"context":{"ip":"x"}}"#
+    );
+    assert_eq!(
+        e,
+        event(
+            json!({"type":"track","properties":{"price":18.99,"tags":["a","b"]},"context":{"ip":"x"}})
+        )
+    );
+}
+
+#[test]
+fn writing_into_received_properties_turns_them_into_values() {
+    let mut e = with_raw(r#"{"a":1}"#);
+    e.set("properties.b", json!(2)).unwrap();
+    assert_eq!(e.get("properties"), Some(&json!({"a":1,"b":2})));
+    assert_eq!(
+        e.to_json(),
+        r#"{"type":"track","properties":{"a":1,"b":2},"context":{"ip":"x"}}"#
+    );
+    let mut e = with_raw(r#"{"a":1}"#);
+    let r = e.replace("properties.a", json!(3)).unwrap();
+    assert_eq!(r.old, Some(json!(1)));
+    let mut e = with_raw(r#"{"a":1}"#);
+    assert_eq!(e.remove("properties.a").unwrap(), Some(json!(1)));
+    assert_eq!(e.get("properties"), Some(&json!({})));
+    let mut e = with_raw(r#"{"a":{"b":1}}"#);
+    *e.get_mut("properties.a.b").unwrap() = json!(5);
+    assert_eq!(e.into_map()["properties"], json!({"a":{"b":5}}));
+    // Writes elsewhere leave the text alone.
+    let mut e = with_raw(r#"{"a": 1}"#);
+    e.set("context.ip", json!("y")).unwrap();
+    assert!(e.to_json().contains(r#""properties":{"a": 1}"#));
 }

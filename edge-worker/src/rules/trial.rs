@@ -65,7 +65,7 @@ impl Trial {
             TrialOutcome::Drop(reason) => format!("drop ({reason})"),
             TrialOutcome::Failed(cause) => format!("failed: {cause} (the event is unchanged)"),
         };
-        let event = serde_json::to_string_pretty(self.event.as_map()).unwrap_or_default();
+        let event = serde_json::to_string_pretty(&self.event.to_map()).unwrap_or_default();
         let mut out = format!(
             "verdict: {verdict}\nfuel: {} (init: {})\n",
             self.fuel, self.init_fuel

@@ -7,10 +7,12 @@
 //! `receivedAt`, and a `timestamp` corrected for client clock skew.
 
 use chrono::{DateTime, Utc};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::ingest::RawEvent;
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventType, PROPERTIES};
 use crate::time::{format_rfc3339, parse_rfc3339};
 
 /// Why an event was rejected. Boxed on the hot path (see [`Rejected`]).
@@ -52,8 +54,8 @@ pub struct NormalizeContext<'a> {
     pub has_visitor: bool,
 }
 
-/// Fields that must be objects when present.
-const OBJECT_FIELDS: [&str; 4] = ["context", "properties", "traits", "integrations"];
+/// Fields that must be objects when present (`properties` too, checked as text).
+const OBJECT_FIELDS: [&str; 3] = ["context", "traits", "integrations"];
 /// Fields that must be strings when present.
 const STRING_FIELDS: [&str; 3] = ["event", "name", "category"];
 /// Fields that must be RFC 3339 timestamps when present.
@@ -76,18 +78,18 @@ pub fn normalize(raw: &RawEvent<'_>, cx: &NormalizeContext<'_>) -> Result<Event,
             ),
         ));
     }
-    let mut body: Map<String, Value> = match serde_json::from_str(text) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
-            return Err(reject(
-                "not_an_object",
-                "event",
-                "each event must be a JSON object",
-            ))
-        }
-        Err(e) => return Err(reject("invalid_json", "event", e.to_string())),
-    };
-    let depth = max_depth(&body);
+    // The text is valid JSON (ingest split it), so it is an object or not one.
+    if !text.trim_start().starts_with('{') {
+        return Err(reject(
+            "not_an_object",
+            "event",
+            "each event must be a JSON object",
+        ));
+    }
+    let TopLevel(mut body, properties) =
+        serde_json::from_str(text).map_err(|e| reject("invalid_json", "event", e.to_string()))?;
+    let properties = take_properties(&mut body, properties)?;
+    let depth = max_depth(&body).max(properties.as_deref().map_or(0, |p| 1 + raw_depth(p.get())));
     if depth > cx.max_depth {
         return Err(reject(
             "too_deep",
@@ -233,7 +235,97 @@ pub fn normalize(raw: &RawEvent<'_>, cx: &NormalizeContext<'_>) -> Result<Event,
             Value::String(format!("wm-{}", uuid::Uuid::now_v7())),
         );
     }
-    Ok(Event::from_map(body))
+    Ok(match properties {
+        Some(text) => Event::with_raw_properties(body, text),
+        None => Event::from_map(body),
+    })
+}
+
+/// An event object as parsed by [`normalize`]: every field as values, but
+/// `properties` as the text it arrived in (see [`Event`]'s `# Design`); the
+/// map holds a `null` at its position.
+struct TopLevel(Map<String, Value>, Option<Box<RawValue>>);
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TopLevel, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = TopLevel;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<TopLevel, A::Error> {
+                let mut body = Map::new();
+                let mut properties = None;
+                while let Some(key) = fields.next_key::<String>()? {
+                    if key == PROPERTIES {
+                        properties = Some(fields.next_value::<Box<RawValue>>()?);
+                        body.insert(key, Value::Null);
+                    } else {
+                        let value = fields.next_value::<Value>()?;
+                        body.insert(key, value);
+                    }
+                }
+                Ok(TopLevel(body, properties))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// Checks `properties` (received as text) is an object or null. Returns the
+/// text to keep as it is; a `null` is removed, and an object spread over
+/// several lines is parsed into `body` so the event stays one line.
+fn take_properties(
+    body: &mut Map<String, Value>,
+    text: Option<Box<RawValue>>,
+) -> Result<Option<Box<RawValue>>, Rejected> {
+    let Some(text) = text else { return Ok(None) };
+    let json = text.get();
+    match json.as_bytes().first() {
+        Some(b'{') if !json.as_bytes().iter().any(|b| matches!(b, b'\n' | b'\r')) => Ok(Some(text)),
+        Some(b'{') => {
+            let value = serde_json::from_str(json)
+                .map_err(|e| reject("invalid_json", PROPERTIES, e.to_string()))?;
+            body.insert(PROPERTIES.to_owned(), value);
+            Ok(None)
+        }
+        Some(b'n') => {
+            body.shift_remove(PROPERTIES);
+            Ok(None)
+        }
+        _ => Err(reject("wrong_type", PROPERTIES, "must be an object")),
+    }
+}
+
+/// Nesting depth of JSON text, counted as [`max_depth`] counts values: an
+/// object of scalars is 1.
+fn raw_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Ids may be strings or numbers (Segment accepts both); numbers become
@@ -395,5 +487,92 @@ mod tests {
         let big =
             json!({"type":"track","userId":"u","event":"e","properties":{"s":"x".repeat(40_000)}});
         assert_eq!(run(big, None).unwrap_err().reason, "too_large");
+    }
+
+    fn run_text(text: &str) -> Result<Event, Rejected> {
+        let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+        normalize(
+            &RawEvent {
+                raw: &raw,
+                endpoint_type: None,
+            },
+            &cx(),
+        )
+    }
+
+    #[test]
+    fn properties_pass_through_as_sent() {
+        let props = r#"{"price":18.990,"name":"Caf\u00e9","tags":["a", "b"]}"#;
+        let e = run_text(&format!(
+            r#"{{"type":"track","event":"e","properties":{props},"userId":"u"}}"#
+        ))
+        .unwrap();
+        let json = e.to_json();
+        assert!(json.contains(&format!(r#""properties":{props}"#)), "{json}");
+        // Its place among the keys is kept, and paths inside it read as values.
+        let keys: Vec<String> = e.to_map().keys().cloned().collect();
+        assert_eq!(&keys[..4], ["type", "event", "properties", "userId"]);
+        assert_eq!(e.get("properties.name"), Some(&json!("Café")));
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).unwrap()["properties"],
+            json!({"price": 18.99, "name": "Café", "tags": ["a", "b"]})
+        );
+    }
+
+    #[test]
+    fn properties_over_several_lines_become_one() {
+        let e = run_text("{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\",\"properties\":{\n  \"a\": 1\r\n}}")
+            .unwrap();
+        let json = e.to_json();
+        assert!(!json.contains('\n') && !json.contains('\r'), "{json}");
+        assert!(json.contains(r#""properties":{"a":1}"#), "{json}");
+    }
+
+    #[test]
+    fn properties_must_be_an_object_or_null() {
+        let e = run(
+            json!({"type":"track","event":"e","userId":"u","properties":null}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(e.get("properties"), None);
+        assert!(!e.to_json().contains("properties"));
+        for bad in [json!([1]), json!("x"), json!(3), json!(true)] {
+            let err = run(
+                json!({"type":"track","event":"e","userId":"u","properties":bad}),
+                None,
+            )
+            .unwrap_err();
+            assert_eq!(
+                (err.reason, err.field.as_str()),
+                ("wrong_type", "properties")
+            );
+        }
+    }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i32>().prop_map(Value::from),
+            "[a-z\\\\\"{}\\[\\] ]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 48, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z{\\[\"]{1,3}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn text_depth_agrees_with_value_depth(value in arb_json()) {
+            let mut map = Map::new();
+            map.insert("v".to_owned(), value);
+            let text = serde_json::to_string(&Value::Object(map.clone())).unwrap();
+            proptest::prop_assert_eq!(raw_depth(&text), max_depth(&map));
+        }
     }
 }
