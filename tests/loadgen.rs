@@ -19,6 +19,9 @@ pub struct Load {
     pub batch: usize,
     /// How long to send, after warm-up.
     pub duration: Duration,
+    /// Random (UUID v4) message ids, as browsers send, instead of ids that
+    /// count up per connection (neighbours in a B-tree).
+    pub random_ids: bool,
     /// Warm-up before measuring.
     pub warmup: Duration,
 }
@@ -57,10 +60,15 @@ impl std::fmt::Display for Report {
 
 /// One ~600-byte track event with a unique messageId.
 pub fn bench_event(i: u64, worker: usize) -> serde_json::Value {
+    bench_event_with_id(i, format!("bench-{worker}-{i}-{}", uuid::Uuid::new_v4()))
+}
+
+/// [`bench_event`] with the given messageId.
+pub fn bench_event_with_id(i: u64, message_id: String) -> serde_json::Value {
     serde_json::json!({
         "type": "track",
         "event": "Product Added",
-        "messageId": format!("bench-{worker}-{i}-{}", uuid::Uuid::new_v4()),
+        "messageId": message_id,
         "anonymousId": format!("anon-{}", i % 1000),
         "timestamp": "2024-05-01T12:00:00.000Z",
         "properties": {
@@ -102,6 +110,7 @@ pub async fn run(load: Load) -> Report {
         let stop = Arc::clone(&stop);
         let measuring = Arc::clone(&measuring);
         let batch = load.batch;
+        let random_ids = load.random_ids;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let (mut ok, mut errors) = (0u64, 0u64);
@@ -110,7 +119,11 @@ pub async fn run(load: Load) -> Report {
                 let events: Vec<_> = (0..batch)
                     .map(|_| {
                         i += 1;
-                        bench_event(i, worker)
+                        if random_ids {
+                            bench_event_with_id(i, uuid::Uuid::new_v4().to_string())
+                        } else {
+                            bench_event(i, worker)
+                        }
                     })
                     .collect();
                 let body =

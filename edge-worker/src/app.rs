@@ -106,8 +106,8 @@ impl App {
                 shutdown_rx.clone(),
             )));
         }
-        // 2. Housekeeping: forget dedup entries past the window.
-        workers.push(tokio::spawn(prune_dedup(
+        // 2. Housekeeping: fold recent dedup keys, forget those past the window.
+        workers.push(tokio::spawn(keep_dedup(
             Arc::clone(&self.state.storage),
             self.config.limits.dedup_window_secs,
             shutdown_rx.clone(),
@@ -189,20 +189,41 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     result
 }
 
-async fn prune_dedup(
+/// How often recent dedup keys are folded into long-term storage.
+const DEDUP_FOLD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often dedup keys past the window are pruned.
+const DEDUP_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+
+async fn keep_dedup(
     storage: Arc<dyn Storage>,
     window_secs: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut last_prune = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = tokio::time::sleep(DEDUP_FOLD_INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
-        let cutoff = now_ms() - window_secs as i64 * 1_000;
-        match storage.prune_dedup(cutoff).await {
-            Ok(n) => tracing::debug!(pruned = n, "Dedup entries pruned."),
-            Err(error) => tracing::warn!(error = %error, "Pruning dedup entries failed."),
+        // Fold until a batch is smaller than a full one.
+        loop {
+            match storage.fold_dedup().await {
+                Ok(moved) if moved >= crate::storage::dedup::FOLD_BATCH_MAX => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(error = %error, "Folding dedup keys failed.");
+                    break;
+                }
+            }
+        }
+        if last_prune.elapsed() >= DEDUP_PRUNE_INTERVAL {
+            last_prune = tokio::time::Instant::now();
+            let cutoff = now_ms() - window_secs as i64 * 1_000;
+            match storage.prune_dedup(cutoff).await {
+                Ok(n) => tracing::debug!(pruned = n, "Dedup entries pruned."),
+                Err(error) => tracing::warn!(error = %error, "Pruning dedup entries failed."),
+            }
         }
     }
 }

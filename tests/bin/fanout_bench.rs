@@ -86,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         batch: 20,
         duration: Duration::from_secs(secs),
         warmup: Duration::from_secs(2),
+        random_ids: false,
     }));
     println!("max ingest: {max}");
     std::thread::sleep(Duration::from_secs(5));

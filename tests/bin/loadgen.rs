@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
                 batch: 20,
                 duration: Duration::from_secs(secs),
                 warmup: Duration::from_secs(1),
+                random_ids: args.iter().any(|a| a == "--random-ids"),
             }));
             println!("{report}");
             Ok(())
@@ -73,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             let concurrency: usize = arg(&args, "--concurrency")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(32);
+            let random_ids = args.iter().any(|a| a == "--random-ids");
             let load = |base: String| Load {
                 base,
                 write_key: "wk_bench".into(),
@@ -80,8 +82,10 @@ fn main() -> anyhow::Result<()> {
                 batch: 20,
                 duration: Duration::from_secs(secs),
                 warmup: Duration::from_secs(2),
+                random_ids,
             };
-            println!("ingest benchmark: {concurrency} concurrent requests of 20 events (~600 B each), {secs} s each run\n");
+            let ids = if random_ids { "random" } else { "counting" };
+            println!("ingest benchmark: {concurrency} concurrent requests of 20 events (~600 B each, {ids} message ids), {secs} s each run\n");
 
             let me = std::env::current_exe()?;
             let (mut bare, bare_base) =
@@ -112,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: waymark-loadgen ingest [--waymark PATH] [--seconds N] [--concurrency N] | load --url URL [--write-key K] | bare-server");
+            eprintln!("usage: waymark-loadgen ingest [--waymark PATH] [--seconds N] [--concurrency N] [--random-ids] | load --url URL [--write-key K] [--random-ids] | bare-server");
             std::process::exit(2);
         }
     }

@@ -7,6 +7,7 @@
 //! embedded default: WAL mode, one writer thread with group commit
 //! ([`writer`]), and a small pool of read connections.
 
+pub(crate) mod dedup;
 pub(crate) mod delivery;
 pub(crate) mod outbox;
 pub(crate) mod pack_cache;
@@ -184,6 +185,14 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Forgets dedup entries older than `cutoff_ms`. Called periodically.
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError>;
+
+    /// Moves recently seen dedup keys to long-term storage, as much as one
+    /// step allows; returns how many moved. Called every second, and again
+    /// at once while it moves a full step. Backends that keep dedup keys
+    /// in one place need not implement it.
+    async fn fold_dedup(&self) -> Result<usize, StorageError> {
+        Ok(0)
+    }
 
     /// Proves the store accepts a durable write. Used by `/readyz`.
     async fn check_writable(&self) -> Result<(), StorageError>;

@@ -112,14 +112,24 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE outbox_packs_v5 RENAME TO outbox_packs;
     CREATE INDEX outbox_packs_order ON outbox_packs (destination, id);
     "#,
+    // 6: ids first seen by an ingest commit are logged in one row per
+    //    commit and folded into `dedup` later, in key order (see `storage::dedup`).
+    r#"
+    CREATE TABLE dedup_log (
+        id          INTEGER PRIMARY KEY,
+        seen_at_ms  INTEGER NOT NULL,
+        ids         BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// Applies the migrations that have not run yet.
 /// Every module's migrations, in the order the store applies them at open.
-pub(crate) fn migrate_all(conn: &mut Connection) -> rusqlite::Result<()> {
+pub(crate) fn migrate_all(conn: &mut Connection) -> Result<(), super::StorageError> {
     migrate(conn)?;
     migrate_module(conn, "identity", crate::identity::MIGRATIONS)?;
-    migrate_module(conn, "delivery", super::delivery::MIGRATIONS)
+    migrate_module(conn, "delivery", super::delivery::MIGRATIONS)?;
+    Ok(())
 }
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

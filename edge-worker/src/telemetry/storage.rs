@@ -27,3 +27,17 @@ impl StoreCommitError<'_> {
         metrics::counter!("waymark_store_commit_errors_total").increment(1);
     }
 }
+
+/// Recently seen dedup keys were folded into long-term storage.
+pub(crate) struct DedupFolded {
+    pub moved: usize,
+    /// Keys still recent (in memory) after the fold.
+    pub recent: usize,
+}
+
+impl DedupFolded {
+    pub(crate) fn emit(self) {
+        metrics::counter!("waymark_dedup_folded_total").increment(self.moved as u64);
+        metrics::gauge!("waymark_dedup_recent_keys").set(self.recent as f64);
+    }
+}

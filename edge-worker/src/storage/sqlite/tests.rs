@@ -67,6 +67,33 @@ async fn dedup_survives_reopen() {
 }
 
 #[tokio::test]
+async fn folded_ids_stay_duplicates_across_reopen() {
+    let dir = tempdir();
+    let commit = |ids: &[&str]| IngestCommit {
+        accepted: ids.iter().map(|id| accepted(id, &["a"])).collect(),
+        quarantined: vec![],
+    };
+    {
+        let store = SqliteStorage::open(&dir, 100).unwrap();
+        store.commit_ingest(commit(&["m1", "m2"])).await.unwrap();
+        assert_eq!(store.fold_dedup().await.unwrap(), 2);
+        assert_eq!(store.recent.len(), 0);
+        store.commit_ingest(commit(&["m3"])).await.unwrap();
+        assert_eq!(store.fold_dedup().await.unwrap(), 1);
+        assert_eq!(store.fold_dedup().await.unwrap(), 0);
+    }
+    let store = SqliteStorage::open(&dir, 100).unwrap();
+    let stored = store
+        .commit_ingest(commit(&["m1", "m3", "m4"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        vec![Stored::Duplicate, Stored::Duplicate, Stored::Enqueued]
+    );
+}
+
+#[tokio::test]
 async fn retry_delays_and_dead_letter_moves() {
     let dir = tempdir();
     let store = SqliteStorage::open(&dir, 100).unwrap();
