@@ -2,7 +2,8 @@
 //!
 //! `waymark-loadgen ingest --waymark PATH` starts the real worker (durable
 //! acks, one file destination) and a bare axum server that only reads the
-//! body, drives both with the same load, and prints the ratio.
+//! body, drives both with the same load in alternating rounds, and prints
+//! the median ratio.
 //! `waymark-loadgen bare-server` runs the baseline alone.
 
 use std::io::{BufRead, BufReader};
@@ -84,39 +85,64 @@ fn main() -> anyhow::Result<()> {
                 warmup: Duration::from_secs(2),
                 random_ids,
             };
+            let rounds: usize = arg(&args, "--rounds")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(3)
+                .max(1);
             let ids = if random_ids { "random" } else { "counting" };
-            println!("ingest benchmark: {concurrency} concurrent requests of 20 events (~600 B each, {ids} message ids), {secs} s each run\n");
+            println!(
+                "ingest benchmark: {concurrency} concurrent requests of 20 events (~600 B each, \
+                 {ids} message ids), {rounds} rounds of {secs} s against each server\n"
+            );
 
+            // Rounds alternate the two servers, so a change in the machine's
+            // speed (a shared VM) moves both sides of each round's ratio.
             let me = std::env::current_exe()?;
             let (mut bare, bare_base) =
                 spawn(Command::new(&me).arg("bare-server"), "bare listening on ")?;
-            let baseline = runtime.block_on(loadgen::run(load(bare_base)));
+            let mut ratios = Vec::with_capacity(rounds);
+            for round in 1..=rounds {
+                let baseline = runtime.block_on(loadgen::run(load(bare_base.clone())));
+                println!("round {round}: bare axum (reads body, 200): {baseline}");
+                // A fresh worker and store each round: nothing it does in the
+                // background runs during the next baseline.
+                let data =
+                    std::env::temp_dir().join(format!("waymark-bench-{}", uuid::Uuid::new_v4()));
+                std::fs::create_dir_all(&data)?;
+                let config = data.join("waymark.toml");
+                std::fs::write(&config, BENCH_CONFIG)?;
+                let (mut worker, base) = spawn(
+                    Command::new(&waymark)
+                        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+                        .arg(&config)
+                        .arg("--data-dir")
+                        .arg(&data)
+                        .env("WAYMARK_LOG", "warn"),
+                    "waymark listening on ",
+                )?;
+                let measured = runtime.block_on(loadgen::run(load(base)));
+                let _ = worker.kill();
+                let _ = worker.wait();
+                let _ = std::fs::remove_dir_all(&data);
+                let ratio = measured.requests_per_sec / baseline.requests_per_sec.max(1.0);
+                println!(
+                    "round {round}: waymark (durable acks):      {measured}  ratio {ratio:.2}"
+                );
+                ratios.push(ratio);
+            }
             let _ = bare.kill();
-            println!("bare axum (reads body, 200): {baseline}");
-
-            let data = std::env::temp_dir().join(format!("waymark-bench-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&data)?;
-            let config = data.join("waymark.toml");
-            std::fs::write(&config, BENCH_CONFIG)?;
-            let (mut worker, base) = spawn(
-                Command::new(&waymark)
-                    .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-                    .arg(&config)
-                    .arg("--data-dir")
-                    .arg(&data)
-                    .env("WAYMARK_LOG", "warn"),
-                "waymark listening on ",
-            )?;
-            let measured = runtime.block_on(loadgen::run(load(base)));
-            let _ = worker.kill();
-            let _ = std::fs::remove_dir_all(&data);
-            println!("waymark (durable acks):      {measured}");
-            let ratio = measured.requests_per_sec / baseline.requests_per_sec.max(1.0);
-            println!("\nratio waymark / bare: {ratio:.2} (target >= 0.50)");
+            ratios.sort_by(f64::total_cmp);
+            let median = ratios[ratios.len() / 2];
+            println!(
+                "\nratio waymark / bare: {median:.2} median of {rounds} rounds \
+                 (min {:.2}, max {:.2}; target >= 0.50)",
+                ratios[0],
+                ratios[ratios.len() - 1]
+            );
             Ok(())
         }
         _ => {
-            eprintln!("usage: waymark-loadgen ingest [--waymark PATH] [--seconds N] [--concurrency N] [--random-ids] | load --url URL [--write-key K] [--random-ids] | bare-server");
+            eprintln!("usage: waymark-loadgen ingest [--waymark PATH] [--seconds N] [--rounds N] [--concurrency N] [--random-ids] | load --url URL [--write-key K] [--random-ids] | bare-server");
             std::process::exit(2);
         }
     }

@@ -22,18 +22,23 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("run") => run(&root, &args[1..]),
         Some("test") => test(&root),
-        Some("bench") => bench(&root, args.get(1).map(String::as_str)),
+        Some("bench") => bench(
+            &root,
+            args.get(1).map(String::as_str),
+            &args[args.len().min(2)..],
+        ),
         Some("build-tag") => tag::build_tag(&root).map(|_| ()),
         Some("build-rules") => rules::build_rules(&root),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 run [ARGS]       start Waymark on the embedded default (extra ARGS go to `waymark serve`)\n  \
-                 test             install prerequisites and run every test\n  \
-                 bench ingest     ingest load generator vs a bare server\n  \
-                 build-tag        build the browser tag into client-wasm/dist and check its size budget\n  \
-                 build-rules      build the example and test rules into WASM components"
+                 run [ARGS]           start Waymark on the embedded default (extra ARGS go to `waymark serve`)\n  \
+                 test                 install prerequisites and run every test\n  \
+                 bench ingest [ARGS]  ingest load generator vs a bare server\n                       \
+                 (ARGS: --rounds N, --seconds N, --random-ids)\n  \
+                 build-tag            build the browser tag into client-wasm/dist and check its size budget\n  \
+                 build-rules          build the example and test rules into WASM components"
             );
             bail!("unknown command");
         }
@@ -144,7 +149,7 @@ fn test_guest_rules(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench(root: &Path, what: Option<&str>) -> anyhow::Result<()> {
+fn bench(root: &Path, what: Option<&str>, extra: &[String]) -> anyhow::Result<()> {
     match what {
         Some("ingest") => {
             sh(
@@ -163,12 +168,10 @@ fn bench(root: &Path, what: Option<&str>) -> anyhow::Result<()> {
             let target = setup::target_dir(root);
             let waymark = target.join("release/waymark");
             let loadgen = target.join("release/waymark-loadgen");
-            sh(
-                root,
-                loadgen.to_str().unwrap_or("waymark-loadgen"),
-                &["ingest", "--waymark", waymark.to_str().unwrap_or("waymark")],
-            )
+            let mut args = vec!["ingest", "--waymark", waymark.to_str().unwrap_or("waymark")];
+            args.extend(extra.iter().map(String::as_str));
+            sh(root, loadgen.to_str().unwrap_or("waymark-loadgen"), &args)
         }
-        _ => bail!("usage: cargo xtask bench ingest"),
+        _ => bail!("usage: cargo xtask bench ingest [--rounds N] [--seconds N] [--random-ids]"),
     }
 }

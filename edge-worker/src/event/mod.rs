@@ -210,6 +210,24 @@ impl Event {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// Sets `context.waymark.<key>`, one of the worker's own fields, creating
+    /// the objects on the way; does nothing when the client sent `context`
+    /// or `context.waymark` as something other than an object.
+    pub fn stamp(&mut self, key: &str, value: Value) {
+        let Some(Value::Object(context)) = child_object(&mut self.body, "context") else {
+            return;
+        };
+        let Some(Value::Object(waymark)) = child_object(context, "waymark") else {
+            return;
+        };
+        match waymark.get_mut(key) {
+            Some(slot) => *slot = value,
+            None => {
+                waymark.insert(key.to_owned(), value);
+            }
+        }
+    }
+
     /// Turns received `properties` text into values, before a write inside it.
     fn materialize(&mut self) {
         if let Some(raw) = self.raw_properties.take() {
@@ -364,6 +382,14 @@ impl Event {
         }
         Ok((Some(cur), leaf))
     }
+}
+
+/// `map[key]`, an empty object put there first when the key is missing.
+fn child_object<'m>(map: &'m mut Map<String, Value>, key: &str) -> Option<&'m mut Value> {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), Value::Object(Map::new()));
+    }
+    map.get_mut(key)
 }
 
 /// The top-level field a path starts in.

@@ -257,3 +257,19 @@ fn writing_into_received_properties_turns_them_into_values() {
     e.set("context.ip", json!("y")).unwrap();
     assert!(e.to_json().contains(r#""properties":{"a": 1}"#));
 }
+
+#[test]
+fn stamps_go_under_context_waymark() {
+    let mut e = event(json!({"type":"page"}));
+    e.stamp("visitorId", json!("v1"));
+    e.stamp("profileId", json!("p1"));
+    e.stamp("visitorId", json!("v2"));
+    assert_eq!(
+        e.get("context.waymark"),
+        Some(&json!({"visitorId":"v2","profileId":"p1"}))
+    );
+    // A client's non-object `context.waymark` is left alone.
+    let mut e = event(json!({"context":{"waymark":"mine"}}));
+    e.stamp("visitorId", json!("v"));
+    assert_eq!(e.get("context.waymark"), Some(&json!("mine")));
+}

@@ -62,9 +62,9 @@ impl Enricher {
         })
     }
 
-    /// Adds UA and IP fields to `event`. `client_ip` is the request's address
-    /// after trusted-proxy resolution.
-    pub fn enrich(&self, event: &mut Event, client_ip: Option<IpAddr>, policy: IpPolicy) {
+    /// Adds UA and IP fields to `event`; `ip` is the request's client
+    /// address under the source's policy ([`IpField::new`]).
+    pub fn enrich(&self, event: &mut Event, ip: &IpField) {
         // The cached fields are shared; only the ones an event lacks are cloned into it.
         if let Some(fields) = event
             .str("context.userAgent")
@@ -80,15 +80,16 @@ impl Enricher {
         let stated = event
             .str("context.ip")
             .and_then(|s| s.parse::<IpAddr>().ok());
-        match (policy, stated.or(client_ip)) {
-            (IpPolicy::Drop, _) | (_, None) => {
+        let shown = match stated {
+            Some(stated) if Some(stated) != ip.client => ip.show(stated),
+            _ => ip.client_shown.clone(),
+        };
+        match shown {
+            Some(text) => {
+                let _ = event.set("context.ip", Value::String(text));
+            }
+            None => {
                 let _ = event.remove("context.ip");
-            }
-            (IpPolicy::Full, Some(ip)) => {
-                let _ = event.set("context.ip", Value::String(ip.to_string()));
-            }
-            (IpPolicy::Truncate, Some(ip)) => {
-                let _ = event.set("context.ip", Value::String(truncate_ip(ip).to_string()));
             }
         }
     }
@@ -167,6 +168,37 @@ fn merge_missing(context: &mut Map<String, Value>, key: &str, fields: &Map<Strin
     }
 }
 
+/// The `context.ip` a request's events get: the client address under a
+/// source's policy, formatted once per request.
+#[derive(Debug, Clone)]
+pub struct IpField {
+    policy: IpPolicy,
+    client: Option<IpAddr>,
+    client_shown: Option<String>,
+}
+
+impl IpField {
+    /// The field for a request from `client` (after trusted-proxy resolution).
+    pub fn new(client: Option<IpAddr>, policy: IpPolicy) -> IpField {
+        let mut field = IpField {
+            policy,
+            client,
+            client_shown: None,
+        };
+        field.client_shown = client.and_then(|ip| field.show(ip));
+        field
+    }
+
+    /// How `ip` is written into an event: whole, truncated, or not at all.
+    fn show(&self, ip: IpAddr) -> Option<String> {
+        match self.policy {
+            IpPolicy::Drop => None,
+            IpPolicy::Full => Some(ip.to_string()),
+            IpPolicy::Truncate => Some(truncate_ip(ip).to_string()),
+        }
+    }
+}
+
 /// Zeroes the host part: the last octet of IPv4, the last 80 bits of IPv6 (a /48).
 pub fn truncate_ip(ip: IpAddr) -> IpAddr {
     match ip {
@@ -221,14 +253,14 @@ mod tests {
     #[test]
     fn user_agents_become_browser_os_and_device() {
         let mut e = event(json!({"context":{"userAgent": CHROME_MAC}}));
-        enricher().enrich(&mut e, None, IpPolicy::Truncate);
+        enricher().enrich(&mut e, &IpField::new(None, IpPolicy::Truncate));
         assert_eq!(e.str("context.browser.family"), Some("Chrome"));
         assert_eq!(e.str("context.browser.version"), Some("120.0.6099"));
         assert_eq!(e.str("context.os.family"), Some("Mac OS X"));
         assert_eq!(e.str("context.device.family"), Some("Mac"));
 
         let mut e = event(json!({"context":{"userAgent": IPHONE}}));
-        enricher().enrich(&mut e, None, IpPolicy::Truncate);
+        enricher().enrich(&mut e, &IpField::new(None, IpPolicy::Truncate));
         assert_eq!(e.str("context.browser.family"), Some("Mobile Safari"));
         assert_eq!(e.str("context.os.family"), Some("iOS"));
         assert_eq!(e.str("context.device.brand"), Some("Apple"));
@@ -238,7 +270,7 @@ mod tests {
     #[test]
     fn client_supplied_fields_are_kept() {
         let mut e = event(json!({"context":{"userAgent": IPHONE, "os":{"family":"custom"}}}));
-        enricher().enrich(&mut e, None, IpPolicy::Truncate);
+        enricher().enrich(&mut e, &IpField::new(None, IpPolicy::Truncate));
         assert_eq!(e.str("context.os.family"), Some("custom"));
         assert_eq!(e.str("context.os.version"), Some("17.1"));
     }
@@ -251,7 +283,7 @@ mod tests {
             "browser": "not an object",
             "locale": "en",
         }}));
-        enricher().enrich(&mut e, None, IpPolicy::Drop);
+        enricher().enrich(&mut e, &IpField::new(None, IpPolicy::Drop));
         let expected = json!({
             "userAgent": CHROME_MAC,
             "device": {"model": "mine", "extra": 1, "family": "Mac", "brand": "Apple"},
@@ -280,7 +312,7 @@ mod tests {
     #[test]
     fn unparsed_fields_are_left_out() {
         let mut e = event(json!({"context":{"userAgent": "nothing-known/x"}}));
-        enricher().enrich(&mut e, None, IpPolicy::Drop);
+        enricher().enrich(&mut e, &IpField::new(None, IpPolicy::Drop));
         assert_eq!(e.str("context.browser.family"), Some("Other"));
         assert_eq!(e.get("context.browser.version"), None);
         assert_eq!(e.get("context.device.brand"), None);
@@ -290,14 +322,18 @@ mod tests {
     fn ip_policies() {
         let ip: IpAddr = "203.0.113.77".parse().unwrap();
         let mut e = event(json!({}));
-        enricher().enrich(&mut e, Some(ip), IpPolicy::Truncate);
+        enricher().enrich(&mut e, &IpField::new(Some(ip), IpPolicy::Truncate));
         assert_eq!(e.str("context.ip"), Some("203.0.113.0"));
         let mut e = event(json!({}));
-        enricher().enrich(&mut e, Some(ip), IpPolicy::Full);
+        enricher().enrich(&mut e, &IpField::new(Some(ip), IpPolicy::Full));
         assert_eq!(e.str("context.ip"), Some("203.0.113.77"));
         let mut e = event(json!({"context":{"ip":"198.51.100.1"}}));
-        enricher().enrich(&mut e, Some(ip), IpPolicy::Drop);
+        enricher().enrich(&mut e, &IpField::new(Some(ip), IpPolicy::Drop));
         assert_eq!(e.get("context.ip"), None);
+        // An address the event states itself is shown under the same policy.
+        let mut e = event(json!({"context":{"ip":"198.51.100.9"}}));
+        enricher().enrich(&mut e, &IpField::new(Some(ip), IpPolicy::Truncate));
+        assert_eq!(e.str("context.ip"), Some("198.51.100.0"));
         let v6: IpAddr = "2001:db8:85a3:1234:5678:8a2e:370:7334".parse().unwrap();
         assert_eq!(truncate_ip(v6).to_string(), "2001:db8:85a3::");
     }

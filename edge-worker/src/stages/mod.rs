@@ -31,7 +31,7 @@ use crate::telemetry::identity::{CookieRejected, VisitorMinted};
 use crate::telemetry::ingest::{DuplicatesDropped, EventsAccepted, EventsDropped, EventsRejected};
 use crate::visitor::{CookieCodec, VisitorId};
 use consent::{purpose_state, ConsentState};
-use enrich::Enricher;
+use enrich::{Enricher, IpField};
 use ingest::RawBatch;
 use normalize::{normalize, NormalizeContext, Rejection};
 use outbox::{CommitBuilder, Outbox};
@@ -224,8 +224,10 @@ impl Pipeline {
             (None, false) => None,
         };
 
+        let received_at_text = crate::time::format_rfc3339(now);
         let cx = NormalizeContext {
             received_at: now,
+            received_at_text: &received_at_text,
             batch_sent_at: batch.sent_at.as_deref(),
             max_event_bytes: self.limits.max_event_bytes,
             max_depth: self.limits.max_depth,
@@ -233,6 +235,7 @@ impl Pipeline {
             // visitor minted for this request does not.
             has_visitor: existing.is_some(),
         };
+        let ip = IpField::new(meta.client_ip, source.config.ip);
         let mut commit = CommitBuilder::new(&source.name, source.config.dedup);
         let mut cookie_consent = None;
         let mut consent_blocked = 0;
@@ -252,8 +255,7 @@ impl Pipeline {
                 }
             };
             // Enrich.
-            self.enricher
-                .enrich(&mut event, meta.client_ip, source.config.ip);
+            self.enricher.enrich(&mut event, &ip);
             // Identify.
             // A verified cookie wins over the client's id unless its purpose is denied.
             let trusted = existing.is_some()

@@ -43,6 +43,8 @@ fn reject(reason: &'static str, field: &str, problem: impl Into<String>) -> Reje
 pub struct NormalizeContext<'a> {
     /// When the request arrived.
     pub received_at: DateTime<Utc>,
+    /// `received_at` as written into events ([`format_rfc3339`]).
+    pub received_at_text: &'a str,
     /// `sentAt` of the batch, for events without their own.
     pub batch_sent_at: Option<&'a str>,
     /// Largest event in bytes of JSON.
@@ -130,8 +132,10 @@ pub fn normalize(raw: &RawEvent<'_>, cx: &NormalizeContext<'_>) -> Result<Event,
             ))
         }
     };
-    body.insert("type".into(), Value::String(kind.as_str().into()));
-    body.remove("writeKey");
+    if !matches!(body.get("type"), Some(Value::String(t)) if t == kind.as_str()) {
+        body.insert("type".into(), Value::String(kind.as_str().into()));
+    }
+    body.shift_remove("writeKey");
 
     // 3. Field types.
     for field in OBJECT_FIELDS {
@@ -225,7 +229,7 @@ pub fn normalize(raw: &RawEvent<'_>, cx: &NormalizeContext<'_>) -> Result<Event,
     body.insert("timestamp".into(), Value::String(format_rfc3339(corrected)));
     body.insert(
         "receivedAt".into(),
-        Value::String(format_rfc3339(cx.received_at)),
+        Value::String(cx.received_at_text.to_owned()),
     );
 
     // 6. A messageId for every event.
@@ -257,7 +261,9 @@ impl<'de> Deserialize<'de> for TopLevel {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<TopLevel, A::Error> {
-                let mut body = Map::new();
+                // Room for a typical event's top-level fields and the ones
+                // normalize adds, so the map does not grow as it fills.
+                let mut body = Map::with_capacity(16);
                 let mut properties = None;
                 while let Some(key) = fields.next_key::<String>()? {
                     if key == PROPERTIES {
@@ -285,7 +291,7 @@ fn take_properties(
     let Some(text) = text else { return Ok(None) };
     let json = text.get();
     match json.as_bytes().first() {
-        Some(b'{') if !json.as_bytes().iter().any(|b| matches!(b, b'\n' | b'\r')) => Ok(Some(text)),
+        Some(b'{') if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_none() => Ok(Some(text)),
         Some(b'{') => {
             let value = serde_json::from_str(json)
                 .map_err(|e| reject("invalid_json", PROPERTIES, e.to_string()))?;
@@ -301,22 +307,28 @@ fn take_properties(
 }
 
 /// Nesting depth of JSON text, counted as [`max_depth`] counts values: an
-/// object of scalars is 1.
+/// object of scalars is 1. Strings are skipped with `memchr`, so the bytes
+/// looked at one by one are only those between strings.
 fn raw_depth(json: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json.as_bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let bytes = json.as_bytes();
+    let (mut at, mut depth, mut deepest) = (0usize, 0usize, 0usize);
+    while let Some(&b) = bytes.get(at) {
+        at += 1;
         match b {
-            b'"' => in_string = true,
+            b'"' => loop {
+                // Past the closing quote, stepping over escapes.
+                let Some(rest) = bytes.get(at..) else {
+                    return deepest;
+                };
+                match memchr::memchr2(b'"', b'\\', rest) {
+                    Some(off) if rest.get(off) == Some(&b'\\') => at += off + 2,
+                    Some(off) => {
+                        at += off + 1;
+                        break;
+                    }
+                    None => return deepest,
+                }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -378,6 +390,7 @@ mod tests {
     fn cx() -> NormalizeContext<'static> {
         NormalizeContext {
             received_at: parse_rfc3339("2024-05-01T12:00:10.000Z").unwrap(),
+            received_at_text: "2024-05-01T12:00:10.000Z",
             batch_sent_at: None,
             max_event_bytes: 32 * 1024,
             max_depth: 8,

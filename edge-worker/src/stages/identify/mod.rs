@@ -22,8 +22,12 @@ use crate::storage::StorageError;
 use crate::time::parse_rfc3339;
 use crate::visitor::VisitorId;
 
-/// Where the client's own `anonymousId` is kept when a verified cookie takes its place.
+/// Where the client's own `anonymousId` is kept when a verified cookie
+/// takes its place: `context.waymark.clientAnonymousId`.
 pub const CLIENT_ANONYMOUS_ID: &str = "context.waymark.clientAnonymousId";
+
+/// [`CLIENT_ANONYMOUS_ID`]'s key inside `context.waymark`.
+const CLIENT_ANONYMOUS_ID_KEY: &str = "clientAnonymousId";
 
 /// Applies the request's visitor id to `event`.
 ///
@@ -45,12 +49,12 @@ pub fn apply_visitor(event: &mut Event, visitor: Option<&VisitorId>, trusted: bo
         }
         Some(own) if trusted && own != visitor.as_str() => {
             let own = Value::String(own.to_owned());
-            let _ = event.set(CLIENT_ANONYMOUS_ID, own);
+            event.stamp(CLIENT_ANONYMOUS_ID_KEY, own);
             let _ = event.set("anonymousId", id.clone());
         }
         Some(_) => {}
     }
-    let _ = event.set("context.waymark.visitorId", id);
+    event.stamp("visitorId", id);
 }
 
 /// Whether a request's events name at most one `userId` and one
@@ -128,13 +132,10 @@ pub async fn link(
                 profile_id,
                 session,
             } => {
-                let _ = event.set(
-                    "context.waymark.profileId",
-                    Value::String(profile_id.to_string()),
-                );
+                event.stamp("profileId", Value::String(profile_id.to_string()));
                 if let Some(s) = session {
-                    let _ = event.set(
-                        "context.waymark.session",
+                    event.stamp(
+                        "session",
                         json!({ "id": s.id, "count": s.count, "start": s.start }),
                     );
                 }
