@@ -1,0 +1,193 @@
+//! The ingest commit (dedup admission, one pack per destination, the
+//! quarantine) and the dedup fold, on the embedded store.
+
+use std::sync::Arc;
+
+use rusqlite::{params, Connection};
+
+use super::SqliteStorage;
+use crate::storage::dedup::{self, dedup_hash, DedupHash, SeenId};
+use crate::storage::outbox::{self, PackMeta, PACK_MAX};
+use crate::storage::pack_cache::{CachedEvent, CachedPack};
+use crate::storage::{IngestCommit, StorageError, Stored};
+use crate::telemetry::storage::DedupFolded;
+use crate::time::now_ms;
+
+/// What an ingest commit wrote, for its completion hook.
+struct IngestWritten {
+    stored: Vec<Stored>,
+    /// The new packs' content, for the pack cache once durable.
+    packs: Vec<(i64, CachedPack)>,
+    /// Ids first seen in this commit, taken back if it fails.
+    new_ids: Vec<DedupHash>,
+}
+
+/// [`Storage::commit_ingest`](crate::storage::Storage::commit_ingest) on the embedded store.
+pub(super) async fn commit_ingest(
+    store: &Arc<SqliteStorage>,
+    commit: IngestCommit,
+) -> Result<Vec<Stored>, StorageError> {
+    // Ids are hashed here, on the caller's thread, not on the writer.
+    let hashes: Vec<Option<DedupHash>> = commit
+        .accepted
+        .iter()
+        .map(|e| e.dedup.then(|| dedup_hash(&e.source, &e.message_id)))
+        .collect();
+    let this = Arc::clone(store);
+    // Once the group is decided: durable packs enter the cache (before
+    // the ack wakes their destinations); a failed commit takes its ids back.
+    let decided = move |written: &mut IngestWritten, committed: bool| {
+        if committed {
+            for (id, pack) in written.packs.drain(..) {
+                this.packs.insert(id, pack);
+            }
+        } else {
+            this.recent.forget(&written.new_ids);
+        }
+    };
+    let recent = Arc::clone(&store.recent);
+    let written = store
+        .write_then(
+            move |conn| {
+                let now = now_ms();
+                let ids: Vec<Option<SeenId<'_>>> = commit
+                    .accepted
+                    .iter()
+                    .zip(&hashes)
+                    .map(|(e, hash)| {
+                        hash.map(|hash| SeenId {
+                            hash,
+                            source: &e.source,
+                            message_id: &e.message_id,
+                        })
+                    })
+                    .collect();
+                let (fresh, new_ids) = recent.admit(conn, &ids, now)?;
+                match write_ingest(conn, &commit, &fresh, now) {
+                    Ok(packs) => Ok(IngestWritten {
+                        stored: fresh
+                            .iter()
+                            .map(|&new| {
+                                if new {
+                                    Stored::Enqueued
+                                } else {
+                                    Stored::Duplicate
+                                }
+                            })
+                            .collect(),
+                        packs,
+                        new_ids,
+                    }),
+                    Err(e) => {
+                        recent.forget(&new_ids);
+                        Err(e)
+                    }
+                }
+            },
+            decided,
+        )
+        .await?;
+    Ok(written.stored)
+}
+
+/// [`Storage::fold_dedup`](crate::storage::Storage::fold_dedup) on the embedded store.
+pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, StorageError> {
+    // 1. The batch is read off the writer; 2. inserted in steps, each a
+    //    short job; 3. its log rows go, and then its ids leave memory.
+    let Some(batch) = store.read(dedup::fold_batch).await? else {
+        return Ok(0);
+    };
+    let hashes = batch.hashes();
+    let ids = Arc::new(batch.ids);
+    for start in (0..ids.len()).step_by(dedup::FOLD_STEP) {
+        let ids = Arc::clone(&ids);
+        store
+            .write(move |conn| {
+                let end = (start + dedup::FOLD_STEP).min(ids.len());
+                dedup::insert_folded(conn, &ids[start..end])
+            })
+            .await?;
+    }
+    let this = Arc::clone(store);
+    let last_log_id = batch.last_log_id;
+    store
+        .write_then(
+            move |conn| dedup::drop_folded_log(conn, last_log_id),
+            move |_, committed| {
+                if committed {
+                    this.recent.forget(&hashes);
+                }
+            },
+        )
+        .await?;
+    DedupFolded {
+        moved: ids.len(),
+        recent: store.recent.len(),
+    }
+    .emit();
+    Ok(ids.len())
+}
+
+/// Writes one request's accepted events (those `fresh` says are new) into
+/// one pack per destination, and its quarantined events. Returns the new
+/// packs' content for the pack cache.
+fn write_ingest(
+    conn: &Connection,
+    commit: &IngestCommit,
+    fresh: &[bool],
+    now: i64,
+) -> Result<Vec<(i64, CachedPack)>, StorageError> {
+    // One pack per destination (and source) for the whole request,
+    // listing indices into `commit.accepted`.
+    let mut packs: Vec<(&str, &str, Vec<usize>)> = Vec::new();
+    for (i, event) in commit.accepted.iter().enumerate() {
+        if !fresh.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        for destination in &event.destinations {
+            match packs
+                .iter_mut()
+                .find(|(d, s, _)| *d == &**destination && *s == &*event.source)
+            {
+                Some((_, _, events)) => events.push(i),
+                None => packs.push((destination, &event.source, vec![i])),
+            }
+        }
+    }
+    let mut cached: Vec<(i64, CachedPack)> = Vec::with_capacity(packs.len());
+    if !packs.is_empty() {
+        let message_ids: Vec<Arc<str>> = commit
+            .accepted
+            .iter()
+            .map(|e| Arc::from(e.message_id.as_str()))
+            .collect();
+        for (destination, source, members) in &packs {
+            let events: Vec<(&str, &str)> = members
+                .iter()
+                .map(|&i| {
+                    let e = &commit.accepted[i];
+                    (e.message_id.as_str(), &*e.json)
+                })
+                .collect();
+            let ids = outbox::enqueue(conn, &PackMeta::new(destination, source, now), &events)?;
+            for (id, chunk) in ids.into_iter().zip(members.chunks(PACK_MAX)) {
+                let pack = chunk
+                    .iter()
+                    .map(|&i| CachedEvent {
+                        message_id: Arc::clone(&message_ids[i]),
+                        json: Arc::clone(&commit.accepted[i].json),
+                    })
+                    .collect();
+                cached.push((id, pack));
+            }
+        }
+    }
+    let mut quarantine = conn.prepare_cached(
+        "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for q in &commit.quarantined {
+        quarantine.execute(params![&*q.source, now, q.reason, q.detail, q.raw])?;
+    }
+    Ok(cached)
+}
