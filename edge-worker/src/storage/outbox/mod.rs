@@ -15,7 +15,6 @@
 //! partly failed one is split so each part keeps its own retry schedule.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use std::sync::Arc;
 
@@ -63,24 +62,48 @@ pub(crate) fn decode(events: &str) -> Result<Vec<Packed<'_>>, StorageError> {
         .map_err(|e| StorageError::Sql(format!("outbox: a pack is not valid: {e}")))
 }
 
-/// Writes a pack's `events` column and its `indices`.
+/// Writes a pack's `events` column and its `indices`. Runs on the writer
+/// for every pack, so it appends bytes rather than formatting.
 fn encode<'a>(events: impl Iterator<Item = (u32, &'a str, &'a str)>) -> (String, String, usize) {
-    let mut text = String::from("[");
+    let mut text: Vec<u8> = Vec::with_capacity(4_096);
+    text.push(b'[');
     let mut indices = String::new();
     let mut n = 0;
     for (i, message_id, json) in events {
         if n > 0 {
-            text.push(',');
+            text.push(b',');
             indices.push(',');
         }
-        // NOTE: serialising a string cannot fail.
-        let m = serde_json::to_string(message_id).unwrap_or_default();
-        let _ = write!(text, r#"{{"i":{i},"m":{m},"e":{json}}}"#);
-        let _ = write!(indices, "{i}");
+        let index = decimal(i);
+        text.extend_from_slice(br#"{"i":"#);
+        text.extend_from_slice(index.as_bytes());
+        text.extend_from_slice(br#","m":"#);
+        // NOTE: writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut text, message_id);
+        text.extend_from_slice(br#","e":"#);
+        text.extend_from_slice(json.as_bytes());
+        text.push(b'}');
+        indices.push_str(&index);
         n += 1;
     }
-    text.push(']');
-    (text, indices, n)
+    text.push(b']');
+    // NOTE: UTF-8 pieces joined by ASCII.
+    (String::from_utf8(text).unwrap_or_default(), indices, n)
+}
+
+/// `i` in decimal, without the formatting machinery.
+fn decimal(mut i: u32) -> String {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (i % 10) as u8;
+        i /= 10;
+        if i == 0 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&digits[at..]).into_owned()
 }
 
 fn parse_indices(indices: &str) -> Vec<u32> {

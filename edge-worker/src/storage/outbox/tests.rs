@@ -197,3 +197,16 @@ fn large_requests_are_split_into_packs() {
         PACK_MAX + 1
     );
 }
+
+#[test]
+fn indices_are_written_in_decimal() {
+    for i in [0, 7, 10, 65_535, u32::MAX] {
+        assert_eq!(decimal(i), i.to_string());
+    }
+    let (text, indices, n) = encode([(3, "a\"b", "{}"), (12, "c", "[1]")].into_iter());
+    assert_eq!(
+        text,
+        r#"[{"i":3,"m":"a\"b","e":{}},{"i":12,"m":"c","e":[1]}]"#
+    );
+    assert_eq!((indices.as_str(), n), ("3,12", 2));
+}
