@@ -5,7 +5,7 @@
 use rusqlite::Connection;
 
 /// Migrations in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: ingest: dedup, outbox, quarantine, dead letters.
     r#"
     CREATE TABLE dedup (
@@ -121,6 +121,21 @@ const MIGRATIONS: &[&str] = &[
         ids         BLOB NOT NULL
     );
     "#,
+    // 7: dedup keeps 16-byte keys (a hash of source and id) in a rowid
+    //    table appended in fold order, with one index, on the key; the log
+    //    holds keys too (see `storage::dedup`).
+    r#"
+    CREATE TABLE dedup_keys (
+        id          INTEGER PRIMARY KEY,
+        key         BLOB NOT NULL UNIQUE,
+        seen_at_ms  INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO dedup_keys (key, seen_at_ms)
+        SELECT waymark_dedup_key(source, message_id), seen_at_ms
+        FROM dedup ORDER BY seen_at_ms;
+    DROP TABLE dedup;
+    UPDATE dedup_log SET ids = waymark_dedup_log_keys(ids);
+    "#,
 ];
 
 /// Applies the migrations that have not run yet.
@@ -134,6 +149,7 @@ pub(crate) fn migrate_all(conn: &mut Connection) -> Result<(), super::StorageErr
 
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    super::dedup::register_migration_functions(conn)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection};
 
 use super::SqliteStorage;
-use crate::storage::dedup::{self, dedup_hash, DedupHash, SeenId};
+use crate::storage::dedup::{self, dedup_hash, DedupHash};
 use crate::storage::outbox::{self, PackMeta, PACK_MAX};
 use crate::storage::pack_cache::{CachedEvent, CachedPack};
 use crate::storage::{IngestCommit, StorageError, Stored};
@@ -50,19 +50,7 @@ pub(super) async fn commit_ingest(
         .write_then(
             move |conn| {
                 let now = now_ms();
-                let ids: Vec<Option<SeenId<'_>>> = commit
-                    .accepted
-                    .iter()
-                    .zip(&hashes)
-                    .map(|(e, hash)| {
-                        hash.map(|hash| SeenId {
-                            hash,
-                            source: &e.source,
-                            message_id: &e.message_id,
-                        })
-                    })
-                    .collect();
-                let (fresh, new_ids) = recent.admit(conn, &ids, now)?;
+                let (fresh, new_ids) = recent.admit(conn, &hashes, now)?;
                 match write_ingest(conn, &commit, &fresh, now) {
                     Ok(packs) => Ok(IngestWritten {
                         stored: fresh
@@ -98,13 +86,13 @@ pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, Stor
         return Ok(0);
     };
     let hashes = batch.hashes();
-    let ids = Arc::new(batch.ids);
-    for start in (0..ids.len()).step_by(dedup::FOLD_STEP) {
-        let ids = Arc::clone(&ids);
+    let keys = Arc::new(batch.keys);
+    for start in (0..keys.len()).step_by(dedup::FOLD_STEP) {
+        let keys = Arc::clone(&keys);
         store
             .write(move |conn| {
-                let end = (start + dedup::FOLD_STEP).min(ids.len());
-                dedup::insert_folded(conn, &ids[start..end])
+                let end = (start + dedup::FOLD_STEP).min(keys.len());
+                dedup::insert_folded(conn, &keys[start..end])
             })
             .await?;
     }
@@ -121,11 +109,11 @@ pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, Stor
         )
         .await?;
     DedupFolded {
-        moved: ids.len(),
+        moved: keys.len(),
         recent: store.recent.len(),
     }
     .emit();
-    Ok(ids.len())
+    Ok(keys.len())
 }
 
 /// Writes one request's accepted events (those `fresh` says are new) into
