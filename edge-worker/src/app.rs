@@ -206,16 +206,8 @@ async fn keep_dedup(
             _ = tokio::time::sleep(DEDUP_FOLD_INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
-        // Fold until a batch is smaller than a full one.
-        loop {
-            match storage.fold_dedup().await {
-                Ok(moved) if moved >= crate::storage::dedup::FOLD_BATCH_MAX => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(error = %error, "Folding dedup keys failed.");
-                    break;
-                }
-            }
+        if let Err(error) = storage.fold_dedup().await {
+            tracing::warn!(error = %error, "Folding dedup keys failed.");
         }
         if last_prune.elapsed() >= DEDUP_PRUNE_INTERVAL {
             last_prune = tokio::time::Instant::now();

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use path::{child_object, first_segment, not_an_object, set_in, split_path, Parent};
+use path::{child_object, first_segment, not_an_object, put, set_in, split_path, Parent};
 
 /// The Segment call an event represents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,12 +163,7 @@ impl Event {
     /// one line of NDJSON; `body`'s own `properties` entry, if any, only
     /// marks the position.
     pub(crate) fn with_raw_properties(mut body: Map<String, Value>, text: Box<RawValue>) -> Event {
-        match body.get_mut(PROPERTIES) {
-            Some(slot) => *slot = Value::Null,
-            None => {
-                body.insert(PROPERTIES.to_owned(), Value::Null);
-            }
-        }
+        put(&mut body, PROPERTIES, Value::Null);
         Event {
             body,
             raw_properties: Some(RawProperties {
@@ -224,24 +219,13 @@ impl Event {
         let Some(Value::Object(waymark)) = child_object(context, "waymark") else {
             return;
         };
-        match waymark.get_mut(key) {
-            Some(slot) => *slot = value,
-            None => {
-                waymark.insert(key.to_owned(), value);
-            }
-        }
+        put(waymark, key, value);
     }
 
     /// Turns received `properties` text into values, before a write inside it.
     fn materialize(&mut self) {
         if let Some(raw) = self.raw_properties.take() {
-            let value = raw.into_value();
-            match self.body.get_mut(PROPERTIES) {
-                Some(slot) => *slot = value,
-                None => {
-                    self.body.insert(PROPERTIES.to_owned(), value);
-                }
-            }
+            put(&mut self.body, PROPERTIES, raw.into_value());
         }
     }
 

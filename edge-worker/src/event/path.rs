@@ -16,6 +16,17 @@ pub(super) fn child_object<'m>(
     map.get_mut(key)
 }
 
+/// Sets `map[key]`, overwriting in place (the key keeps its position) and
+/// allocating the key only when it is new.
+pub(super) fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
+    match map.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => {
+            map.insert(key.to_owned(), value);
+        }
+    }
+}
+
 /// The top-level field a path starts in.
 pub(super) fn first_segment(path: &str) -> &str {
     path.split_once('.').map_or(path, |(first, _)| first)
@@ -49,14 +60,7 @@ pub(super) fn set_in(
     value: Value,
 ) -> Result<(), PathError> {
     let Some((segment, rest)) = rest.split_once('.') else {
-        // The leaf: overwrite in place (keeping the key and its position),
-        // allocating a key only when it is new.
-        match map.get_mut(rest) {
-            Some(slot) => *slot = value,
-            None => {
-                map.insert(rest.to_owned(), value);
-            }
-        }
+        put(map, rest, value);
         return Ok(());
     };
     match map.get_mut(segment) {

@@ -186,10 +186,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Forgets dedup entries older than `cutoff_ms`. Called periodically.
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError>;
 
-    /// Moves recently seen dedup keys to long-term storage, as much as one
-    /// step allows; returns how many moved. Called every second, and again
-    /// at once while it moves a full step. Backends that keep dedup keys
-    /// in one place need not implement it.
+    /// Moves the recently seen dedup keys to long-term storage; returns how
+    /// many moved. Called every second. Backends that keep dedup keys in
+    /// one place need not implement it.
     async fn fold_dedup(&self) -> Result<usize, StorageError> {
         Ok(0)
     }

@@ -15,7 +15,6 @@
 //! partly failed one is split so each part keeps its own retry schedule.
 
 use std::collections::BTreeMap;
-
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -67,32 +66,32 @@ pub(crate) fn decode(events: &str) -> Result<Vec<Packed<'_>>, StorageError> {
 fn encode<'a>(events: impl Iterator<Item = (u32, &'a str, &'a str)>) -> (String, String, usize) {
     let mut text: Vec<u8> = Vec::with_capacity(4_096);
     text.push(b'[');
-    let mut indices = String::new();
+    let mut indices: Vec<u8> = Vec::new();
     let mut n = 0;
     for (i, message_id, json) in events {
         if n > 0 {
             text.push(b',');
-            indices.push(',');
+            indices.push(b',');
         }
-        let index = decimal(i);
         text.extend_from_slice(br#"{"i":"#);
-        text.extend_from_slice(index.as_bytes());
+        push_decimal(&mut text, i);
         text.extend_from_slice(br#","m":"#);
         // NOTE: writing a string into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut text, message_id);
         text.extend_from_slice(br#","e":"#);
         text.extend_from_slice(json.as_bytes());
         text.push(b'}');
-        indices.push_str(&index);
+        push_decimal(&mut indices, i);
         n += 1;
     }
     text.push(b']');
-    // NOTE: UTF-8 pieces joined by ASCII.
-    (String::from_utf8(text).unwrap_or_default(), indices, n)
+    // NOTE: UTF-8 pieces joined by ASCII, and ASCII digits.
+    let text = String::from_utf8(text).unwrap_or_default();
+    (text, String::from_utf8(indices).unwrap_or_default(), n)
 }
 
-/// `i` in decimal, without the formatting machinery.
-fn decimal(mut i: u32) -> String {
+/// Appends `i` in decimal, without the formatting machinery.
+fn push_decimal(out: &mut Vec<u8>, mut i: u32) {
     let mut digits = [0u8; 10];
     let mut at = digits.len();
     loop {
@@ -103,7 +102,7 @@ fn decimal(mut i: u32) -> String {
             break;
         }
     }
-    String::from_utf8_lossy(&digits[at..]).into_owned()
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn parse_indices(indices: &str) -> Vec<u32> {

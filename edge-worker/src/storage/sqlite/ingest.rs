@@ -78,8 +78,21 @@ pub(super) async fn commit_ingest(
     Ok(written.stored)
 }
 
-/// [`Storage::fold_dedup`](crate::storage::Storage::fold_dedup) on the embedded store.
+/// [`Storage::fold_dedup`](crate::storage::Storage::fold_dedup) on the
+/// embedded store: batch after batch, until one is smaller than a full one.
 pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, StorageError> {
+    let mut moved = 0;
+    loop {
+        let batch = fold_one_batch(store).await?;
+        moved += batch;
+        if batch < dedup::FOLD_BATCH_MAX {
+            return Ok(moved);
+        }
+    }
+}
+
+/// Folds one [`dedup::fold_batch`]; returns how many keys it moved.
+async fn fold_one_batch(store: &Arc<SqliteStorage>) -> Result<usize, StorageError> {
     // 1. The batch is read off the writer; 2. inserted in steps, each a
     //    short job; 3. its log rows go, and then its ids leave memory.
     let Some(batch) = store.read(dedup::fold_batch).await? else {
