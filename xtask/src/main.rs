@@ -74,14 +74,27 @@ fn cargo() -> String {
 fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     // 1. The tag the demo site loads (installs wasm-bindgen and wasm-opt when missing).
     tag::build_tag(root)?;
-    // 2. The worker on the embedded default.
-    let mut args = vec![
-        "run", "--quiet", "-p", "waymark", "--bin", "waymark", "--", "serve",
-    ];
+    // 2. The worker, built exactly as `cargo xtask test` builds it (step 4
+    //    there): `cargo run -p waymark` would resolve other dependency
+    //    features than the workspace build and rebuild them for minutes.
+    build_workspace_bins(root)?;
+    // 3. The worker on the embedded default.
+    let waymark = setup::target_dir(root).join("debug/waymark");
+    let mut args = vec!["serve"];
     // `cargo xtask run -- --listen …` passes the separator through; drop it.
     let extra = extra.strip_prefix(&["--".to_owned()]).unwrap_or(extra);
     args.extend(extra.iter().map(String::as_str));
-    sh(root, &cargo(), &args)
+    sh(
+        root,
+        waymark.to_str().unwrap_or("target/debug/waymark"),
+        &args,
+    )
+}
+
+/// `cargo build --workspace --bins`: the one build of the binaries that
+/// `run`, `test` and the end-to-end tests share.
+fn build_workspace_bins(root: &Path) -> anyhow::Result<()> {
+    sh(root, &cargo(), &["build", "--workspace", "--bins"])
 }
 
 fn test(root: &Path) -> anyhow::Result<()> {
@@ -96,7 +109,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     tag::build_tag(root)?;
     rules::build_rules(root)?;
     // 4. The binaries the end-to-end tests start.
-    sh(root, &cargo(), &["build", "--workspace", "--bins"])?;
+    build_workspace_bins(root)?;
     // 5. Every unit, integration and doc test of the workspace, then the
     //    guest rules' own unit tests and the tag's tests in the browser.
     //    The end-to-end tests start the binary built in step 4: building it
