@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Inspect the quarantine and replay what a destination's rules quarantined.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Work with WASM rules.
     Rule {
         #[command(subcommand)]
@@ -76,6 +81,53 @@ enum DlqCommand {
         #[arg(long)]
         id: Vec<i64>,
     },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Print quarantined events, one JSON object per line, newest first.
+    List {
+        #[command(flatten)]
+        store: DataDir,
+        /// Only events this destination's rules quarantined.
+        #[arg(long)]
+        destination: Option<String>,
+        /// Most events to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Move events a destination's rules quarantined (--id, repeatable) back
+    /// to that destination's outbox; its rules run again before delivery.
+    /// Events quarantined at ingest are replayed with `POST /admin/quarantine/replay`.
+    Replay {
+        #[command(flatten)]
+        store: DataDir,
+        /// The quarantined events to replay (repeatable).
+        #[arg(long, required = true)]
+        id: Vec<i64>,
+    },
+}
+
+/// Where the store is, for commands that open it.
+#[derive(clap::Args)]
+struct DataDir {
+    /// Path of waymark.toml (for [storage] data_dir).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data directory; overrides the config's.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn open(&self) -> anyhow::Result<std::sync::Arc<waymark::storage::SqliteStorage>> {
+        let dir = match (&self.data_dir, &self.config) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(path)) => Config::load(path)?.storage.data_dir,
+            (None, None) => Config::embedded_default().storage.data_dir,
+        };
+        Ok(waymark::storage::SqliteStorage::open(&dir, 64)?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -195,6 +247,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             .replay_dead_letters(&store.destination, ids)
                             .await?;
                         println!("replayed {n} dead letter(s) to {}", store.destination);
+                    }
+                }
+                Ok(())
+            })
+        }
+        Command::Quarantine { command } => {
+            use waymark::Storage as _;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                match command {
+                    QuarantineCommand::List {
+                        store,
+                        destination,
+                        limit,
+                    } => {
+                        let entries = store.open()?.quarantine_list(limit).await?;
+                        let mut shown = 0;
+                        for entry in entries.iter().filter(|e| {
+                            destination.is_none() || e.destination.as_deref() == destination.as_deref()
+                        }) {
+                            println!("{}", serde_json::to_string(entry)?);
+                            shown += 1;
+                        }
+                        eprintln!("{shown} quarantined event(s)");
+                    }
+                    QuarantineCommand::Replay { store, id } => {
+                        let asked = id.len();
+                        let moved = store.open()?.quarantine_requeue(id).await?;
+                        println!(
+                            "replayed {} of {asked} quarantined event(s) to their destinations",
+                            moved.len()
+                        );
+                        if moved.len() < asked {
+                            eprintln!("the others are not quarantined by a destination's rules (or gone); replay ingest quarantine with POST /admin/quarantine/replay");
+                        }
                     }
                 }
                 Ok(())

@@ -3,7 +3,8 @@
 //! `_`, starting with a letter, at most 40 characters, not reserved), at most
 //! 25 params each with names by the same rules and string values of at most
 //! 100 characters, `consent` values `GRANTED`/`DENIED`, and 16-digit
-//! `timestamp_micros`. (The real endpoint answers 2xx even to bad payloads;
+//! `timestamp_micros`, a `user_id` of at most 256 characters and a body
+//! under 130 kB. (The real endpoint answers 2xx even to bad payloads;
 //! the fake is as strict as its validation server, `/debug/mp/collect`.)
 
 use std::collections::HashMap;
@@ -90,9 +91,23 @@ async fn collect(
     {
         return (StatusCode::FORBIDDEN, "bad measurement_id or api_secret").into_response();
     }
+    if body.len() > 130_000 {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "post body must be smaller than 130kB",
+        )
+            .into_response();
+    }
     let Ok(json) = serde_json::from_str::<Value>(&body) else {
         return state.reject("body is not JSON");
     };
+    if json
+        .get("user_id")
+        .and_then(Value::as_str)
+        .is_some_and(|u| u.chars().count() > 256)
+    {
+        return state.reject("user_id longer than 256 characters");
+    }
     let Some(client_id) = json
         .get("client_id")
         .and_then(Value::as_str)

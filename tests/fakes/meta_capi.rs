@@ -3,6 +3,9 @@
 //! `event_time` (Unix seconds, at most 7 days old), `event_id`, a known
 //! `action_source` and non-empty `user_data` whose `em`/`ph` are SHA-256
 //! hex; website events also need `event_source_url` and `client_user_agent`.
+//! A request holding invalid events is refused whole with a Graph API
+//! error (400, `OAuthException`, code 100) whose `error_data` names each
+//! invalid event by `event_index`, with a `message`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,32 +81,33 @@ async fn events(
         return state.reject("send 1 to 1000 events in data");
     }
     let now = chrono::Utc::now().timestamp();
-    for e in data {
+    let check = |e: &Value| -> Result<(), String> {
         for field in ["event_name", "event_id", "action_source"] {
             if e.get(field)
                 .and_then(Value::as_str)
                 .is_none_or(str::is_empty)
             {
-                return state.reject(format!("{field} is required"));
+                return Err(format!("{field} is required"));
             }
         }
         let Some(t) = e.get("event_time").and_then(Value::as_i64) else {
-            return state.reject("event_time must be Unix seconds");
+            return Err("event_time must be Unix seconds".to_owned());
         };
         if t < now - 7 * 86_400 || t > now + 600 {
-            return state.reject("event_time more than 7 days in the past or in the future");
+            return Err("event_time more than 7 days in the past or in the future".to_owned());
         }
         let source = e["action_source"].as_str().unwrap_or("");
         if !ACTION_SOURCES.contains(&source) {
-            return state.reject(format!("unknown action_source `{source}`"));
+            return Err(format!("unknown action_source `{source}`"));
         }
         let Some(user) = e
             .get("user_data")
             .and_then(Value::as_object)
             .filter(|u| !u.is_empty())
         else {
-            return state
-                .reject("user_data must contain at least one customer information parameter");
+            return Err(
+                "user_data must contain at least one customer information parameter".to_owned(),
+            );
         };
         for key in ["em", "ph", "external_id"] {
             if let Some(v) = user.get(key) {
@@ -111,23 +115,62 @@ async fn events(
                     .as_array()
                     .is_some_and(|a| !a.is_empty() && a.iter().all(is_sha256))
                 {
-                    return state
-                        .reject(format!("user_data.{key} must be an array of SHA-256 hex"));
+                    return Err(format!("user_data.{key} must be an array of SHA-256 hex"));
                 }
             }
         }
         if source == "website" {
             if e.get("event_source_url").and_then(Value::as_str).is_none() {
-                return state.reject("event_source_url is required for website events");
+                return Err("event_source_url is required for website events".to_owned());
             }
             if user
                 .get("client_user_agent")
                 .and_then(Value::as_str)
                 .is_none()
             {
-                return state.reject("client_user_agent is required for website events");
+                return Err("client_user_agent is required for website events".to_owned());
             }
         }
+        if e.get("event_id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| state.is_refused(id))
+        {
+            return Err("custom_data is invalid for this event".to_owned());
+        }
+        Ok(())
+    };
+    let errors: Vec<Value> = data
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            check(e)
+                .err()
+                .map(|m| json!({"event_index": i, "message": m}))
+        })
+        .collect();
+    if !errors.is_empty() {
+        state.note_rejection(
+            errors
+                .iter()
+                .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {
+                "message": "Invalid parameter",
+                "type": "OAuthException",
+                "code": 100,
+                "error_subcode": 2804019,
+                "is_transient": false,
+                "error_user_title": "Server Side Api Parameter Error",
+                "error_user_msg": "Some events in data are invalid.",
+                "error_data": errors,
+                "fbtrace_id": "fake",
+            }})),
+        )
+            .into_response();
     }
     let n = data.len();
     state.accept(data.clone());

@@ -2,7 +2,9 @@
 //! (service account + `project_id`, or project secret as username), a JSON
 //! array of 1 to 2000 events, each with `event`, `properties.time`,
 //! `properties.distinct_id` and a `properties.$insert_id` of at most 36
-//! letters, digits and dashes; strict mode answers 400 with `failed_records`.
+//! letters, digits and dashes, each under 1 MB of JSON, the request under
+//! 10 MB; strict mode imports the valid events and answers 400 with
+//! `failed_records` (`index`, `$insert_id`, `field`, `message`) for the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,7 +56,7 @@ async fn import(
     let Ok(Value::Array(events)) = serde_json::from_str::<Value>(&body) else {
         return state.reject("body must be a JSON array of events");
     };
-    if events.is_empty() || events.len() > 2000 {
+    if events.is_empty() || events.len() > 2000 || body.len() > 10 * 1024 * 1024 {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             "send 1 to 2000 events per request",
@@ -68,7 +70,11 @@ async fn import(
             .and_then(|p| p.get("$insert_id"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        let problem = if e
+        let problem = if e.to_string().len() > 1024 * 1024 {
+            Some("event")
+        } else if state.is_refused(insert_id) {
+            Some("properties")
+        } else if e
             .get("event")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
@@ -101,6 +107,14 @@ async fn import(
         }
     }
     if !failed.is_empty() {
+        let failed_at: Vec<u64> = failed.iter().filter_map(|f| f["index"].as_u64()).collect();
+        state.accept(
+            events
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !failed_at.contains(&(*i as u64)))
+                .map(|(_, e)| e.clone()),
+        );
         state.rejections.lock().unwrap().push(
             failed
                 .iter()

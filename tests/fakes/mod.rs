@@ -2,7 +2,9 @@
 //! requests the way the vendor's public API documentation says it does
 //! (auth, required fields, batch limits) and answers like the vendor:
 //! 2xx with what it accepted, 4xx naming the problem. A fake can also be
-//! told to fail (`500`) or to hang, to test retries and isolation.
+//! told to fail (`500`) or to hang, to test retries and isolation, and
+//! to refuse specific events ([`Fake::refuse`]): vendors that answer per
+//! event then name those in the vendor's documented error shape.
 //!
 //! Each runs on `127.0.0.1:0` in its own thread and runtime, so blocking
 //! tests can use it directly.
@@ -14,6 +16,7 @@ pub mod mixpanel;
 pub mod segment;
 pub mod webhook;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,9 @@ pub struct FakeState {
     pub requests: AtomicUsize,
     /// When each accepted event arrived (for latency).
     pub arrivals: Mutex<Vec<Instant>>,
+    /// Vendor dedup keys (`$insert_id`, `insert_id`, `event_id`) of events
+    /// to refuse as invalid.
+    pub refused: Mutex<HashSet<String>>,
     mode: Mutex<Mode>,
 }
 
@@ -56,6 +62,7 @@ impl FakeState {
             rejections: Mutex::new(Vec::new()),
             requests: AtomicUsize::new(0),
             arrivals: Mutex::new(Vec::new()),
+            refused: Mutex::new(HashSet::new()),
             mode: Mutex::new(Mode::Normal),
         }
     }
@@ -77,6 +84,16 @@ impl FakeState {
                 None
             }
         }
+    }
+
+    /// Whether the event with vendor dedup key `id` is to be refused.
+    pub fn is_refused(&self, id: &str) -> bool {
+        self.refused.lock().unwrap().contains(id)
+    }
+
+    /// Records a refusal without answering (for per-event answers).
+    pub fn note_rejection(&self, problem: impl Into<String>) {
+        self.rejections.lock().unwrap().push(problem.into());
     }
 
     /// Records accepted events.
@@ -141,6 +158,17 @@ impl Fake {
     /// Changes how it answers from now on.
     pub fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// Refuses, from now on, the events whose vendor dedup key is in `ids`
+    /// (Mixpanel `$insert_id`, Amplitude `insert_id`, Meta `event_id`).
+    pub fn refuse(&self, ids: impl IntoIterator<Item = String>) {
+        self.state.refused.lock().unwrap().extend(ids);
+    }
+
+    /// Requests received so far (every answer).
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
     }
 
     /// Accepted events so far.

@@ -11,6 +11,13 @@
 //!   `options.min_id_length` for that request instead of being refused.
 //! - `insert_id` is the `messageId` (Amplitude dedups on it for 7 days),
 //!   `time` the event time in milliseconds.
+//!
+//! A 400 that lists events (`events_with_invalid_fields`,
+//! `events_with_missing_fields`, `events_with_invalid_id_lengths`: field →
+//! indices; `silenced_events`: indices) stores nothing: the listed events
+//! are dead-lettered with the field at fault and the rest are sent again,
+//! as Amplitude's batching guide says. Events without `userId` or visitor
+//! are skipped (`missing_identity`), as are `group` and `alias`.
 
 use reqwest::header::CONTENT_TYPE;
 use schemars::JsonSchema;
@@ -18,13 +25,20 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use url::Url;
 
+use super::encode::{self, Mapped, Refusal};
+use super::http::Answer;
 use super::http::{self, default_timeout_ms, str_at};
-use super::{parse_settings, BuildContext, DeliveryError, Destination};
+use super::{parse_settings, BuildContext, Destination, Outcome, SkipReason};
 use crate::config::ConfigError;
 use crate::storage::OutboxEntry;
 
 /// Amplitude's limit on events per request.
 pub const MAX_EVENTS: usize = 2_000;
+/// Amplitude's limit on one request, in bytes (1 MB; 413 beyond).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest event Waymark sends: a request of one event must stay under
+/// [`MAX_REQUEST_BYTES`], envelope included.
+pub const MAX_EVENT_BYTES: usize = MAX_REQUEST_BYTES - 1024;
 /// Amplitude's default shortest `user_id` / `device_id`.
 pub const DEFAULT_MIN_ID_LENGTH: usize = 5;
 
@@ -93,8 +107,8 @@ struct AmplitudeDestination {
     api_key: String,
 }
 
-/// One Amplitude event, or `None` when the call has none (or no id).
-fn encode(event: &Map<String, Value>, message_id: &str) -> Option<Value> {
+/// One Amplitude event, or why the call has none.
+fn encode(event: &Map<String, Value>, message_id: &str) -> Result<Value, SkipReason> {
     let kind = str_at(event, "type").unwrap_or("track");
     let mut out = Map::new();
     let event_type = match kind {
@@ -106,12 +120,12 @@ fn encode(event: &Map<String, Value>, message_id: &str) -> Option<Value> {
             out.insert("user_properties".into(), json!({ "$set": traits }));
             "$identify".to_owned()
         }
-        _ => return None,
+        _ => return Err(SkipReason::UnsupportedType),
     };
     let user_id = str_at(event, "userId");
     let device_id = http::visitor_id(event);
     if user_id.is_none() && device_id.is_none() {
-        return None;
+        return Err(SkipReason::MissingIdentity);
     }
     out.insert("event_type".into(), json!(event_type));
     if let Some(u) = user_id {
@@ -150,7 +164,7 @@ fn encode(event: &Map<String, Value>, message_id: &str) -> Option<Value> {
             out.insert(field.into(), json!(v));
         }
     }
-    Some(Value::Object(out))
+    Ok(Value::Object(out))
 }
 
 /// Shortest id of an encoded event.
@@ -169,41 +183,92 @@ impl Destination for AmplitudeDestination {
         MAX_EVENTS
     }
 
-    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError> {
-        let mut out = Vec::with_capacity(events.len());
-        for entry in events {
-            let event = http::parse_event(entry)?;
-            match encode(&event, &entry.message_id) {
-                Some(e) => out.push(e),
-                None => {
-                    tracing::debug!(message_id = %entry.message_id, "Event has no Amplitude equivalent; skipped.")
+    async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome> {
+        let mut batch = encode::encode_batch(
+            events,
+            "amplitude",
+            MAX_EVENT_BYTES,
+            |event, entry| match encode(event, &entry.message_id) {
+                Ok(e) => {
+                    let shortest = shortest_id(&e);
+                    Mapped::Event(e, shortest)
+                }
+                Err(reason) => Mapped::Skip(reason),
+            },
+        );
+        let envelope = self.api_key.len() + 64;
+        let lens: Vec<usize> = batch.items.iter().map(|i| i.json.len()).collect();
+        for range in encode::requests(lens, MAX_EVENTS, MAX_REQUEST_BYTES, envelope) {
+            let build = |b: &encode::Encoded<usize>, positions: &[usize]| {
+                let shortest = positions
+                    .iter()
+                    .map(|&p| b.items[p].meta)
+                    .min()
+                    .unwrap_or(DEFAULT_MIN_ID_LENGTH);
+                let head = format!(r#"{{"api_key":{},"events":["#, json!(self.api_key));
+                let tail = if shortest < DEFAULT_MIN_ID_LENGTH {
+                    format!(r#"],"options":{{"min_id_length":{}}}}}"#, shortest.max(1))
+                } else {
+                    "]}".to_owned()
+                };
+                let body = encode::splice(
+                    &head,
+                    positions.iter().map(|&p| b.items[p].json.as_str()),
+                    &tail,
+                );
+                self.client
+                    .post(self.url.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body)
+            };
+            batch
+                .send_items("amplitude", range.collect(), build, refused_events)
+                .await;
+        }
+        batch.finish()
+    }
+}
+
+/// The events a 400 names, by index in the request, with the field at
+/// fault. Amplitude stores nothing of such a request.
+fn refused_events(answer: &Answer) -> Option<Refusal> {
+    let json = answer.json()?;
+    let mut refused: Vec<(usize, String)> = Vec::new();
+    let mut add = |index: &Value, why: String| {
+        if let Some(i) = index.as_u64() {
+            if !refused.iter().any(|(r, _)| *r == i as usize) {
+                refused.push((i as usize, why));
+            }
+        }
+    };
+    for (key, what) in [
+        ("events_with_invalid_fields", "invalid"),
+        ("events_with_missing_fields", "missing"),
+        ("events_with_invalid_id_lengths", "too short"),
+    ] {
+        if let Some(fields) = json.get(key).and_then(Value::as_object) {
+            for (field, indices) in fields {
+                for i in indices.as_array().into_iter().flatten() {
+                    add(i, format!("HTTP 400: {field} {what}"));
                 }
             }
         }
-        if out.is_empty() {
-            return Ok(());
-        }
-        let shortest = out
-            .iter()
-            .map(shortest_id)
-            .min()
-            .unwrap_or(DEFAULT_MIN_ID_LENGTH);
-        let mut body = json!({ "api_key": self.api_key, "events": out });
-        if shortest < DEFAULT_MIN_ID_LENGTH {
-            if let Some(map) = body.as_object_mut() {
-                map.insert(
-                    "options".into(),
-                    json!({ "min_id_length": shortest.max(1) }),
-                );
-            }
-        }
-        let request = self
-            .client
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        http::send(request, "amplitude").await.map(drop)
     }
+    for i in json
+        .get("silenced_events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add(
+            i,
+            "HTTP 400: silenced (device or user silenced by Amplitude)".to_owned(),
+        );
+    }
+    Some(Refusal {
+        refused,
+        others_stored: false,
+    })
 }
 
 #[cfg(test)]
@@ -238,5 +303,53 @@ mod tests {
         let a = encode(i.as_object().unwrap(), "m-2").unwrap();
         assert_eq!(a["event_type"], "$identify");
         assert_eq!(a["user_properties"]["$set"]["plan"], "pro");
+    }
+
+    fn answer(body: serde_json::Value) -> Answer {
+        Answer {
+            status: reqwest::StatusCode::BAD_REQUEST,
+            retry_after: None,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_400_naming_events_refuses_only_those() {
+        let r = refused_events(&answer(json!({
+            "code": 400,
+            "error": "Invalid field values on some events",
+            "events_with_invalid_fields": {"time": [3, 17]},
+            "events_with_missing_fields": {"event_type": [17, 4]},
+            "silenced_events": [9],
+        })))
+        .unwrap();
+        let mut at: Vec<usize> = r.refused.iter().map(|(i, _)| *i).collect();
+        at.sort_unstable();
+        assert_eq!(at, [3, 4, 9, 17]);
+        assert!(!r.others_stored);
+        assert!(r
+            .refused
+            .iter()
+            .any(|(i, why)| *i == 3 && why.contains("time invalid")));
+        assert!(
+            refused_events(&answer(json!({"code": 400, "error": "Invalid API key"})))
+                .unwrap()
+                .refused
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn calls_without_an_amplitude_event_are_skipped_with_their_reason() {
+        let group = json!({"type":"group","userId":"user-1","groupId":"g"});
+        assert_eq!(
+            encode(group.as_object().unwrap(), "m").err(),
+            Some(SkipReason::UnsupportedType)
+        );
+        let anonymous = json!({"type":"track","event":"Buy"});
+        assert_eq!(
+            encode(anonymous.as_object().unwrap(), "m").err(),
+            Some(SkipReason::MissingIdentity)
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{parse_settings, BuildContext, DeliveryError, Destination};
+use super::{encode, parse_settings, BuildContext, DeliveryError, Destination, Outcome};
 use crate::config::ConfigError;
 use crate::storage::OutboxEntry;
 
@@ -170,11 +170,31 @@ impl Destination for FileDestination {
         1_000
     }
 
-    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError> {
+    async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome> {
+        // An entry that is not a JSON object would break the NDJSON file:
+        // it is dead-lettered alone.
+        let mut batch = encode::check_raw(events, "file", usize::MAX);
+        let positions: Vec<usize> = (0..batch.items.len()).collect();
+        let result = self.append(&batch, events).await;
+        batch.settle_items(&positions, &result);
+        batch.finish()
+    }
+}
+
+impl FileDestination {
+    /// Appends the checked events as lines, durably.
+    async fn append(
+        &self,
+        batch: &encode::Encoded<()>,
+        events: &[OutboxEntry],
+    ) -> Result<(), DeliveryError> {
         let mut buf = Vec::with_capacity(events.iter().map(|e| e.json.len() + 1).sum());
-        for event in events {
-            buf.extend_from_slice(event.json.as_bytes());
+        for item in &batch.items {
+            buf.extend_from_slice(events[item.index].json.as_bytes());
             buf.push(b'\n');
+        }
+        if batch.items.is_empty() {
+            return Ok(());
         }
         let state = Arc::clone(&self.state);
         let path = self.path.clone();
@@ -250,10 +270,11 @@ mod tests {
             rotate_secs: 3600,
         };
         let dest = config.build(&cx).unwrap();
-        dest.send(&[entry(1), entry(2)]).await.unwrap();
+        let outcomes = dest.send(&[entry(1), entry(2)]).await;
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Delivered)));
         let text = std::fs::read_to_string(dir.join("out/events.ndjson")).unwrap();
         assert_eq!(text.lines().count(), 2);
-        dest.send(&[entry(3)]).await.unwrap();
+        dest.send(&[entry(3)]).await;
         let files = std::fs::read_dir(dir.join("out")).unwrap().count();
         assert_eq!(files, 2, "the full file was rotated");
         let text = std::fs::read_to_string(dir.join("out/events.ndjson")).unwrap();

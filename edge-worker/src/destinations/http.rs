@@ -71,9 +71,34 @@ pub(crate) fn required_secret(
     })
 }
 
-/// Sends a prepared request and classifies the answer. `vendor` names the
-/// destination type in error messages (which never carry secrets).
-pub(crate) async fn send(request: RequestBuilder, vendor: &str) -> Result<Vec<u8>, DeliveryError> {
+/// A vendor's answer: status, `Retry-After` and body.
+pub(crate) struct Answer {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The vendor's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+    /// The body (empty when it could not be read).
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// `Ok` for 2xx, else the classified error.
+    pub(crate) fn classify(&self, vendor: &str) -> Result<(), DeliveryError> {
+        classify(vendor, self.status, self.retry_after, &self.body)
+    }
+
+    /// The body as JSON, when it is.
+    pub(crate) fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// Sends a prepared request and returns the answer, whatever its status.
+/// Only a request that got no answer is an error (retriable).
+pub(crate) async fn send_raw(
+    request: RequestBuilder,
+    vendor: &str,
+) -> Result<Answer, DeliveryError> {
     let response = request
         .send()
         .await
@@ -85,8 +110,19 @@ pub(crate) async fn send(request: RequestBuilder, vendor: &str) -> Result<Vec<u8
         .await
         .map(|b| b.to_vec())
         .unwrap_or_default();
-    classify(vendor, status, retry_after, &body)?;
-    Ok(body)
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+/// Sends a prepared request and classifies the answer. `vendor` names the
+/// destination type in error messages (which never carry secrets).
+pub(crate) async fn send(request: RequestBuilder, vendor: &str) -> Result<Vec<u8>, DeliveryError> {
+    let answer = send_raw(request, vendor).await?;
+    answer.classify(vendor)?;
+    Ok(answer.body)
 }
 
 /// Turns a status into `Ok` or a classified error.

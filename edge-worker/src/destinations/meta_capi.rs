@@ -17,6 +17,11 @@
 //!   `client_ip_address` and `client_user_agent` are sent only when the
 //!   event grants `ip_ua_purpose`.
 //! - `custom_data` holds the properties, with `value` and `currency`.
+//!
+//! Meta refuses a request that holds an invalid event with a 400 whose
+//! `error.error_data` names the event (`event_index`, with a `message`).
+//! Those events are dead-lettered with Meta's message and the others sent
+//! again without them.
 
 use reqwest::header::CONTENT_TYPE;
 use schemars::JsonSchema;
@@ -24,13 +29,21 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use url::Url;
 
+use super::encode::{self, Mapped, Refusal};
+use super::http::Answer;
 use super::http::{self, default_timeout_ms, str_at};
-use super::{parse_settings, BuildContext, DeliveryError, Destination};
+use super::{parse_settings, BuildContext, Destination, Outcome, SkipReason};
 use crate::config::ConfigError;
 use crate::storage::OutboxEntry;
 
 /// Meta's limit on events per request.
 pub const MAX_EVENTS: usize = 1_000;
+/// Largest event Waymark sends, in bytes. Meta publishes no byte limit per
+/// server event; this cap keeps one runaway event (a huge `custom_data`)
+/// from making a whole request fail.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Largest request body Waymark sends, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 
 /// Segment Spec event names and the Meta standard events they are.
 pub const STANDARD_EVENTS: &[(&str, &str)] = &[
@@ -302,31 +315,81 @@ impl Destination for MetaCapiDestination {
         MAX_EVENTS
     }
 
-    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError> {
-        let mut data = Vec::with_capacity(events.len());
-        for entry in events {
-            let event = http::parse_event(entry)?;
-            match self.encode(&event, &entry.message_id) {
-                Some(e) => data.push(e),
-                None => {
-                    tracing::debug!(message_id = %entry.message_id, "Event has no Conversions API equivalent; skipped.")
+    async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome> {
+        let mut batch = encode::encode_batch(
+            events,
+            "meta_capi",
+            MAX_EVENT_BYTES,
+            |event, entry| match self.encode(event, &entry.message_id) {
+                Some(e) => Mapped::Event(e, ()),
+                None => Mapped::Skip(SkipReason::UnsupportedType),
+            },
+        );
+        let tail = match &self.test_event_code {
+            Some(code) => format!(r#"],"test_event_code":{}}}"#, json!(code)),
+            None => "]}".to_owned(),
+        };
+        let lens: Vec<usize> = batch.items.iter().map(|i| i.json.len()).collect();
+        for range in encode::requests(lens, MAX_EVENTS, MAX_REQUEST_BYTES, tail.len() + 16) {
+            let build = |b: &encode::Encoded<()>, positions: &[usize]| {
+                let body = encode::splice(
+                    r#"{"data":["#,
+                    positions.iter().map(|&p| b.items[p].json.as_str()),
+                    &tail,
+                );
+                self.client
+                    .post(self.url.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body)
+            };
+            batch
+                .send_items("meta_capi", range.collect(), build, refused_events)
+                .await;
+        }
+        batch.finish()
+    }
+}
+
+/// The events a 400 names: every object under `error.error_data` (an
+/// object, a list, or JSON text of either) with an `event_index`. Meta
+/// stores nothing of such a request.
+fn refused_events(answer: &Answer) -> Option<Refusal> {
+    fn collect(value: &Value, out: &mut Vec<(usize, String)>, depth: usize) {
+        if depth > 4 {
+            return;
+        }
+        match value {
+            Value::String(text) => {
+                if let Ok(inner) = serde_json::from_str::<Value>(text) {
+                    if !inner.is_string() {
+                        collect(&inner, out, depth + 1);
+                    }
                 }
             }
+            Value::Array(items) => items.iter().for_each(|v| collect(v, out, depth + 1)),
+            Value::Object(map) => {
+                if let Some(i) = map.get("event_index").and_then(Value::as_u64) {
+                    let message = map
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("invalid event");
+                    if !out.iter().any(|(r, _)| *r == i as usize) {
+                        out.push((i as usize, format!("HTTP 400: {message}")));
+                    }
+                } else {
+                    map.values().for_each(|v| collect(v, out, depth + 1));
+                }
+            }
+            _ => {}
         }
-        if data.is_empty() {
-            return Ok(());
-        }
-        let mut body = json!({ "data": data });
-        if let (Some(code), Some(map)) = (&self.test_event_code, body.as_object_mut()) {
-            map.insert("test_event_code".into(), json!(code));
-        }
-        let request = self
-            .client
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        http::send(request, "meta_capi").await.map(drop)
     }
+    let json = answer.json()?;
+    let mut refused = Vec::new();
+    collect(json.get("error")?.get("error_data")?, &mut refused, 0);
+    Some(Refusal {
+        refused,
+        others_stored: false,
+    })
 }
 
 #[cfg(test)]
@@ -390,5 +453,40 @@ mod tests {
         let m = dest().encode(e.as_object().unwrap(), "m-1").unwrap();
         assert!(m["user_data"].get("client_ip_address").is_none());
         assert!(m["user_data"].get("client_user_agent").is_none());
+    }
+
+    fn answer(body: serde_json::Value) -> Answer {
+        Answer {
+            status: reqwest::StatusCode::BAD_REQUEST,
+            retry_after: None,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_400_naming_events_by_event_index_refuses_only_those() {
+        let listed = refused_events(&answer(json!({"error": {
+            "message": "Invalid parameter", "type": "OAuthException", "code": 100,
+            "error_data": [{"event_index": 2, "message": "event_time too old"}, {"event_index": 5, "message": "bad em"}],
+        }})))
+        .unwrap();
+        assert_eq!(
+            listed.refused,
+            [
+                (2, "HTTP 400: event_time too old".to_owned()),
+                (5, "HTTP 400: bad em".to_owned())
+            ]
+        );
+        // Graph API errors may carry `error_data` as JSON text.
+        let text = refused_events(&answer(json!({"error": {
+            "message": "Invalid parameter", "code": 100,
+            "error_data": "{\"event_index\":14,\"message\":\"Limited Data Use required\",\"code\":2804030}",
+        }})))
+        .unwrap();
+        assert_eq!(text.refused[0].0, 14);
+        assert!(refused_events(&answer(
+            json!({"error": {"message": "Invalid OAuth access token.", "code": 190}})
+        ))
+        .is_none());
     }
 }

@@ -13,6 +13,11 @@
 //! - `properties.$insert_id` is the `messageId` when it fits Mixpanel's
 //!   rule (at most 36 letters, digits and `-`), else the first 32 hex digits
 //!   of its SHA-256: the same on every retry, so duplicates collapse.
+//!
+//! Strict mode validates each event: a 400 lists the refused ones in
+//! `failed_records` (`index`, `field`, `message`) and imports the others,
+//! so only the listed events are dead-lettered. An event over 1 MB is
+//! dead-lettered without being sent; requests stay under 10 MB.
 
 use base64::Engine as _;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -21,13 +26,19 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use url::Url;
 
+use super::encode::{self, Mapped, Refusal};
+use super::http::Answer;
 use super::http::{self, default_timeout_ms, str_at};
-use super::{parse_settings, BuildContext, DeliveryError, Destination};
+use super::{parse_settings, BuildContext, Destination, Outcome, SkipReason};
 use crate::config::ConfigError;
 use crate::storage::OutboxEntry;
 
 /// Mixpanel's limit on events per import request.
 pub const MAX_EVENTS: usize = 2_000;
+/// Mixpanel's limit on one event, in bytes of uncompressed JSON (1 MB).
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Mixpanel's limit on one import request, in bytes of uncompressed JSON (10 MB).
+pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
 
 /// An example `mixpanel` destination.
 pub const EXAMPLE: &str = r#"
@@ -192,28 +203,59 @@ impl Destination for MixpanelDestination {
         MAX_EVENTS
     }
 
-    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError> {
-        let mut out = Vec::with_capacity(events.len());
-        for entry in events {
-            let event = http::parse_event(entry)?;
-            match encode(&event, &entry.message_id) {
-                Some(e) => out.push(e),
-                None => {
-                    tracing::debug!(message_id = %entry.message_id, "Event has no Mixpanel equivalent; skipped.")
-                }
-            }
+    async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome> {
+        let mut batch = encode::encode_batch(
+            events,
+            "mixpanel",
+            MAX_EVENT_BYTES,
+            |event, entry| match encode(event, &entry.message_id) {
+                Some(e) => Mapped::Event(e, ()),
+                None => Mapped::Skip(SkipReason::UnsupportedType),
+            },
+        );
+        let lens: Vec<usize> = batch.items.iter().map(|i| i.json.len()).collect();
+        for range in encode::requests(lens, MAX_EVENTS, MAX_REQUEST_BYTES, 2) {
+            let build = |b: &encode::Encoded<()>, positions: &[usize]| {
+                let body = encode::splice(
+                    "[",
+                    positions.iter().map(|&p| b.items[p].json.as_str()),
+                    "]",
+                );
+                self.client
+                    .post(self.url.clone())
+                    .header(AUTHORIZATION, self.auth.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body)
+            };
+            batch
+                .send_items("mixpanel", range.collect(), build, failed_records)
+                .await;
         }
-        if out.is_empty() {
-            return Ok(());
-        }
-        let request = self
-            .client
-            .post(self.url.clone())
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(Value::Array(out).to_string());
-        http::send(request, "mixpanel").await.map(drop)
+        batch.finish()
     }
+}
+
+/// Strict mode's `failed_records`: the refused events by index in the
+/// request; the others were imported.
+fn failed_records(answer: &Answer) -> Option<Refusal> {
+    let json = answer.json()?;
+    let failed = json.get("failed_records")?.as_array()?;
+    let refused = failed
+        .iter()
+        .map(|f| {
+            let index = f.get("index").and_then(Value::as_u64)? as usize;
+            let field = f.get("field").and_then(Value::as_str).unwrap_or("event");
+            let message = f
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("invalid");
+            Some((index, format!("HTTP 400: {field}: {message}")))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Refusal {
+        refused,
+        others_stored: true,
+    })
 }
 
 #[cfg(test)]
@@ -259,5 +301,32 @@ mod tests {
         assert_eq!(m["properties"]["$insert_id"], "m-1");
         assert_eq!(m["properties"]["price"], 3);
         assert_eq!(m["properties"]["$current_url"], "https://s.example/");
+    }
+
+    fn answer(body: serde_json::Value) -> Answer {
+        Answer {
+            status: reqwest::StatusCode::BAD_REQUEST,
+            retry_after: None,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn strict_mode_failed_records_refuse_only_those_and_the_rest_is_imported() {
+        let r = failed_records(&answer(json!({
+            "code": 400, "error": "some data points in the request failed validation",
+            "num_records_imported": 98, "status": "Bad Request",
+            "failed_records": [
+                {"index": 4, "$insert_id": "a", "field": "properties.time", "message": "'properties.time' is invalid"},
+                {"index": 7, "$insert_id": "b", "field": "event", "message": "'event' is invalid"},
+            ],
+        })))
+        .unwrap();
+        assert!(r.others_stored);
+        assert_eq!(
+            r.refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [4, 7]
+        );
+        assert!(r.refused[0].1.contains("properties.time"));
     }
 }

@@ -6,6 +6,7 @@
 //! the per-batch path parses nothing.
 
 mod amplitude;
+pub(crate) mod encode;
 mod file;
 mod ga4;
 pub(crate) mod http;
@@ -86,6 +87,60 @@ impl DeliveryError {
     }
 }
 
+/// Why an event does not apply to a destination (a bounded label of
+/// `waymark_events_skipped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The call type has no equivalent at the vendor (a `group` call to a
+    /// destination without groups, `identify` to an events-only API).
+    UnsupportedType,
+    /// The event lacks the identity the vendor requires (no `userId` and no
+    /// visitor).
+    MissingIdentity,
+}
+
+impl SkipReason {
+    /// Every reason, for registering metric handles.
+    pub const ALL: [SkipReason; 2] = [SkipReason::UnsupportedType, SkipReason::MissingIdentity];
+
+    /// The metric label and live-stream reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::UnsupportedType => "unsupported_type",
+            SkipReason::MissingIdentity => "missing_identity",
+        }
+    }
+}
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The vendor accepted it.
+    Delivered,
+    /// It may pass later: the error carries the vendor's reason and any
+    /// `Retry-After`. The deliver stage reschedules it (or dead-letters it
+    /// past the maximum age).
+    Retry(DeliveryError),
+    /// It will never pass (the vendor refused it, it cannot be encoded, it
+    /// is over the vendor's size limit): the dead-letter store, with the reason.
+    Rejected(String),
+    /// It does not apply to this destination: it leaves the outbox, counted
+    /// in `waymark_events_skipped_total{reason}`.
+    Skipped(SkipReason),
+}
+
+impl Outcome {
+    /// The outcome of every event of a request whose answer was `result`.
+    pub fn of(result: &Result<(), DeliveryError>) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Delivered,
+            Err(e) if e.is_retriable() => Outcome::Retry(e.clone()),
+            Err(e) => Outcome::Rejected(e.message.clone()),
+        }
+    }
+}
+
 /// A place events are delivered to.
 ///
 /// The deliver stage owns batching, retries, backoff and the dead-letter
@@ -96,10 +151,16 @@ pub trait Destination: Send + Sync + 'static {
     fn max_batch(&self) -> usize;
 
     /// Delivers `events` (at most [`max_batch`](Self::max_batch), oldest
-    /// first). `Ok` means every event was accepted; an error applies to the
-    /// whole batch, and its [`DeliveryError::is_retriable`] decides between
-    /// a retry and the dead-letter store.
-    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError>;
+    /// first) and answers one [`Outcome`] per event, in the same order.
+    ///
+    /// One event never decides another's fate: an entry that cannot be
+    /// encoded or is over the vendor's limit is [`Outcome::Rejected`] alone,
+    /// and a vendor that answers per event (Amplitude, Mixpanel, Meta) is
+    /// read so that only the events it refused are rejected. A failure of a
+    /// whole request (connect error, 5xx, 429) applies to the events of
+    /// that request only. The deliver stage treats a missing outcome as a
+    /// retry.
+    async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome>;
 }
 
 /// Builds the destination a config table describes, checking its settings.

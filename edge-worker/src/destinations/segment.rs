@@ -4,7 +4,9 @@
 //! Events are Segment Spec already, so they are forwarded unchanged (their
 //! `messageId` is Segment's dedup key). Point `base_url` at another Waymark
 //! to chain workers. A request stays under Segment's 500 KB batch limit: a
-//! batch that would pass it is split into several requests.
+//! batch that would pass it is split into several requests. An entry that
+//! is not a JSON object, or an event over Segment's 32 KB, is dead-lettered
+//! alone; a failed request settles only its own events.
 
 use base64::Engine as _;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -12,8 +14,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use url::Url;
 
+use super::encode;
 use super::http::{self, default_timeout_ms};
-use super::{parse_settings, BuildContext, DeliveryError, Destination};
+use super::{parse_settings, BuildContext, Destination, Outcome};
 use crate::config::ConfigError;
 use crate::storage::OutboxEntry;
 
@@ -91,54 +94,37 @@ struct SegmentDestination {
     auth: HeaderValue,
 }
 
-impl SegmentDestination {
-    async fn post(&self, body: Vec<u8>) -> Result<(), DeliveryError> {
-        let request = self
-            .client
-            .post(self.url.clone())
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        http::send(request, "segment").await.map(drop)
-    }
-}
-
 #[async_trait::async_trait]
 impl Destination for SegmentDestination {
     fn max_batch(&self) -> usize {
         500
     }
 
-    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError> {
-        const HEAD: &[u8] = br#"{"batch":["#;
-        const TAIL: &[u8] = b"]}";
-        let mut body = HEAD.to_vec();
-        let mut in_body = 0;
-        for e in events {
-            if e.json.len() > MAX_EVENT_BYTES {
-                return Err(DeliveryError::permanent(format!(
-                    "segment: event {} is {} bytes, over Segment's 32 KB limit",
-                    e.message_id,
-                    e.json.len()
-                )));
-            }
-            if in_body > 0 && body.len() + e.json.len() + 1 + TAIL.len() > MAX_BATCH_BYTES {
-                body.extend_from_slice(TAIL);
-                self.post(std::mem::replace(&mut body, HEAD.to_vec()))
-                    .await?;
-                in_body = 0;
-            }
-            if in_body > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(e.json.as_bytes());
-            in_body += 1;
+    async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome> {
+        const HEAD: &str = r#"{"batch":["#;
+        const TAIL: &str = "]}";
+        let mut batch = encode::check_raw(events, "segment", MAX_EVENT_BYTES);
+        let lens: Vec<usize> = batch
+            .items
+            .iter()
+            .map(|i| events[i.index].json.len())
+            .collect();
+        let overhead = HEAD.len() + TAIL.len();
+        for range in encode::requests(lens, usize::MAX, MAX_BATCH_BYTES, overhead) {
+            // The stored JSON is spliced in as is: no parse, no re-encode.
+            let build = |b: &encode::Encoded<()>, positions: &[usize]| {
+                let parts = positions.iter().map(|&p| &*events[b.items[p].index].json);
+                self.client
+                    .post(self.url.clone())
+                    .header(AUTHORIZATION, self.auth.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(encode::splice(HEAD, parts, TAIL))
+            };
+            batch
+                .send_items("segment", range.collect(), build, |_| None)
+                .await;
         }
-        if in_body > 0 {
-            body.extend_from_slice(TAIL);
-            self.post(body).await?;
-        }
-        Ok(())
+        batch.finish()
     }
 }
 

@@ -7,6 +7,9 @@
 //! `X-Waymark-Signature: sha256=<hex HMAC-SHA256 of the body>`. In batch
 //! mode the body's `sentAt` is the same instant as the timestamp header, so
 //! the signature covers it and a receiver can reject replays by age.
+//!
+//! An entry that is not a JSON object, or an event over `max_event_bytes`,
+//! is dead-lettered alone; the rest of the batch is sent.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +20,9 @@ use serde::Deserialize;
 use sha2::Sha256;
 use url::Url;
 
+use super::encode;
 use super::http::{self, default_timeout_ms};
-use super::{parse_settings, BuildContext, DeliveryError, Destination};
+use super::{parse_settings, BuildContext, Destination, Outcome};
 use crate::config::ConfigError;
 use crate::storage::OutboxEntry;
 
@@ -36,6 +40,7 @@ url = "https://hooks.example.com/waymark"
 secret_env = "WAYMARK_WEBHOOK_SECRET"
 batch = true
 max_batch = 100
+max_event_bytes = 1048576
 headers = { "x-team" = "growth" }
 timeout_ms = 10000
 "#;
@@ -60,6 +65,10 @@ pub struct WebhookConfig {
     /// Most events per batched request, 1 to 10000. Default: 100.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Largest event sent, in bytes of JSON; a larger one is dead-lettered
+    /// alone. Default: 1048576 (1 MiB).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
     /// Extra headers sent with every request. Default: none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -74,6 +83,10 @@ fn yes() -> bool {
 
 fn default_max_batch() -> usize {
     100
+}
+
+fn default_max_event_bytes() -> usize {
+    1024 * 1024
 }
 
 impl WebhookConfig {
@@ -116,6 +129,7 @@ impl WebhookConfig {
             secret: secret.map(String::into_bytes),
             batch: self.batch,
             max_batch: if self.batch { self.max_batch } else { 1 },
+            max_event_bytes: self.max_event_bytes.max(1),
             headers,
         }))
     }
@@ -127,6 +141,7 @@ struct WebhookDestination {
     secret: Option<Vec<u8>>,
     batch: bool,
     max_batch: usize,
+    max_event_bytes: usize,
     headers: HeaderMap,
 }
 
@@ -147,35 +162,40 @@ impl Destination for WebhookDestination {
         self.max_batch
     }
 
-    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError> {
+    async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome> {
         let now = chrono::Utc::now();
-        let bodies: Vec<Vec<u8>> = if self.batch {
-            // The stored JSON is spliced in as is: no parse, no re-encode.
-            let sent_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let mut body = format!(r#"{{"sentAt":"{sent_at}","batch":["#).into_bytes();
-            for (i, e) in events.iter().enumerate() {
-                if i > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(e.json.as_bytes());
-            }
-            body.extend_from_slice(b"]}");
-            vec![body]
+        let mut batch = encode::check_raw(events, "webhook", self.max_event_bytes);
+        let all: Vec<usize> = (0..batch.items.len()).collect();
+        let requests: Vec<Vec<usize>> = if self.batch {
+            vec![all]
         } else {
-            events.iter().map(|e| e.json.as_bytes().to_vec()).collect()
+            all.into_iter().map(|p| vec![p]).collect()
         };
-        for body in bodies {
-            let mut request = self
-                .client
-                .post(self.url.clone())
-                .headers(self.headers.clone())
-                .header(TIMESTAMP_HEADER, now.timestamp().to_string());
-            if let Some(secret) = &self.secret {
-                request = request.header(SIGNATURE_HEADER, signature(secret, &body));
-            }
-            http::send(request.body(body), "webhook").await?;
+        let sent_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for positions in requests {
+            let build = |b: &encode::Encoded<()>, positions: &[usize]| {
+                let parts = positions.iter().map(|&p| &*events[b.items[p].index].json);
+                // The stored JSON is spliced in as is: no parse, no re-encode.
+                let body = if self.batch {
+                    encode::splice(&format!(r#"{{"sentAt":"{sent_at}","batch":["#), parts, "]}")
+                } else {
+                    encode::splice("", parts, "")
+                };
+                let mut request = self
+                    .client
+                    .post(self.url.clone())
+                    .headers(self.headers.clone())
+                    .header(TIMESTAMP_HEADER, now.timestamp().to_string());
+                if let Some(secret) = &self.secret {
+                    request = request.header(SIGNATURE_HEADER, signature(secret, body.as_bytes()));
+                }
+                request.body(body)
+            };
+            batch
+                .send_items("webhook", positions, build, |_| None)
+                .await;
         }
-        Ok(())
+        batch.finish()
     }
 }
 

@@ -108,7 +108,9 @@ struct ReplayRequest {
 
 /// Runs quarantined events through the pipeline again (after a config
 /// change, or with a corrected event). Events that now pass leave the
-/// quarantine; the others stay, with the reason they still fail.
+/// quarantine; the others stay, with the reason they still fail. Events a
+/// destination's rules quarantined go back to that destination's outbox
+/// (its rules run again before delivery).
 async fn replay_quarantine(
     State(state): State<AppState>,
     axum::Json(request): axum::Json<ReplayRequest>,
@@ -124,6 +126,30 @@ async fn replay_quarantine(
     let mut replayed = Vec::new();
     let mut still_invalid = Vec::new();
     let mut superseded = Vec::new();
+    // 1. Events a destination's rules quarantined go back to that
+    //    destination's outbox; its rules decide again when it delivers.
+    let (for_destination, entries): (Vec<_>, Vec<_>) =
+        entries.into_iter().partition(|e| e.destination.is_some());
+    let mut requeue = Vec::new();
+    for entry in for_destination {
+        let known = entry
+            .destination
+            .as_deref()
+            .is_some_and(|d| state.pipeline.has_destination(d));
+        if request.event.is_some() {
+            still_invalid.push(serde_json::json!({"id": entry.id, "problem": "a corrected event replaces only events quarantined at ingest; fix the destination's rule and replay without `event`"}));
+        } else if !known {
+            still_invalid.push(
+                serde_json::json!({"id": entry.id, "problem": "its destination no longer exists"}),
+            );
+        } else {
+            requeue.push(entry.id);
+        }
+    }
+    if !requeue.is_empty() {
+        replayed.extend(state.storage.quarantine_requeue(requeue).await?);
+    }
+    // 2. Events quarantined at ingest run through the pipeline again.
     for entry in entries {
         let Some(source) = state.pipeline.source_named(&entry.source).cloned() else {
             still_invalid.push(

@@ -167,6 +167,12 @@ impl Pipeline {
         self.sources.values().find(|s| &*s.name == name)
     }
 
+    /// Whether a destination named `name` is configured (for replaying
+    /// events a destination's rules quarantined).
+    pub fn has_destination(&self, name: &str) -> bool {
+        self.router.has_destination(name)
+    }
+
     /// Whether any source allows browser calls from `origin` (for preflight).
     pub fn any_source_allows(&self, origin: &str) -> bool {
         self.sources

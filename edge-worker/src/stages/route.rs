@@ -79,6 +79,11 @@ impl Router {
         }
     }
 
+    /// Whether a destination named `name` is configured.
+    pub fn has_destination(&self, name: &str) -> bool {
+        self.targets.iter().any(|t| &*t.name == name)
+    }
+
     /// Routes one event from `source`.
     pub fn route(&self, event: &Event, source: &SourceConfig) -> Routes {
         let mut routes = Routes::default();

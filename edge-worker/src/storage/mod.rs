@@ -17,7 +17,9 @@ pub(crate) mod writer;
 
 use std::sync::Arc;
 
-pub use delivery::{ConsentSettled, DeadLetter, HeldEvent, HoldCommit, HoldOutcome};
+pub use delivery::{
+    ConsentSettled, DeadLetter, HeldEvent, HoldCommit, HoldOutcome, RuleQuarantine,
+};
 pub use sqlite::SqliteStorage;
 
 /// A storage failure. The store is unusable or a statement failed.
@@ -132,6 +134,13 @@ pub struct QuarantineEntry {
     pub detail: String,
     /// The raw event.
     pub raw: String,
+    /// The destination whose rules quarantined it; `None` when it was
+    /// quarantined at ingest. A replay sends it back to this destination.
+    pub destination: Option<String>,
+    /// The rule that quarantined it, when known.
+    pub rule: Option<String>,
+    /// The event's `messageId`, for events quarantined by a destination's rules.
+    pub message_id: Option<String>,
 }
 
 /// What the pipeline, delivery and admin need from a store.
@@ -182,6 +191,19 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Removes quarantined events once replayed.
     async fn quarantine_remove(&self, ids: Vec<i64>) -> Result<(), StorageError>;
+
+    /// Moves outbox entries to the quarantine store, each with the rule and
+    /// reason its destination's rule chain gave (reason code `rule`, the
+    /// destination and `messageId` kept). Called by the destination's
+    /// delivery worker; on error the entries stay in the outbox and are
+    /// tried again.
+    async fn outbox_quarantine(&self, entries: Vec<RuleQuarantine>) -> Result<(), StorageError>;
+
+    /// Moves the quarantined events among `ids` that a destination's rules
+    /// put there back to that destination's outbox, with a fresh age, in
+    /// one durable write; returns the ids moved. Events quarantined at
+    /// ingest (no destination) are left alone. Called by the admin replay.
+    async fn quarantine_requeue(&self, ids: Vec<i64>) -> Result<Vec<i64>, StorageError>;
 
     /// Forgets dedup entries older than `cutoff_ms`. Called periodically.
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError>;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 
-use crate::destinations::DeliveryError;
+use crate::destinations::{DeliveryError, SkipReason};
 
 /// One destination's metric handles.
 #[derive(Clone)]
@@ -19,6 +19,8 @@ pub(crate) struct DestinationMetrics {
     dead_rejected: Counter,
     dead_max_age: Counter,
     rule_dropped: Counter,
+    rule_quarantined: Counter,
+    skipped: [Counter; SkipReason::ALL.len()],
     duration: Histogram,
     latency: Histogram,
     queue_depth: Gauge,
@@ -37,6 +39,8 @@ impl DestinationMetrics {
             dead_rejected: metrics::counter!("waymark_events_dead_lettered_total", "destination" => d.clone(), "reason" => "rejected"),
             dead_max_age: metrics::counter!("waymark_events_dead_lettered_total", "destination" => d.clone(), "reason" => "max_age"),
             rule_dropped: metrics::counter!("waymark_events_dropped_total", "stage" => "deliver", "destination" => d.clone(), "reason" => "rule"),
+            rule_quarantined: metrics::counter!("waymark_events_quarantined_total", "stage" => "deliver", "destination" => d.clone(), "reason" => "rule"),
+            skipped: SkipReason::ALL.map(|r| metrics::counter!("waymark_events_skipped_total", "destination" => d.clone(), "reason" => r.as_str())),
             duration: metrics::histogram!("waymark_delivery_duration_seconds", "destination" => d.clone()),
             latency: metrics::histogram!("waymark_delivery_latency_seconds", "destination" => d.clone()),
             queue_depth: metrics::gauge!("waymark_outbox_depth", "destination" => d.clone()),
@@ -134,11 +138,14 @@ impl EventsDeadLettered<'_> {
     }
 }
 
-/// Events a destination's rule chain dropped before delivery.
+/// Events a destination's rule chain dropped before delivery, on purpose
+/// (counted in `waymark_events_dropped_total{stage="deliver",reason="rule"}`).
 pub(crate) struct EventsDroppedByRule<'a> {
     pub metrics: &'a DestinationMetrics,
     pub destination: &'a str,
     pub count: usize,
+    /// The first drop's reason (`rule <name>: <why>`), for the log only.
+    pub first_reason: &'a str,
 }
 
 impl EventsDroppedByRule<'_> {
@@ -146,9 +153,59 @@ impl EventsDroppedByRule<'_> {
         tracing::debug!(
             destination = self.destination,
             count = self.count,
+            intentional = true,
+            reason = self.first_reason,
             "Events dropped by the destination's rules."
         );
         self.metrics.rule_dropped.increment(self.count as u64);
+    }
+}
+
+/// Events a destination's rule chain quarantined: in the quarantine store,
+/// replayable to the destination.
+pub(crate) struct EventsQuarantinedByRule<'a> {
+    pub metrics: &'a DestinationMetrics,
+    pub destination: &'a str,
+    pub count: usize,
+    /// The first quarantine's reason, for the log only.
+    pub first_reason: &'a str,
+}
+
+impl EventsQuarantinedByRule<'_> {
+    pub(crate) fn emit(self) {
+        tracing::warn!(
+            destination = self.destination,
+            count = self.count,
+            reason = self.first_reason,
+            "Events quarantined by the destination's rules."
+        );
+        self.metrics.rule_quarantined.increment(self.count as u64);
+    }
+}
+
+/// Events that do not apply to a destination (no vendor equivalent, no
+/// identity the vendor needs): they leave its outbox, counted per reason.
+pub(crate) struct EventsSkipped<'a> {
+    pub metrics: &'a DestinationMetrics,
+    pub destination: &'a str,
+    pub reason: SkipReason,
+    pub count: usize,
+}
+
+impl EventsSkipped<'_> {
+    pub(crate) fn emit(self) {
+        if self.count == 0 {
+            return;
+        }
+        tracing::debug!(
+            destination = self.destination,
+            reason = self.reason.as_str(),
+            count = self.count,
+            "Events skipped: not applicable to the destination."
+        );
+        if let Some(i) = SkipReason::ALL.iter().position(|r| *r == self.reason) {
+            self.metrics.skipped[i].increment(self.count as u64);
+        }
     }
 }
 

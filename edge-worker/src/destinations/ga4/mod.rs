@@ -15,6 +15,13 @@
 //! - Scalar properties become params (names mapped the same way, string
 //!   values cut to 100 characters, at most 25 params); `session_id` and
 //!   `engagement_time_msec` are always set.
+//!
+//! `/mp/collect` answers 2xx even to payloads it drops, so what GA4's
+//! validation server would refuse is refused here, per event, before
+//! sending: a `user_id` over 256 characters, or an event whose request
+//! would pass GA4's 130 kB body limit (a huge `client_id`). Events without
+//! a visitor or `userId` are skipped (`missing_identity`). A 4xx or 5xx
+//! from GA4 settles only the events of that request.
 
 use std::collections::BTreeMap;
 
@@ -24,8 +31,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use url::Url;
 
+use super::encode::{self, Mapped};
 use super::http::{self, default_timeout_ms, str_at};
-use super::{parse_settings, BuildContext, DeliveryError, Destination};
+use super::{parse_settings, BuildContext, Destination, Outcome, SkipReason};
 use crate::config::ConfigError;
 use crate::storage::OutboxEntry;
 
@@ -37,6 +45,10 @@ pub const MAX_PARAMS: usize = 25;
 pub const MAX_NAME_CHARS: usize = 40;
 /// GA4's limit on string param values, in characters.
 pub const MAX_VALUE_CHARS: usize = 100;
+/// GA4's limit on `user_id`, in characters.
+pub const MAX_USER_ID_CHARS: usize = 256;
+/// GA4's limit on one request body, in bytes (130 kB).
+pub const MAX_BODY_BYTES: usize = 130_000;
 
 /// Event names GA4 reserves.
 pub const RESERVED_EVENTS: &[&str] = &[
@@ -230,11 +242,11 @@ fn session_id(event: &Map<String, Value>, time_ms: i64) -> Value {
     json!(secs - secs.rem_euclid(1_800))
 }
 
-/// One GA4 event and the client it belongs to, or `None` when the call has no GA4 event.
+/// One GA4 event and the client it belongs to, or why the call has none.
 fn encode(
     event: &Map<String, Value>,
     ads_purpose: &str,
-) -> Option<(String, Option<String>, Value, Value)> {
+) -> Result<(String, Option<String>, Value, Value), SkipReason> {
     let kind = str_at(event, "type").unwrap_or("track");
     let time_ms = http::event_time_ms(event);
     let mut params = Map::new();
@@ -258,7 +270,7 @@ fn encode(
             }
             "screen_view".to_owned()
         }
-        _ => return None,
+        _ => return Err(SkipReason::UnsupportedType),
     };
     params.insert("session_id".into(), session_id(event, time_ms));
     params.insert("engagement_time_msec".into(), json!(1));
@@ -276,7 +288,8 @@ fn encode(
         }
     }
     let client_id = http::visitor_id(event)
-        .or_else(|| str_at(event, "userId"))?
+        .or_else(|| str_at(event, "userId"))
+        .ok_or(SkipReason::MissingIdentity)?
         .to_owned();
     let user_id = str_at(event, "userId").map(str::to_owned);
     let consent = json!({
@@ -288,7 +301,7 @@ fn encode(
         "params": params,
         "timestamp_micros": time_ms.saturating_mul(1_000),
     });
-    Some((client_id, user_id, consent, ga_event))
+    Ok((client_id, user_id, consent, ga_event))
 }
 
 /// Cuts a string value to GA4's 100 characters.
@@ -296,12 +309,25 @@ fn cut(s: &str) -> String {
     s.chars().take(MAX_VALUE_CHARS).collect()
 }
 
-/// A request under construction: one client, one user, one consent state.
-struct Request {
+/// The request an event belongs to: one client, one user, one consent state.
+struct Client {
     client_id: String,
     user_id: Option<String>,
     consent: Value,
-    events: Vec<Value>,
+}
+
+impl Client {
+    /// The request body's envelope around the events: head and tail.
+    fn envelope(&self) -> (String, &'static str) {
+        let mut head = json!({ "client_id": self.client_id, "consent": self.consent });
+        if let (Some(user_id), Some(map)) = (&self.user_id, head.as_object_mut()) {
+            map.insert("user_id".into(), json!(user_id));
+        }
+        let mut head = head.to_string();
+        head.pop();
+        head.push_str(r#","events":["#);
+        (head, "]}")
+    }
 }
 
 #[async_trait::async_trait]
@@ -311,51 +337,78 @@ impl Destination for Ga4Destination {
         250
     }
 
-    async fn send(&self, events: &[OutboxEntry]) -> Result<(), DeliveryError> {
-        // 1. Group by client (and user and consent), in order, 25 per request.
-        let mut requests: Vec<Request> = Vec::new();
-        let mut open: BTreeMap<(String, Option<String>, String), usize> = BTreeMap::new();
-        for entry in events {
-            let event = http::parse_event(entry)?;
-            let Some((client_id, user_id, consent, ga_event)) = encode(&event, &self.ads_purpose)
-            else {
-                tracing::debug!(message_id = %entry.message_id, "Event has no GA4 equivalent; skipped.");
-                continue;
+    async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome> {
+        // 1. Encode; what GA4 would refuse is refused here, per event.
+        let mut batch = encode::encode_batch(events, "ga4", MAX_BODY_BYTES, |event, _| {
+            let (client_id, user_id, consent, ga_event) = match encode(event, &self.ads_purpose) {
+                Ok(encoded) => encoded,
+                Err(reason) => return Mapped::Skip(reason),
             };
-            let key = (client_id.clone(), user_id.clone(), consent.to_string());
+            if user_id
+                .as_deref()
+                .is_some_and(|u| u.chars().count() > MAX_USER_ID_CHARS)
+            {
+                return Mapped::Reject(format!(
+                    "user_id is over GA4's {MAX_USER_ID_CHARS} characters"
+                ));
+            }
+            let client = Client {
+                client_id,
+                user_id,
+                consent,
+            };
+            let (head, tail) = client.envelope();
+            let alone = head.len() + tail.len() + ga_event.to_string().len();
+            if alone > MAX_BODY_BYTES {
+                return Mapped::Reject(format!(
+                    "a request holding only this event is {alone} bytes, over GA4's {MAX_BODY_BYTES}-byte body limit"
+                ));
+            }
+            Mapped::Event(ga_event, client)
+        });
+        // 2. Group by client (and user and consent), in order, 25 events
+        //    and 130 kB per request.
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut open: BTreeMap<(String, Option<String>, String), usize> = BTreeMap::new();
+        for (p, item) in batch.items.iter().enumerate() {
+            let c = &item.meta;
+            let key = (
+                c.client_id.clone(),
+                c.user_id.clone(),
+                c.consent.to_string(),
+            );
             match open.get(&key).copied() {
-                Some(i) if requests[i].events.len() < MAX_EVENTS => {
-                    requests[i].events.push(ga_event)
-                }
-                _ => {
-                    open.insert(key, requests.len());
-                    requests.push(Request {
-                        client_id,
-                        user_id,
-                        consent,
-                        events: vec![ga_event],
-                    });
+                Some(g) => groups[g].1.push(p),
+                None => {
+                    open.insert(key, groups.len());
+                    groups.push((c.envelope().0, vec![p]));
                 }
             }
         }
-        // 2. Send each.
-        for r in requests {
-            let mut body = json!({
-                "client_id": r.client_id,
-                "consent": r.consent,
-                "events": r.events,
-            });
-            if let (Some(user_id), Some(map)) = (r.user_id, body.as_object_mut()) {
-                map.insert("user_id".into(), json!(user_id));
+        let mut requests: Vec<Vec<usize>> = Vec::new();
+        for (head, positions) in groups {
+            let lens = positions.iter().map(|&p| batch.items[p].json.len());
+            for range in encode::requests(lens, MAX_EVENTS, MAX_BODY_BYTES, head.len() + 2) {
+                requests.push(positions[range].to_vec());
             }
-            let request = self
-                .client
-                .post(self.url.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-            http::send(request, "ga4").await?;
         }
-        Ok(())
+        // 3. Send each; its answer settles its events.
+        for positions in requests {
+            let build = |b: &encode::Encoded<Client>, positions: &[usize]| {
+                let (head, tail) = b.items[positions[0]].meta.envelope();
+                let body = encode::splice(
+                    &head,
+                    positions.iter().map(|&p| b.items[p].json.as_str()),
+                    tail,
+                );
+                self.client
+                    .post(self.url.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body)
+            };
+            batch.send_items("ga4", positions, build, |_| None).await;
+        }
+        batch.finish()
     }
 }
 

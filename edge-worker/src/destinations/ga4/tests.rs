@@ -56,5 +56,8 @@ fn events_map_to_client_consent_and_params() {
     );
     assert_eq!(ga["timestamp_micros"], json!(1_714_557_600_000_000i64));
     let identify = json!({"type":"identify","userId":"u1"});
-    assert!(encode(identify.as_object().unwrap(), "marketing").is_none());
+    assert_eq!(
+        encode(identify.as_object().unwrap(), "marketing").err(),
+        Some(SkipReason::UnsupportedType)
+    );
 }

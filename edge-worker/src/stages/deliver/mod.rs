@@ -8,7 +8,16 @@
 //! here and only here: destinations never sleep.
 //!
 //! Before sending, the destination's rule chain (if any) runs on each
-//! event; a dropped event leaves the outbox, counted.
+//! event: a dropped event leaves the outbox, counted as an intentional
+//! drop with its reason; a quarantined one moves to the quarantine store
+//! with the destination, the rule and the reason, replayable to this
+//! destination. Neither counts as delivered.
+//!
+//! The destination answers per event ([`Outcome`]): delivered events leave
+//! the outbox; retries are rescheduled; rejected events go to the
+//! dead-letter store with their own reasons; events that do not apply are
+//! skipped, counted in `waymark_events_skipped_total{reason}` and shown in
+//! the live stream. One event's outcome never decides another's.
 //!
 //! # Design
 //! Each destination has its own task and reads its own rows, so a slow or
@@ -28,12 +37,12 @@ use tokio::task::JoinSet;
 use super::outbox::Outbox;
 use super::Verdict;
 use crate::config::DeliveryConfig;
-use crate::destinations::{DeliveryError, Destination};
+use crate::destinations::{DeliveryError, Destination, Outcome, SkipReason};
 use crate::event::Event;
-use crate::storage::{OutboxEntry, StorageError};
+use crate::storage::{OutboxEntry, RuleQuarantine, StorageError};
 use crate::telemetry::deliver::{
     BatchDelivered, ConsentHolds, DeliveryFailed, DestinationMetrics, EventsDeadLettered,
-    EventsDroppedByRule, EventsRetried, QueueMeasured,
+    EventsDroppedByRule, EventsQuarantinedByRule, EventsRetried, EventsSkipped, QueueMeasured,
 };
 use crate::time::now_ms;
 
@@ -196,85 +205,223 @@ pub async fn run_worker(
 }
 
 async fn deliver_batch(lane: Arc<Lane>, batch: Vec<OutboxEntry>) {
-    let storage = lane.outbox.storage();
     // 1. The destination's rule chain.
-    let (batch, dropped) = match &lane.rules {
-        Some(rules) => apply_rules(rules.as_ref(), batch),
-        None => (batch, Vec::new()),
+    let batch = match &lane.rules {
+        Some(rules) => {
+            let ruled = apply_rules(rules.as_ref(), batch);
+            settle_rules(&lane, ruled.dropped, ruled.quarantined).await;
+            ruled.keep
+        }
+        None => batch,
     };
-    if !dropped.is_empty() {
-        EventsDroppedByRule {
-            metrics: &lane.metrics,
-            destination: &lane.name,
-            count: dropped.len(),
-        }
-        .emit();
-        if let Err(error) = storage.outbox_delivered(dropped).await {
-            tracing::error!(destination = %lane.name, error = %error, "Recording a delivery outcome failed.");
-        }
-    }
     if batch.is_empty() {
         return;
     }
-    // 2. Send.
+    // 2. Send, and settle each event by its own outcome.
     let started = Instant::now();
-    let result = lane.destination.send(&batch).await;
-    let live = lane.outbox.live();
-    let outcome = match result {
-        Ok(()) => {
-            let enqueued: Vec<i64> = batch.iter().map(|e| e.enqueued_at_ms).collect();
-            BatchDelivered {
-                metrics: &lane.metrics,
-                count: batch.len(),
-                duration: started.elapsed(),
-                enqueued_ms: &enqueued,
-            }
-            .emit();
-            for e in &batch {
-                live.publish_json("delivered", &e.json, Some(&lane.name), None);
-            }
-            storage
-                .outbox_delivered(batch.iter().map(|e| e.id).collect())
-                .await
-        }
-        Err(error) => {
-            for e in &batch {
-                live.publish_json("failed", &e.json, Some(&lane.name), Some(&error.message));
-            }
-            handle_failure(&lane, batch, error).await
-        }
-    };
-    if let Err(error) = outcome {
+    let mut outcomes = lane.destination.send(&batch).await;
+    let duration = started.elapsed();
+    // NOTE: a destination answers one outcome per event; any it left out
+    // are retried rather than guessed.
+    outcomes.resize_with(batch.len(), || {
+        Outcome::Retry(DeliveryError::retriable("the destination gave no outcome"))
+    });
+    if let Err(error) = settle(&lane, batch, outcomes, duration).await {
         // The events stay in the outbox and are retried; nothing is lost.
         tracing::error!(destination = %lane.name, error = %error, "Recording a delivery outcome failed.");
     }
 }
 
-/// Runs the chain on each event; returns what to send and the ids dropped.
-fn apply_rules(
-    rules: &dyn DestinationRules,
-    batch: Vec<OutboxEntry>,
-) -> (Vec<OutboxEntry>, Vec<i64>) {
-    let mut keep = Vec::with_capacity(batch.len());
-    let mut dropped = Vec::new();
+/// A batch split by the rule chain's verdicts.
+struct Ruled {
+    /// Events to send, as the chain changed them.
+    keep: Vec<OutboxEntry>,
+    /// Events dropped on purpose, with the reason.
+    dropped: Vec<(OutboxEntry, String)>,
+    /// Events to quarantine, with the reason.
+    quarantined: Vec<(OutboxEntry, String)>,
+}
+
+/// Runs the chain on each event.
+fn apply_rules(rules: &dyn DestinationRules, batch: Vec<OutboxEntry>) -> Ruled {
+    let mut ruled = Ruled {
+        keep: Vec::with_capacity(batch.len()),
+        dropped: Vec::new(),
+        quarantined: Vec::new(),
+    };
     for mut entry in batch {
         let mut event = match serde_json::from_str::<serde_json::Value>(&entry.json) {
             Ok(serde_json::Value::Object(map)) => Event::from_map(map),
             // Not an object: let the destination refuse it into the dead-letter store.
             _ => {
-                keep.push(entry);
+                ruled.keep.push(entry);
                 continue;
             }
         };
         match rules.apply(&mut event) {
             Verdict::Keep => {
                 entry.json = event.to_json().into();
-                keep.push(entry);
+                ruled.keep.push(entry);
             }
-            Verdict::Drop { .. } | Verdict::Quarantine { .. } => dropped.push(entry.id),
+            Verdict::Drop { reason } => ruled.dropped.push((entry, reason)),
+            Verdict::Quarantine { reason } => ruled.quarantined.push((entry, reason)),
         }
     }
-    (keep, dropped)
+    ruled
+}
+
+/// The rule a chain's reason names (`rule <name>: <why>`).
+fn rule_of(reason: &str) -> Option<String> {
+    let rest = reason.strip_prefix("rule ")?;
+    rest.split_once(": ").map(|(name, _)| name.to_owned())
+}
+
+/// Removes dropped events (counted as intentional drops) and moves
+/// quarantined ones to the quarantine store. On a storage error the events
+/// stay in the outbox and the chain decides again on the next attempt.
+async fn settle_rules(
+    lane: &Lane,
+    dropped: Vec<(OutboxEntry, String)>,
+    quarantined: Vec<(OutboxEntry, String)>,
+) {
+    let storage = lane.outbox.storage();
+    let live = lane.outbox.live();
+    if let Some((_, first)) = dropped.first() {
+        EventsDroppedByRule {
+            metrics: &lane.metrics,
+            destination: &lane.name,
+            count: dropped.len(),
+            first_reason: first,
+        }
+        .emit();
+        for (e, reason) in &dropped {
+            live.publish_json("dropped", &e.json, Some(&lane.name), Some(reason));
+        }
+        let ids = dropped.iter().map(|(e, _)| e.id).collect();
+        if let Err(error) = storage.outbox_delivered(ids).await {
+            tracing::error!(destination = %lane.name, error = %error, "Removing dropped events failed.");
+        }
+    }
+    if let Some((_, first)) = quarantined.first() {
+        EventsQuarantinedByRule {
+            metrics: &lane.metrics,
+            destination: &lane.name,
+            count: quarantined.len(),
+            first_reason: first,
+        }
+        .emit();
+        for (e, reason) in &quarantined {
+            live.publish_json("quarantined", &e.json, Some(&lane.name), Some(reason));
+        }
+        let entries = quarantined
+            .into_iter()
+            .map(|(e, reason)| RuleQuarantine {
+                id: e.id,
+                rule: rule_of(&reason),
+                reason,
+            })
+            .collect();
+        if let Err(error) = storage.outbox_quarantine(entries).await {
+            tracing::error!(destination = %lane.name, error = %error, "Quarantining events failed.");
+        }
+    }
+}
+
+/// Groups `(key, value)` pairs by key, in first-seen order.
+fn group<K: PartialEq, V>(pairs: Vec<(K, V)>) -> Vec<(K, Vec<V>)> {
+    let mut groups: Vec<(K, Vec<V>)> = Vec::new();
+    for (k, e) in pairs {
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, entries)) => entries.push(e),
+            None => groups.push((k, vec![e])),
+        }
+    }
+    groups
+}
+
+/// Records each event's outcome: delivered and skipped events leave the
+/// outbox, rejected ones are dead-lettered with their reasons, retries are
+/// rescheduled (or dead-lettered past the maximum age).
+async fn settle(
+    lane: &Lane,
+    batch: Vec<OutboxEntry>,
+    outcomes: Vec<Outcome>,
+    duration: Duration,
+) -> Result<(), StorageError> {
+    let storage = lane.outbox.storage();
+    let live = lane.outbox.live();
+    let mut done: Vec<i64> = Vec::new();
+    let mut enqueued: Vec<i64> = Vec::new();
+    let mut skipped: Vec<(SkipReason, OutboxEntry)> = Vec::new();
+    let mut rejected: Vec<(String, OutboxEntry)> = Vec::new();
+    let mut retries: Vec<(String, (DeliveryError, OutboxEntry))> = Vec::new();
+    for (entry, outcome) in batch.into_iter().zip(outcomes) {
+        match outcome {
+            Outcome::Delivered => {
+                live.publish_json("delivered", &entry.json, Some(&lane.name), None);
+                enqueued.push(entry.enqueued_at_ms);
+                done.push(entry.id);
+            }
+            Outcome::Skipped(reason) => {
+                live.publish_json(
+                    "skipped",
+                    &entry.json,
+                    Some(&lane.name),
+                    Some(reason.as_str()),
+                );
+                done.push(entry.id);
+                skipped.push((reason, entry));
+            }
+            Outcome::Rejected(reason) => {
+                live.publish_json("failed", &entry.json, Some(&lane.name), Some(&reason));
+                rejected.push((reason, entry));
+            }
+            Outcome::Retry(error) => {
+                live.publish_json(
+                    "failed",
+                    &entry.json,
+                    Some(&lane.name),
+                    Some(&error.message),
+                );
+                retries.push((error.message.clone(), (error, entry)));
+            }
+        }
+    }
+    if !enqueued.is_empty() {
+        BatchDelivered {
+            metrics: &lane.metrics,
+            count: enqueued.len(),
+            duration,
+            enqueued_ms: &enqueued,
+        }
+        .emit();
+    }
+    for (reason, entries) in group(skipped) {
+        EventsSkipped {
+            metrics: &lane.metrics,
+            destination: &lane.name,
+            reason,
+            count: entries.len(),
+        }
+        .emit();
+    }
+    if !done.is_empty() {
+        storage.outbox_delivered(done).await?;
+    }
+    for (reason, entries) in group(rejected) {
+        handle_failure(lane, entries, DeliveryError::permanent(reason)).await?;
+    }
+    for (_, pairs) in group(retries) {
+        let mut pairs = pairs.into_iter();
+        let Some((error, first)) = pairs.next() else {
+            continue;
+        };
+        let entries = std::iter::once(first)
+            .chain(pairs.map(|(_, e)| e))
+            .collect();
+        handle_failure(lane, entries, error).await?;
+    }
+    Ok(())
 }
 
 async fn handle_failure(

@@ -35,7 +35,105 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX consent_holds_visitor ON consent_holds (destination, visitor);
     CREATE INDEX consent_holds_expiry ON consent_holds (destination, expires_at_ms);
     "#,
+    // 2: a destination's rules quarantine events too (issue #14): the
+    //    quarantine names the destination, the rule and the `messageId`
+    //    (NULL for events quarantined at ingest).
+    r#"
+    ALTER TABLE quarantine ADD COLUMN destination TEXT;
+    ALTER TABLE quarantine ADD COLUMN rule TEXT;
+    ALTER TABLE quarantine ADD COLUMN message_id TEXT;
+    "#,
 ];
+
+/// An outbox entry a destination's rule chain quarantined.
+#[derive(Debug, Clone)]
+pub struct RuleQuarantine {
+    /// The outbox entry's id.
+    pub id: i64,
+    /// The rule that decided, when the reason names it (`rule <name>: …`).
+    pub rule: Option<String>,
+    /// The rule's reason, for people.
+    pub reason: String,
+}
+
+pub(crate) async fn outbox_quarantine(
+    store: &Arc<SqliteStorage>,
+    entries: Vec<RuleQuarantine>,
+) -> Result<Vec<i64>, StorageError> {
+    store
+        .write(move |conn| {
+            // One removal per (rule, reason): `remove` returns events by pack.
+            let mut groups: Vec<((Option<String>, String), Vec<i64>)> = Vec::new();
+            for e in entries {
+                let key = (e.rule, e.reason);
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, ids)) => ids.push(e.id),
+                    None => groups.push((key, vec![e.id])),
+                }
+            }
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw, destination, rule, message_id)
+                 VALUES (?1, ?2, 'rule', ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut emptied = Vec::new();
+            for ((rule, reason), ids) in groups {
+                let removed = outbox::remove(conn, &ids, true)?;
+                for t in removed.taken {
+                    insert.execute(params![
+                        t.source,
+                        t.enqueued_at_ms,
+                        reason,
+                        t.json,
+                        t.destination,
+                        rule,
+                        t.message_id
+                    ])?;
+                }
+                emptied.extend(removed.emptied);
+            }
+            Ok(emptied)
+        })
+        .await
+}
+
+pub(crate) async fn quarantine_requeue(
+    store: &Arc<SqliteStorage>,
+    ids: Vec<i64>,
+) -> Result<Vec<i64>, StorageError> {
+    store
+        .write(move |conn| {
+            let now = now_ms();
+            let mut select = conn.prepare_cached(
+                "SELECT destination, source, message_id, raw FROM quarantine
+                 WHERE id = ?1 AND destination IS NOT NULL",
+            )?;
+            let mut delete = conn.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?;
+            let mut moved = Vec::new();
+            for id in ids {
+                let row = select.query_row([id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                });
+                let (destination, source, message_id, raw) = match row {
+                    Ok(row) => row,
+                    Err(rusqlite::Error::QueryReturnedNoRows) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                // Requeued events start afresh: new age, no attempts.
+                let meta = PackMeta::new(&destination, &source, now);
+                let message_id = message_id.unwrap_or_default();
+                outbox::enqueue(conn, &meta, &[(message_id.as_str(), raw.as_str())])?;
+                delete.execute([id])?;
+                moved.push(id);
+            }
+            Ok(moved)
+        })
+        .await
+}
 
 /// A dead-lettered event, as listed by the CLI and the admin API.
 #[derive(Debug, Clone, Serialize)]

@@ -223,8 +223,8 @@ impl Storage for Arc<SqliteStorage> {
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StorageError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, source, received_at_ms, reason, detail, raw FROM quarantine
-                 ORDER BY id DESC LIMIT ?1",
+                "SELECT id, source, received_at_ms, reason, detail, raw, destination, rule, message_id
+                 FROM quarantine ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], |r| {
                 Ok(QuarantineEntry {
@@ -234,6 +234,9 @@ impl Storage for Arc<SqliteStorage> {
                     reason: r.get(3)?,
                     detail: r.get(4)?,
                     raw: r.get(5)?,
+                    destination: r.get(6)?,
+                    rule: r.get(7)?,
+                    message_id: r.get(8)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -244,7 +247,8 @@ impl Storage for Arc<SqliteStorage> {
     async fn quarantine_get(&self, ids: Vec<i64>) -> Result<Vec<QuarantineEntry>, StorageError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, source, received_at_ms, reason, detail, raw FROM quarantine WHERE id = ?1",
+                "SELECT id, source, received_at_ms, reason, detail, raw, destination, rule, message_id
+                 FROM quarantine WHERE id = ?1",
             )?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
@@ -256,6 +260,9 @@ impl Storage for Arc<SqliteStorage> {
                         reason: r.get(3)?,
                         detail: r.get(4)?,
                         raw: r.get(5)?,
+                        destination: r.get(6)?,
+                        rule: r.get(7)?,
+                        message_id: r.get(8)?,
                     })
                 });
                 match row {
@@ -278,6 +285,19 @@ impl Storage for Arc<SqliteStorage> {
             Ok(())
         })
         .await
+    }
+
+    async fn outbox_quarantine(
+        &self,
+        entries: Vec<super::RuleQuarantine>,
+    ) -> Result<(), StorageError> {
+        let emptied = super::delivery::outbox_quarantine(self, entries).await?;
+        self.packs.forget(&emptied);
+        Ok(())
+    }
+
+    async fn quarantine_requeue(&self, ids: Vec<i64>) -> Result<Vec<i64>, StorageError> {
+        super::delivery::quarantine_requeue(self, ids).await
     }
 
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
