@@ -117,14 +117,6 @@ pub(crate) async fn send_raw(
     })
 }
 
-/// Sends a prepared request and classifies the answer. `vendor` names the
-/// destination type in error messages (which never carry secrets).
-pub(crate) async fn send(request: RequestBuilder, vendor: &str) -> Result<Vec<u8>, DeliveryError> {
-    let answer = send_raw(request, vendor).await?;
-    answer.classify(vendor)?;
-    Ok(answer.body)
-}
-
 /// Turns a status into `Ok` or a classified error.
 pub(crate) fn classify(
     vendor: &str,
