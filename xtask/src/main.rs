@@ -7,6 +7,7 @@
 //! Each command installs its own prerequisites, so a fresh machine needs
 //! only `cargo xtask run` and `cargo xtask test`.
 
+mod console;
 mod rules;
 mod setup;
 mod tag;
@@ -81,6 +82,7 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     // `cargo xtask run -- --listen …` passes the separator through; drop it.
     let extra = extra.strip_prefix(&["--".to_owned()]).unwrap_or(extra);
     args.extend(extra.iter().map(String::as_str));
+    console::announce(extra);
     sh(root, &cargo(), &args)
 }
 

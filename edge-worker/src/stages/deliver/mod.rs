@@ -231,7 +231,13 @@ async fn deliver_batch(lane: Arc<Lane>, batch: Vec<OutboxEntry>) {
             }
             .emit();
             for e in &batch {
-                live.publish_json("delivered", &e.json, Some(&lane.name), None);
+                live.publish_json_from(
+                    Some(e.source.as_str()),
+                    "delivered",
+                    &e.json,
+                    Some(&lane.name),
+                    None,
+                );
             }
             storage
                 .outbox_delivered(batch.iter().map(|e| e.id).collect())
@@ -239,7 +245,13 @@ async fn deliver_batch(lane: Arc<Lane>, batch: Vec<OutboxEntry>) {
         }
         Err(error) => {
             for e in &batch {
-                live.publish_json("failed", &e.json, Some(&lane.name), Some(&error.message));
+                live.publish_json_from(
+                    Some(e.source.as_str()),
+                    "failed",
+                    &e.json,
+                    Some(&lane.name),
+                    Some(&error.message),
+                );
             }
             handle_failure(&lane, batch, error).await
         }
