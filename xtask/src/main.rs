@@ -7,6 +7,7 @@
 //! Each command installs its own prerequisites, so a fresh machine needs
 //! only `cargo xtask run` and `cargo xtask test`.
 
+mod console;
 mod rules;
 mod setup;
 mod tag;
@@ -84,6 +85,7 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     // `cargo xtask run -- --listen …` passes the separator through; drop it.
     let extra = extra.strip_prefix(&["--".to_owned()]).unwrap_or(extra);
     args.extend(extra.iter().map(String::as_str));
+    console::announce(extra);
     sh(
         root,
         waymark.to_str().unwrap_or("target/debug/waymark"),

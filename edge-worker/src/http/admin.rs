@@ -88,6 +88,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/quarantine/replay", axum::routing::post(replay_quarantine))
         .merge(super::admin_dlq::routes())
         .merge(super::admin_profiles::routes())
+        .merge(super::admin_stats::routes())
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Each frame is one JSON `data:` line shaped
 //! `{"stage","messageId","type","event","destination","visitorId","payload"}`
-//! (the demo site's live view reads exactly this). `?visitor=` and
+//! (the demo site's live view reads exactly this), plus `source` where the
+//! stage knows it and `error` (the vendor's answer) on `failed` frames. `?visitor=` and
 //! `?event=` filter; the token may come as `?token=` because a browser's
 //! `EventSource` cannot send headers.
 //!
@@ -57,6 +58,8 @@ struct FrameJson<'a> {
     #[serde(rename = "visitorId")]
     visitor_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     payload: &'a RawValue,
 }
@@ -94,6 +97,19 @@ impl LiveStream {
     /// does nothing when nobody watches.
     pub fn publish_json(
         &self,
+        stage: &str,
+        json: &str,
+        destination: Option<&str>,
+        error: Option<&str>,
+    ) {
+        self.publish_json_from(None, stage, json, destination, error);
+    }
+
+    /// [`publish_json`](Self::publish_json), naming the event's source
+    /// (the frame's `source`, which the console filters on).
+    pub fn publish_json_from(
+        &self,
+        source: Option<&str>,
         stage: &str,
         json: &str,
         destination: Option<&str>,
@@ -144,6 +160,7 @@ impl LiveStream {
             event: name,
             destination,
             visitor_id: visitor.as_deref(),
+            source,
             error,
             payload,
         };
@@ -164,6 +181,19 @@ impl LiveStream {
     pub fn publish_event(&self, stage: &str, event: &crate::Event, destination: Option<&str>) {
         if self.is_watched() {
             self.publish_json(stage, &event.to_json(), destination, None);
+        }
+    }
+
+    /// [`publish_event`](Self::publish_event), naming the event's source.
+    pub fn publish_event_from(
+        &self,
+        source: &str,
+        stage: &str,
+        event: &crate::Event,
+        destination: Option<&str>,
+    ) {
+        if self.is_watched() {
+            self.publish_json_from(Some(source), stage, &event.to_json(), destination, None);
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The HTTP surface, assembled in one place.
 //!
-//! [`router`] merges the ingest, ops and tag routes and nests the admin API
-//! under `/admin`, then stacks the layers once, outermost first.
+//! [`router`] merges the ingest, ops, tag, live and console routes and nests
+//! the admin API under `/admin`, then stacks the layers once, outermost first.
 
 pub mod admin;
 pub mod admin_dlq;
 pub mod admin_profiles;
+pub mod admin_stats;
+pub mod console;
 pub mod error;
 pub mod ingest;
 pub mod live;
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::routes())
         .merge(ops::routes())
         .merge(live::routes())
+        .merge(console::routes())
         .nest("/admin", admin::routes(state.clone()))
         .merge(tag::routes(&server.tag_dir, server.site_dir.as_deref()))
         .layer(

@@ -293,10 +293,12 @@ impl Pipeline {
             // Rules: the source's chain may change, drop or quarantine the event.
             if !source.rules.is_empty() {
                 match source.rules.apply(&mut event) {
-                    Verdict::Keep => self
-                        .outbox
-                        .live()
-                        .publish_event("transformed", &event, None),
+                    Verdict::Keep => self.outbox.live().publish_event_from(
+                        &source.name,
+                        "transformed",
+                        &event,
+                        None,
+                    ),
                     Verdict::Drop { reason } => {
                         tracing::debug!(source = %source.name, reason = %reason, "Rule dropped an event.");
                         rule_dropped += 1;

@@ -196,6 +196,7 @@ impl Outbox {
                 .map(|e| (Arc::clone(&e.json), e.destinations.clone()))
                 .collect::<Vec<_>>()
         });
+        let source = Arc::clone(&builder.source);
         let mut touched: Vec<Arc<str>> = Vec::new();
         for event in &builder.commit.accepted {
             for d in &event.destinations {
@@ -226,9 +227,11 @@ impl Outbox {
                 if *s == Stored::Duplicate {
                     continue;
                 }
-                self.live.publish_json("accepted", json, None, None);
+                self.live
+                    .publish_json_from(Some(&*source), "accepted", json, None, None);
                 for d in destinations {
-                    self.live.publish_json("routed", json, Some(d), None);
+                    self.live
+                        .publish_json_from(Some(&*source), "routed", json, Some(d), None);
                 }
             }
         }
@@ -272,8 +275,13 @@ impl Outbox {
                 .expires_at_ms
                 .insert(Arc::clone(&h.destination), now + secs as i64 * 1_000);
             if self.live.is_watched() {
-                self.live
-                    .publish_json("held", &h.json, Some(&h.destination), None);
+                self.live.publish_json_from(
+                    Some(&*h.source),
+                    "held",
+                    &h.json,
+                    Some(&h.destination),
+                    None,
+                );
             }
             commit.held.push(h);
         }

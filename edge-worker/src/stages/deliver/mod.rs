@@ -295,7 +295,13 @@ async fn settle_rules(
         }
         .emit();
         for (e, reason) in &dropped {
-            live.publish_json("dropped", &e.json, Some(&lane.name), Some(reason));
+            live.publish_json_from(
+                Some(&e.source),
+                "dropped",
+                &e.json,
+                Some(&lane.name),
+                Some(reason),
+            );
         }
         let ids = dropped.iter().map(|(e, _)| e.id).collect();
         if let Err(error) = storage.outbox_delivered(ids).await {
@@ -311,7 +317,13 @@ async fn settle_rules(
         }
         .emit();
         for (e, reason) in &quarantined {
-            live.publish_json("quarantined", &e.json, Some(&lane.name), Some(reason));
+            live.publish_json_from(
+                Some(&e.source),
+                "quarantined",
+                &e.json,
+                Some(&lane.name),
+                Some(reason),
+            );
         }
         let entries = quarantined
             .into_iter()
@@ -358,12 +370,19 @@ async fn settle(
     for (entry, outcome) in batch.into_iter().zip(outcomes) {
         match outcome {
             Outcome::Delivered => {
-                live.publish_json("delivered", &entry.json, Some(&lane.name), None);
+                live.publish_json_from(
+                    Some(&entry.source),
+                    "delivered",
+                    &entry.json,
+                    Some(&lane.name),
+                    None,
+                );
                 enqueued.push(entry.enqueued_at_ms);
                 done.push(entry.id);
             }
             Outcome::Skipped(reason) => {
-                live.publish_json(
+                live.publish_json_from(
+                    Some(&entry.source),
                     "skipped",
                     &entry.json,
                     Some(&lane.name),
@@ -373,11 +392,18 @@ async fn settle(
                 skipped.push((reason, entry));
             }
             Outcome::Rejected(reason) => {
-                live.publish_json("failed", &entry.json, Some(&lane.name), Some(&reason));
+                live.publish_json_from(
+                    Some(&entry.source),
+                    "failed",
+                    &entry.json,
+                    Some(&lane.name),
+                    Some(&reason),
+                );
                 rejected.push((reason, entry));
             }
             Outcome::Retry(error) => {
-                live.publish_json(
+                live.publish_json_from(
+                    Some(&entry.source),
                     "failed",
                     &entry.json,
                     Some(&lane.name),
