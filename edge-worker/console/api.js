@@ -52,8 +52,10 @@ export async function signIn(token) {
   }
   const abort = new AbortController();
   const r = await fetch('live', { headers: { Authorization: 'Bearer ' + token }, signal: abort.signal });
-  abort.abort();
+  // Read a refusal's body before closing the request: aborting first would
+  // lose the problems the API named.
   if (!r.ok) throw await fail(r);
+  abort.abort();
   sessionStorage.setItem(KEY, token);
   sessionStorage.setItem(ROLE, 'live');
   return 'live';

@@ -25,7 +25,9 @@ const FILTERS = [
 
 function matches(item, f) {
   const has = (v, want) => !want || (v || '').toLowerCase().includes(want.toLowerCase());
-  if (!has(item.source, f.source) || !has(item.type, f.type) || !has(item.event, f.event) || !has(item.visitorId, f.visitor)) return false;
+  if (!has(item.source, f.source) || !has(item.type, f.type) || !has(item.event, f.event) ) return false;
+  // A visitor is found by any identifier the event carried at any stage.
+  if (f.visitor && ![...item.ids].some((id) => has(id, f.visitor))) return false;
   if (f.destination && ![...item.destinations].some((d) => has(d, f.destination))) return false;
   if (f.outcome && !item.frames.some((fr) => fr.stage === f.outcome)) return false;
   return true;
@@ -87,7 +89,7 @@ export function render(main) {
     const key = frame.messageId || ('no-id-' + Math.random());
     let item = items.get(key);
     if (!item) {
-      item = { messageId: key, frames: [], destinations: new Set(), open: false };
+      item = { messageId: key, frames: [], destinations: new Set(), ids: new Set(), open: false };
       items.set(key, item);
       if (items.size > KEEP) items.delete(items.keys().next().value);
     }
@@ -95,6 +97,8 @@ export function render(main) {
     item.event = item.event || frame.event;
     item.visitorId = item.visitorId || frame.visitorId;
     item.source = item.source || frame.source;
+    const p = frame.payload || {};
+    for (const id of [frame.visitorId, p.anonymousId, p.userId]) if (typeof id === 'string' && id) item.ids.add(id);
     if (frame.destination) item.destinations.add(frame.destination);
     item.frames.push({ ...frame, at: Date.now() });
     draw();
