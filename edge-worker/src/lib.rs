@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod config;
+pub mod consent;
 pub mod destinations;
 pub mod event;
 pub mod http;

@@ -8,6 +8,7 @@
 //! only `cargo xtask run` and `cargo xtask test`.
 
 mod console;
+mod node;
 mod rules;
 mod setup;
 mod tag;
@@ -106,6 +107,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     // 2. Prerequisites: Chromium for the browser tests (the tag and rule
     //    builds install their own toolchain pieces).
     tag::ensure_chromium()?;
+    node::ensure_node_packages(root)?;
     // 3. What the tests load: the tag (fails over its size budget) and the
     //    rule components.
     tag::build_tag(root)?;
