@@ -295,9 +295,13 @@ fn hostile_ranges_are_refused_or_cheap() {
         decode(&backwards),
         Err(TcfError::BadRange { start: 5, end: 2 })
     );
-    // 4095 entries announced, none present.
+    // 4095 entries announced, none present: refused, either at the end of
+    // the bits or at the zero padding base64 adds (read as a range from 0).
     let short = core_with(&format!("{}1{}", u(10, 16), u(4095, 12)));
-    assert_eq!(decode(&short), Err(TcfError::Truncated));
+    assert!(matches!(
+        decode(&short),
+        Err(TcfError::Truncated | TcfError::BadRange { start: 0, .. })
+    ));
 }
 
 #[test]
