@@ -56,6 +56,9 @@ pub struct RuleQuarantine {
     pub reason: String,
 }
 
+/// Ids of outbox entries quarantined for one (rule, reason).
+type QuarantineGroup = ((Option<String>, String), Vec<i64>);
+
 pub(crate) async fn outbox_quarantine(
     store: &Arc<SqliteStorage>,
     entries: Vec<RuleQuarantine>,
@@ -63,7 +66,7 @@ pub(crate) async fn outbox_quarantine(
     store
         .write(move |conn| {
             // One removal per (rule, reason): `remove` returns events by pack.
-            let mut groups: Vec<((Option<String>, String), Vec<i64>)> = Vec::new();
+            let mut groups: Vec<QuarantineGroup> = Vec::new();
             for e in entries {
                 let key = (e.rule, e.reason);
                 match groups.iter_mut().find(|(k, _)| *k == key) {
