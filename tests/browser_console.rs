@@ -301,6 +301,10 @@ async fn operators_see_and_act_on_events_in_the_console() {
         .await
         .unwrap();
     type_into(&b, "input[data-filter=visitor]", "").await;
+    // Clearing the filter redraws the list: wait for the row to be back.
+    b.wait_for("document.querySelector('details[data-message-id=\"m-console-1\"]')")
+        .await
+        .unwrap();
     b.eval("document.querySelector('details[data-message-id=\"m-console-1\"]').open = true")
         .await
         .unwrap();
