@@ -10,6 +10,7 @@
 
 pub mod fakes;
 pub mod loadgen;
+pub mod pg;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

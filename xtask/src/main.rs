@@ -9,6 +9,7 @@
 
 mod console;
 mod node;
+mod pg;
 mod rules;
 mod setup;
 mod tag;
@@ -108,6 +109,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     //    builds install their own toolchain pieces).
     tag::ensure_chromium()?;
     node::ensure_node_packages(root)?;
+    let _pg = pg::start_test_cluster()?;
     // 3. What the tests load: the tag (fails over its size budget) and the
     //    rule components.
     tag::build_tag(root)?;
