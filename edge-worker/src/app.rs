@@ -19,7 +19,7 @@ use crate::http::{router, AppState};
 use crate::rules::{RuleHost, RuleWatcher};
 use crate::stages::deliver::{run_worker, DestinationRules, RetryPolicy};
 use crate::stages::Pipeline;
-use crate::storage::{SqliteStorage, Storage};
+use crate::storage::Storage;
 use crate::time::now_ms;
 
 /// A destination ready to run: its name, runtime, retry policy and rule chain.
@@ -48,9 +48,7 @@ impl App {
     pub fn build(config: Config) -> anyhow::Result<App> {
         let metrics = crate::telemetry::install();
         // 1. The store.
-        let sqlite =
-            SqliteStorage::open(&config.storage.data_dir, config.storage.max_commit_events)?;
-        let storage: Arc<dyn Storage> = Arc::new(sqlite);
+        let storage = crate::storage::open(&config.storage, config.limits.dedup_window_secs)?;
         // 2. WASM rules: compiled once (cached on disk), refused on bad imports.
         let rules = load_rules(&config)?;
         // 3. Destinations, each checking its own settings.
@@ -186,7 +184,18 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
         load_rules(&checked).and_then(|rules| build_destinations(&checked, &rules).map(|_| ()));
     let _ = std::fs::remove_dir_all(scratch);
     crate::visitor::CookieCodec::from_config(&config.identity)?;
-    result
+    result?;
+    // The store: on its own thread, so a caller inside a runtime may call this too.
+    let storage = config.storage.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| Ok(rt.block_on(crate::storage::check(&storage))?))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the storage check panicked"))?
 }
 
 /// How often recent dedup keys are folded into long-term storage.

@@ -135,7 +135,7 @@ struct DlqStore {
     /// The destination's name.
     #[arg(long)]
     destination: String,
-    /// Path of waymark.toml (for [storage] data_dir).
+    /// Path of waymark.toml (for [storage]).
     #[arg(long)]
     config: Option<PathBuf>,
     /// The data directory; overrides the config's.
@@ -144,13 +144,18 @@ struct DlqStore {
 }
 
 impl DlqStore {
-    fn open(&self) -> anyhow::Result<std::sync::Arc<waymark::storage::SqliteStorage>> {
-        let dir = match (&self.data_dir, &self.config) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(path)) => Config::load(path)?.storage.data_dir,
-            (None, None) => Config::embedded_default().storage.data_dir,
+    fn open(&self) -> anyhow::Result<std::sync::Arc<dyn waymark::Storage>> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::embedded_default(),
         };
-        Ok(waymark::storage::SqliteStorage::open(&dir, 64)?)
+        if let Some(dir) = &self.data_dir {
+            config = config.with_data_dir(dir.clone());
+        }
+        Ok(waymark::storage::open(
+            &config.storage,
+            config.limits.dedup_window_secs,
+        )?)
     }
 }
 

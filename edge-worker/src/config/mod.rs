@@ -19,7 +19,7 @@ use serde::Deserialize;
 pub use destinations::{DeliveryConfig, DestinationConfig, FilterConfig};
 pub use identity::{CookieKeyConfig, IdentityConfig};
 pub use limits::LimitsConfig;
-pub use server::{AdminConfig, ServerConfig, StorageConfig};
+pub use server::{AdminConfig, ServerConfig, StorageBackend, StorageConfig};
 pub use sources::{ConsentDefault, IpPolicy, SourceConfig};
 
 /// The embedded default configuration, used when `waymark serve` gets no `--config`.
@@ -167,6 +167,7 @@ impl Config {
         self.identity.validate()?;
         self.admin.validate()?;
         self.limits.validate()?;
+        self.storage.validate()?;
         if self.sources.is_empty() {
             return Err(ConfigError::invalid(
                 "sources",

@@ -99,10 +99,14 @@ fn default_max_concurrent_requests() -> usize {
     1024
 }
 
-/// `[storage]`: the embedded SQLite store.
+/// `[storage]`: where events, queues and state are kept.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// `sqlite` (one worker, embedded) or `postgres` (a fleet of workers on
+    /// one PostgreSQL). Default: `sqlite`.
+    #[serde(default)]
+    pub backend: StorageBackend,
     /// Directory for the SQLite database and file destinations with relative
     /// paths. Created when missing. Default: `./waymark-data`.
     #[serde(default = "default_data_dir")]
@@ -110,15 +114,110 @@ pub struct StorageConfig {
     /// Most events written in one group commit. Default: 2000.
     #[serde(default = "default_max_commit_events")]
     pub max_commit_events: usize,
+    /// Environment variable holding the `postgres://` URL (backend
+    /// `postgres`). Default: none.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// The `postgres://` URL inline. For development only; prefer `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL connections this worker keeps open at most. Default: 16.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// How long a worker's claim on a destination's queue lasts without
+    /// renewal, in seconds: a killed worker's destinations are taken over by
+    /// another worker within this time. Renewed every third of it. Default: 10.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// How often the PostgreSQL queue starts a new dataset (a pair of
+    /// partitions dropped whole once every entry in it is done), in
+    /// seconds. Default: 60.
+    #[serde(default = "default_dataset_secs")]
+    pub dataset_secs: u64,
+    /// How long to wait for a PostgreSQL connection before answering 503,
+    /// in milliseconds. Default: 2000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+/// Which store `[storage]` uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Embedded SQLite under `data_dir`.
+    #[default]
+    Sqlite,
+    /// A shared PostgreSQL (`url_env` or `url`).
+    Postgres,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::default(),
             data_dir: default_data_dir(),
             max_commit_events: default_max_commit_events(),
+            url_env: None,
+            url: None,
+            pool_size: default_pool_size(),
+            lease_secs: default_lease_secs(),
+            dataset_secs: default_dataset_secs(),
+            connect_timeout_ms: default_connect_timeout_ms(),
         }
     }
+}
+
+impl StorageConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.backend == StorageBackend::Postgres {
+            if self.resolve_url()?.is_none() {
+                return Err(ConfigError::invalid(
+                    "storage.url_env",
+                    "backend = \"postgres\" needs a URL; set url_env to a variable holding postgres://user:password@host:port/database",
+                ));
+            }
+            if self.pool_size == 0 || self.pool_size > 1_000 {
+                return Err(ConfigError::invalid(
+                    "storage.pool_size",
+                    format!("{} is out of range; use 1 to 1000", self.pool_size),
+                ));
+            }
+            if self.lease_secs < 2 || self.lease_secs > 3_600 {
+                return Err(ConfigError::invalid(
+                    "storage.lease_secs",
+                    format!("{} is out of range; use 2 to 3600", self.lease_secs),
+                ));
+            }
+            if self.dataset_secs < 1 || self.dataset_secs > 86_400 {
+                return Err(ConfigError::invalid(
+                    "storage.dataset_secs",
+                    format!("{} is out of range; use 1 to 86400", self.dataset_secs),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL URL, from the environment or inline.
+    pub fn resolve_url(&self) -> Result<Option<String>, ConfigError> {
+        secret("storage.url", self.url.as_deref(), self.url_env.as_deref())
+    }
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_lease_secs() -> u64 {
+    10
+}
+
+fn default_dataset_secs() -> u64 {
+    60
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
 }
 
 fn default_data_dir() -> PathBuf {

@@ -5,22 +5,56 @@
 //! entries, dead-letter them), so a shared backend for several workers is a
 //! new module implementing it, not a rewrite. [`SqliteStorage`] is the
 //! embedded default: WAL mode, one writer thread with group commit
-//! ([`writer`]), and a small pool of read connections.
+//! ([`writer`]), and a small pool of read connections. [`PgStorage`] is
+//! the shared store of a fleet of workers (issue #12); [`open`] picks one
+//! from `[storage] backend`, the only place that does.
 
 pub(crate) mod dedup;
 pub(crate) mod delivery;
 pub(crate) mod outbox;
 pub(crate) mod pack_cache;
+mod postgres;
 pub(crate) mod schema;
 mod sqlite;
 pub(crate) mod writer;
+
+#[cfg(test)]
+mod conformance;
 
 use std::sync::Arc;
 
 pub use delivery::{
     ConsentSettled, DeadLetter, HeldEvent, HoldCommit, HoldOutcome, RuleQuarantine,
 };
+pub use postgres::PgStorage;
 pub use sqlite::SqliteStorage;
+
+use crate::config::{StorageBackend, StorageConfig};
+
+/// Opens the store `[storage] backend` names. `dedup_window_secs` is
+/// `[limits] dedup_window_secs` (the PostgreSQL store probes that far back).
+pub fn open(
+    config: &StorageConfig,
+    dedup_window_secs: u64,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    Ok(match config.backend {
+        StorageBackend::Sqlite => Arc::new(SqliteStorage::open(
+            &config.data_dir,
+            config.max_commit_events,
+        )?),
+        StorageBackend::Postgres => Arc::new(PgStorage::open(config, dedup_window_secs)?),
+    })
+}
+
+/// What `waymark check` verifies of `[storage]`: for PostgreSQL, that the
+/// server answers, accepts the credentials, lets the role create tables,
+/// and holds no schema newer than this binary. Nothing for SQLite.
+pub async fn check(config: &StorageConfig) -> Result<(), StorageError> {
+    match config.backend {
+        StorageBackend::Sqlite => Ok(()),
+        StorageBackend::Postgres => postgres::check(config).await,
+    }
+}
 
 /// A storage failure. The store is unusable or a statement failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,6 +79,28 @@ pub enum StorageError {
     /// The writer thread is gone (shutting down or crashed).
     #[error("storage: the writer has stopped")]
     Closed,
+    /// The shared store cannot be reached now; retry later (ingest answers 503).
+    #[error("storage: {0}")]
+    Unavailable(String),
+    /// PostgreSQL refused the credentials.
+    #[error("storage: {0}")]
+    Auth(String),
+    /// The database role lacks a privilege Waymark needs.
+    #[error("storage: {0}")]
+    Privileges(String),
+    /// The database was migrated by a newer Waymark.
+    #[error(
+        "storage: the database schema of {module} is at version {found} but this waymark knows only {known}; \
+         upgrade this binary to the version the rest of the fleet runs"
+    )]
+    SchemaTooNew {
+        /// The module whose tables are newer.
+        module: String,
+        /// The version found in the database.
+        found: i32,
+        /// The newest version this binary knows.
+        known: i32,
+    },
 }
 
 impl From<rusqlite::Error> for StorageError {

@@ -223,7 +223,7 @@ fn bump(list: &mut Vec<(Arc<str>, usize)>, destination: &Arc<str>, n: usize) {
 
 /// Marks `purposes` granted in `context.consent.categoryPreferences` of a
 /// stored event, so that the released event says what allowed it.
-fn mark_granted(json: &str, purposes: &[String]) -> String {
+pub(crate) fn mark_granted(json: &str, purposes: &[String]) -> String {
     let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(json) else {
         return json.to_owned();
     };

@@ -1,0 +1,265 @@
+//! Cold tables on PostgreSQL: the quarantine, dead letters and consent
+//! holds. They are small and change rarely, so they are ordinary tables
+//! with ordinary deletes.
+
+use std::sync::Arc;
+
+use super::ingest::insert_outbox;
+use super::PgStorage;
+use crate::storage::delivery::mark_granted;
+use crate::storage::{DeadLetter, HoldCommit, HoldOutcome, QuarantineEntry, StorageError};
+use crate::time::now_ms;
+
+fn quarantine_entry(r: &tokio_postgres::Row) -> QuarantineEntry {
+    QuarantineEntry {
+        id: r.get(0),
+        source: r.get(1),
+        received_at_ms: r.get(2),
+        reason: r.get(3),
+        detail: r.get(4),
+        raw: r.get(5),
+    }
+}
+
+pub(super) async fn quarantine_list(
+    store: &Arc<PgStorage>,
+    limit: usize,
+) -> Result<Vec<QuarantineEntry>, StorageError> {
+    let client = store.client().await?;
+    let rows = client
+        .query(
+            "SELECT id, source, received_at_ms, reason, detail, raw FROM quarantine
+             ORDER BY id DESC LIMIT $1",
+            &[&(limit as i64)],
+        )
+        .await?;
+    Ok(rows.iter().map(quarantine_entry).collect())
+}
+
+pub(super) async fn quarantine_get(
+    store: &Arc<PgStorage>,
+    ids: Vec<i64>,
+) -> Result<Vec<QuarantineEntry>, StorageError> {
+    let client = store.client().await?;
+    let rows = client
+        .query(
+            "SELECT q.id, q.source, q.received_at_ms, q.reason, q.detail, q.raw
+             FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n) JOIN quarantine q ON q.id = u.id
+             ORDER BY u.n",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows.iter().map(quarantine_entry).collect())
+}
+
+pub(super) async fn quarantine_remove(
+    store: &Arc<PgStorage>,
+    ids: Vec<i64>,
+) -> Result<(), StorageError> {
+    let client = store.client().await?;
+    client
+        .execute("DELETE FROM quarantine WHERE id = ANY($1)", &[&ids])
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn dead_letters(
+    store: &Arc<PgStorage>,
+    destination: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StorageError> {
+    let client = store.client().await?;
+    let rows = client
+        .query(
+            "SELECT id, destination, source, message_id, enqueued_at_ms, failed_at_ms, attempts, reason, event
+             FROM dead_letters WHERE destination = $1 ORDER BY id LIMIT $2",
+            &[&destination, &(limit as i64)],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let event: String = r.get(8);
+        let event = serde_json::value::RawValue::from_string(event)
+            .or_else(|_| serde_json::value::RawValue::from_string("null".into()))
+            .map_err(|e| StorageError::Sql(e.to_string()))?;
+        out.push(DeadLetter {
+            id: r.get(0),
+            destination: r.get(1),
+            source: r.get(2),
+            message_id: r.get(3),
+            enqueued_at_ms: r.get(4),
+            failed_at_ms: r.get(5),
+            attempts: r.get::<_, i32>(6).max(0) as u32,
+            reason: r.get(7),
+            event,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) async fn replay_dead_letters(
+    store: &Arc<PgStorage>,
+    destination: &str,
+    ids: Option<Vec<i64>>,
+) -> Result<u64, StorageError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await?;
+    // Taken under a row lock, so two workers replaying at once move each letter once.
+    let rows = tx
+        .query(
+            "DELETE FROM dead_letters
+             WHERE id IN (SELECT id FROM dead_letters
+                          WHERE destination = $1 AND ($2::bigint[] IS NULL OR id = ANY($2))
+                          ORDER BY id FOR UPDATE)
+             RETURNING id, source, message_id, event",
+            &[&destination, &ids],
+        )
+        .await?;
+    let mut rows: Vec<(i64, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    if !rows.is_empty() {
+        let destinations: Vec<&str> = rows.iter().map(|_| destination).collect();
+        let sources: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+        let events: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+        insert_outbox(&tx, &destinations, &sources, &ids, &events, now_ms()).await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+pub(super) async fn holds_exist(
+    store: &Arc<PgStorage>,
+    keys: Vec<(Arc<str>, String)>,
+) -> Result<bool, StorageError> {
+    let destinations: Vec<&str> = keys.iter().map(|k| &*k.0).collect();
+    let visitors: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let client = store.client().await?;
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM consent_holds h
+               JOIN unnest($1::text[], $2::text[]) AS u(destination, visitor)
+                 ON h.destination = u.destination AND h.visitor = u.visitor)",
+            &[&destinations, &visitors],
+        )
+        .await?
+        .get(0))
+}
+
+fn bump(list: &mut Vec<(Arc<str>, usize)>, destination: &Arc<str>, n: usize) {
+    if n == 0 {
+        return;
+    }
+    match list.iter_mut().find(|(d, _)| d == destination) {
+        Some((_, c)) => *c += n,
+        None => list.push((Arc::clone(destination), n)),
+    }
+}
+
+pub(super) async fn commit_holds(
+    store: &Arc<PgStorage>,
+    commit: HoldCommit,
+) -> Result<HoldOutcome, StorageError> {
+    let now = now_ms();
+    let mut outcome = HoldOutcome::default();
+    let mut client = store.client().await?;
+    let tx = client.transaction().await?;
+    // 1. New holds.
+    let insert = tx
+        .prepare(
+            "INSERT INTO consent_holds (destination, source, visitor, message_id, event, held_at_ms, expires_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (destination, message_id) DO NOTHING",
+        )
+        .await?;
+    for h in &commit.held {
+        let expires = commit
+            .expires_at_ms
+            .get(&h.destination)
+            .copied()
+            .unwrap_or(now);
+        let n = tx
+            .execute(
+                &insert,
+                &[
+                    &&*h.destination,
+                    &&*h.source,
+                    &h.visitor,
+                    &h.message_id,
+                    &h.json,
+                    &now,
+                    &expires,
+                ],
+            )
+            .await?;
+        bump(&mut outcome.held, &h.destination, n as usize);
+    }
+    // 2. Decisions. The holds are deleted and returned in one statement, so
+    //    when two workers settle the same visitor at once each hold is
+    //    released (or dropped) by exactly one of them.
+    for s in &commit.settled {
+        let rows = tx
+            .query(
+                "DELETE FROM consent_holds WHERE destination = $1 AND visitor = $2
+                 RETURNING id, source, message_id, event",
+                &[&&*s.destination, &s.visitor],
+            )
+            .await?;
+        let n = rows.len();
+        match &s.granted {
+            Some(purposes) => {
+                let mut held: Vec<(i64, String, String, String)> = rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get::<_, &str>(3).to_owned()))
+                    .collect();
+                held.sort_by_key(|h| h.0);
+                let marked: Vec<String> =
+                    held.iter().map(|h| mark_granted(&h.3, purposes)).collect();
+                if !held.is_empty() {
+                    let destinations: Vec<&str> = held.iter().map(|_| &*s.destination).collect();
+                    let sources: Vec<&str> = held.iter().map(|h| h.1.as_str()).collect();
+                    let ids: Vec<&str> = held.iter().map(|h| h.2.as_str()).collect();
+                    let events: Vec<&str> = marked.iter().map(String::as_str).collect();
+                    insert_outbox(&tx, &destinations, &sources, &ids, &events, now).await?;
+                }
+                bump(&mut outcome.released, &s.destination, n);
+            }
+            None => bump(&mut outcome.dropped, &s.destination, n),
+        }
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+pub(super) async fn expire_holds(
+    store: &Arc<PgStorage>,
+    destination: &str,
+    now_ms: i64,
+) -> Result<u64, StorageError> {
+    let client = store.client().await?;
+    Ok(client
+        .execute(
+            "DELETE FROM consent_holds WHERE destination = $1 AND expires_at_ms <= $2",
+            &[&destination, &now_ms],
+        )
+        .await?)
+}
+
+/// Rows of `table` that belong to `destination`.
+pub(super) async fn count_for(
+    store: &Arc<PgStorage>,
+    table: &'static str,
+    destination: &str,
+) -> Result<u64, StorageError> {
+    let client = store.client().await?;
+    let n: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE destination = $1"),
+            &[&destination],
+        )
+        .await?
+        .get(0);
+    Ok(n as u64)
+}

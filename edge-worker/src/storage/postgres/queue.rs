@@ -1,0 +1,337 @@
+//! The delivery queue on PostgreSQL: leases, due entries, outcomes, depth,
+//! and dataset upkeep.
+//!
+//! # Design
+//! - **Leases.** One worker at a time drains a destination: the one whose
+//!   row in `leases` has not expired. It renews the lease every third of
+//!   `lease_secs`; a killed worker's lease runs out and the next worker that
+//!   polls takes it over (expiry is on the database's clock). This keeps the destination's order exactly as on
+//!   the embedded store, and no entry is sent by two workers at once while
+//!   both live. (A worker that stalls past its lease may overlap once with
+//!   its successor: delivery is at least once, and vendors dedup on
+//!   `messageId`.)
+//! - **Append-only outcomes.** Delivered, retry and dead-letter decisions
+//!   append to `outbox_status`; the newest row of an entry wins. No entry
+//!   is updated or deleted one by one.
+//! - **Datasets.** Entries go to the newest dataset (a partition of
+//!   `outbox` and one of `outbox_status`). Every `dataset_secs` a new one
+//!   starts; an older dataset whose entries are all done is dropped whole.
+//!
+//! An entry's id packs its dataset and sequence number:
+//! `ds << ID_SEQ_BITS | seq`, so ids grow with commit order and name their
+//! partition.
+
+use std::sync::Arc;
+
+use super::{partition, PgStorage};
+use crate::storage::{OutboxEntry, StorageError};
+use crate::time::now_ms;
+
+/// Bits of an entry id that hold its sequence number.
+const ID_SEQ_BITS: u32 = 40;
+
+/// An entry id from its dataset and sequence number.
+fn entry_id(ds: i64, seq: i64) -> i64 {
+    (ds << ID_SEQ_BITS) | (seq & ((1 << ID_SEQ_BITS) - 1))
+}
+
+/// Dataset and sequence number of an entry id.
+fn split_ids(ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    ids.iter()
+        .map(|&id| (id >> ID_SEQ_BITS, id & ((1 << ID_SEQ_BITS) - 1)))
+        .unzip()
+}
+
+impl PgStorage {
+    /// Whether this worker holds `destination`'s lease, taking or renewing
+    /// it when it is free, expired or about to expire.
+    pub(super) async fn hold_lease(
+        &self,
+        destination: &str,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let held_until = self
+            .leases
+            .lock()
+            .ok()
+            .and_then(|l| l.get(destination).copied());
+        if held_until.is_some_and(|t| t - now > self.lease_ms * 2 / 3) {
+            return Ok(true);
+        }
+        let client = self.client().await?;
+        // Expiry is on the database's clock, so workers' clocks need not agree.
+        let row = client
+            .query_opt(
+                "WITH t AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now)
+                 INSERT INTO leases AS l (destination, owner, expires_at_ms)
+                 SELECT $1, $2, t.now + $3 FROM t
+                 ON CONFLICT (destination) DO UPDATE SET owner = excluded.owner, expires_at_ms = excluded.expires_at_ms
+                 WHERE l.owner = excluded.owner
+                    OR l.expires_at_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+                 RETURNING owner",
+                &[&destination, &self.owner, &self.lease_ms],
+            )
+            .await?;
+        let expires = now + self.lease_ms;
+        let held = row.is_some();
+        if let Ok(mut leases) = self.leases.lock() {
+            if held {
+                if held_until.is_none() {
+                    tracing::info!(destination, owner = %self.owner, "Delivery lease taken.");
+                }
+                leases.insert(destination.to_owned(), expires);
+            } else {
+                leases.remove(destination);
+            }
+        }
+        Ok(held)
+    }
+
+    /// Renews every lease this worker holds; forgets those it lost.
+    pub(super) async fn renew_leases(&self) -> Result<(), StorageError> {
+        let held: Vec<String> = match self.leases.lock() {
+            Ok(l) if !l.is_empty() => l.keys().cloned().collect(),
+            _ => return Ok(()),
+        };
+        let now = now_ms();
+        let expires = now + self.lease_ms;
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE leases SET expires_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $1
+                 WHERE owner = $2 AND destination = ANY($3)
+                 RETURNING destination",
+                &[&self.lease_ms, &self.owner, &held],
+            )
+            .await?;
+        let kept: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.retain(|d, _| kept.contains(d));
+            for d in kept {
+                leases.insert(d, expires);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up every lease (shutdown, tests), so others take over at once.
+    #[cfg(test)]
+    pub(super) async fn release_leases(&self) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM leases WHERE owner = $1", &[&self.owner])
+            .await?;
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.clear();
+        }
+        Ok(())
+    }
+
+    pub(super) async fn due(
+        &self,
+        destination: &str,
+        now: i64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        if !self.hold_lease(destination, now_ms()).await? {
+            return Ok(Vec::new());
+        }
+        let (after_ds, after_seq) = (after_id >> ID_SEQ_BITS, after_id & ((1 << ID_SEQ_BITS) - 1));
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT o.ds, o.seq, o.source, o.message_id, o.event, o.enqueued_at_ms,
+                        coalesce(s.attempts, 0)
+                 FROM outbox o
+                 LEFT JOIN LATERAL (
+                     SELECT done, attempts, next_attempt_ms FROM outbox_status s
+                     WHERE s.ds = o.ds AND s.seq = o.seq ORDER BY s.id DESC LIMIT 1
+                 ) s ON true
+                 WHERE o.destination = $1 AND (o.ds, o.seq) > ($2, $3)
+                   AND (s.done IS NULL OR (NOT s.done AND s.next_attempt_ms <= $4))
+                 ORDER BY o.ds, o.seq
+                 LIMIT $5",
+                &[&destination, &after_ds, &after_seq, &now, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OutboxEntry {
+                id: entry_id(r.get(0), r.get(1)),
+                source: r.get(2),
+                message_id: r.get(3),
+                json: Arc::from(r.get::<_, &str>(4)),
+                enqueued_at_ms: r.get(5),
+                attempts: r.get::<_, i32>(6).max(0) as u32,
+            })
+            .collect())
+    }
+
+    pub(super) async fn mark_done(&self, ids: &[i64]) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (ds, seq) = split_ids(ids);
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO outbox_status (ds, seq, done, attempts, next_attempt_ms)
+                 SELECT ds, seq, true, 0, 0 FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)",
+                &[&ds, &seq],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn retry(
+        &self,
+        ids: &[i64],
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (ds, seq) = split_ids(ids);
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO outbox_status (ds, seq, done, attempts, next_attempt_ms, error)
+                 SELECT u.ds, u.seq, false,
+                        coalesce((SELECT s.attempts FROM outbox_status s
+                                  WHERE s.ds = u.ds AND s.seq = u.seq ORDER BY s.id DESC LIMIT 1), 0) + 1,
+                        $3::bigint, $4::text
+                 FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)",
+                &[&ds, &seq, &next_attempt_ms, &error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn dead_letter(&self, ids: &[i64], reason: &str) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (ds, seq) = split_ids(ids);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO dead_letters
+               (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason)
+             SELECT o.destination, o.source, o.message_id, o.event, o.enqueued_at_ms, $3::bigint,
+                    coalesce((SELECT s.attempts FROM outbox_status s
+                              WHERE s.ds = o.ds AND s.seq = o.seq ORDER BY s.id DESC LIMIT 1), 0) + 1,
+                    $4::text
+             FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u(ds, seq, n)
+             JOIN outbox o ON o.ds = u.ds AND o.seq = u.seq
+             WHERE NOT EXISTS (SELECT 1 FROM outbox_status s WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)
+             ORDER BY u.n",
+            &[&ds, &seq, &now_ms(), &reason],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO outbox_status (ds, seq, done, attempts, next_attempt_ms, error)
+             SELECT ds, seq, true, 0, 0, $3::text FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)",
+            &[&ds, &seq, &reason],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn depth(&self, destination: &str) -> Result<u64, StorageError> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM outbox o WHERE o.destination = $1
+                 AND NOT EXISTS (SELECT 1 FROM outbox_status s WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)",
+                &[&destination],
+            )
+            .await?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    /// Starts a new dataset when the newest is older than `dataset_secs`,
+    /// drops older datasets whose entries are all done, and creates the
+    /// dedup partitions of today and tomorrow.
+    pub(super) async fn maintain(&self) -> Result<(), StorageError> {
+        let now = now_ms();
+        let today = (now / self.bucket_ms) as i32;
+        self.ensure_bucket(today).await?;
+        self.ensure_bucket(today + 1).await?;
+        let mut client = self.client().await?;
+        let rows = client
+            .query("SELECT ds, started_at_ms FROM datasets ORDER BY ds", &[])
+            .await?;
+        let datasets: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let Some(&(current, started)) = datasets.last() else {
+            return Ok(());
+        };
+        // 1. A new dataset, by one worker (the advisory lock) at a time.
+        if now - started >= self.dataset_ms {
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL lock_timeout = '200ms'").await?;
+            let locked: bool = tx
+                .query_one("SELECT pg_try_advisory_xact_lock(1465470276)", &[])
+                .await?
+                .get(0);
+            let newest: i64 = tx
+                .query_one("SELECT max(ds) FROM datasets", &[])
+                .await?
+                .get(0);
+            if locked && newest == current {
+                let next = current + 1;
+                tx.batch_execute(&format!(
+                    "CREATE TABLE {} PARTITION OF outbox FOR VALUES IN ({next});
+                     CREATE TABLE {} PARTITION OF outbox_status FOR VALUES IN ({next});",
+                    partition("outbox", next),
+                    partition("outbox_status", next),
+                ))
+                .await?;
+                tx.execute("INSERT INTO datasets VALUES ($1, $2)", &[&next, &now])
+                    .await?;
+                tx.commit().await?;
+                tracing::debug!(dataset = next, "Outbox dataset started.");
+            }
+        }
+        // 2. Drop drained datasets older than the newest.
+        for &(ds, _) in datasets.iter().filter(|(ds, _)| *ds < current) {
+            let outbox = partition("outbox", ds);
+            let status = partition("outbox_status", ds);
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL lock_timeout = '200ms'").await?;
+            // Locked first, so no commit can add an entry between the count and the drop.
+            if tx
+                .batch_execute(&format!(
+                    "LOCK TABLE {outbox}, {status} IN ACCESS EXCLUSIVE MODE NOWAIT"
+                ))
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let pending: i64 = tx
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM {outbox} o WHERE NOT EXISTS
+                         (SELECT 1 FROM {status} s WHERE s.seq = o.seq AND s.done)"
+                    ),
+                    &[],
+                )
+                .await?
+                .get(0);
+            if pending > 0 {
+                continue;
+            }
+            tx.batch_execute(&format!("DROP TABLE {outbox}, {status}"))
+                .await?;
+            tx.execute("DELETE FROM datasets WHERE ds = $1", &[&ds])
+                .await?;
+            tx.commit().await?;
+            tracing::debug!(dataset = ds, "Drained outbox dataset dropped.");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! What only the shared store does: several workers on one database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::migrate::{migrate_modules, PgMigrations};
+use super::PgStorage;
+use crate::config::{StorageBackend, StorageConfig};
+use crate::storage::conformance::{accepted, commit, tempdir, Backend};
+use crate::storage::{Storage, StorageError, Stored};
+use crate::time::now_ms;
+
+fn config_for(url: &str) -> StorageConfig {
+    StorageConfig {
+        backend: StorageBackend::Postgres,
+        data_dir: tempdir(),
+        url: Some(url.to_owned()),
+        pool_size: 4,
+        lease_secs: 2,
+        dataset_secs: 1,
+        ..StorageConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_ids_sent_to_two_workers_at_once_are_enqueued_once() {
+    let b = Backend::postgres("dedup_two_workers");
+    let (one, two) = (Arc::clone(&b.store), b.second_worker());
+    let mut tasks = Vec::new();
+    for (reverse, store) in [(false, one), (true, two)] {
+        tasks.push(tokio::spawn(async move {
+            let mut enqueued = 0;
+            for round in 0..20 {
+                // Both workers get the same batch, in opposite orders.
+                let mut ids: Vec<String> = (0..10).map(|i| format!("r{round}-m{i}")).collect();
+                if reverse {
+                    ids.reverse();
+                }
+                let events = ids.iter().map(|id| accepted("web", id, &["a"])).collect();
+                let stored = store.commit_ingest(commit(events)).await.unwrap();
+                enqueued += stored.iter().filter(|s| **s == Stored::Enqueued).count();
+            }
+            enqueued
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 200);
+    assert_eq!(b.store.outbox_depth("a").await.unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_drains_a_destination_and_another_takes_over_after_its_lease() {
+    let b = Backend::postgres("leases");
+    let first = Arc::clone(&b.store);
+    let second = b.second_worker();
+    first
+        .commit_ingest(commit(vec![accepted("web", "m1", &["a"])]))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.outbox_due("a", now_ms(), 0, 10).await.unwrap().len(),
+        1
+    );
+    // The other worker sees nothing while the lease is held and renewed.
+    for _ in 0..3 {
+        assert!(second
+            .outbox_due("a", now_ms(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+    // The first worker dies: its lease (2 s) runs out and the second takes over.
+    drop(first);
+    drop(b.store);
+    let started = std::time::Instant::now();
+    loop {
+        let due = second.outbox_due("a", now_ms(), 0, 10).await.unwrap();
+        if !due.is_empty() {
+            assert_eq!(due[0].message_id, "m1");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(6), "no takeover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let db = super::test_db::test_database("schema_too_new").unwrap();
+    let config = config_for(db.url());
+    drop(PgStorage::open(&config, 86_400).unwrap());
+    let pg: tokio_postgres::Config = db.url().parse().unwrap();
+    let mut client = super::connect(&pg).await.unwrap();
+    client
+        .execute(
+            "INSERT INTO waymark_schema (module, version) VALUES ('core', 999)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let error = PgStorage::open(&config, 86_400).err().expect("refused");
+    assert!(
+        matches!(error, StorageError::SchemaTooNew { found: 999, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("upgrade this binary"), "{error}");
+    let checked = super::check(&config).await.unwrap_err();
+    assert!(
+        matches!(checked, StorageError::SchemaTooNew { .. }),
+        "{checked}"
+    );
+    // A module's steps apply once, however many workers start.
+    const STEPS: &[&str] = &["CREATE TABLE once (n int)"];
+    let modules = [PgMigrations {
+        module: "test",
+        steps: STEPS,
+    }];
+    migrate_modules(&mut client, &modules).await.unwrap();
+    migrate_modules(&mut client, &modules).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_datasets_are_dropped_whole() {
+    let db = super::test_db::test_database("datasets").unwrap();
+    let store = PgStorage::open(&config_for(db.url()), 86_400).unwrap();
+    store
+        .commit_ingest(commit(vec![accepted("web", "m1", &["a"])]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    store.maintain().await.unwrap();
+    // A second dataset started; the first still holds an undelivered entry.
+    let partitions = |store: Arc<PgStorage>| async move {
+        let client = store.client().await.unwrap();
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'outbox'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    assert_eq!(partitions(Arc::clone(&store)).await, 2);
+    store.maintain().await.unwrap();
+    assert_eq!(partitions(Arc::clone(&store)).await, 2);
+    store
+        .commit_ingest(commit(vec![accepted("web", "m2", &["a"])]))
+        .await
+        .unwrap();
+    let due = store.outbox_due("a", now_ms(), 0, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    store
+        .outbox_delivered(due.iter().map(|e| e.id).collect())
+        .await
+        .unwrap();
+    store.maintain().await.unwrap();
+    assert_eq!(partitions(Arc::clone(&store)).await, 1);
+    assert_eq!(store.outbox_depth("a").await.unwrap(), 0);
+    // New events still land and deliver.
+    store
+        .commit_ingest(commit(vec![accepted("web", "m3", &["a"])]))
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_depth("a").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_unavailable_not_a_crash() {
+    let db = super::test_db::test_database("unreachable").unwrap();
+    let mut config = config_for(db.url());
+    let store = PgStorage::open(&config, 86_400).unwrap();
+    // Point a second store at a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    config.url = Some(format!("postgres://waymark@127.0.0.1:{port}/x"));
+    config.connect_timeout_ms = 500;
+    let error = PgStorage::open(&config, 86_400).err().expect("refused");
+    assert!(matches!(error, StorageError::Unavailable(_)), "{error}");
+    assert!(error.to_string().contains("cannot connect"), "{error}");
+    let checked = super::check(&config).await.unwrap_err();
+    assert!(checked.to_string().contains("cannot connect"), "{checked}");
+    store.check_writable().await.unwrap();
+}
