@@ -134,6 +134,9 @@ impl App {
         for w in workers {
             let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
         }
+        if let Err(e) = self.state.storage.close().await {
+            tracing::warn!(error = %e, "Could not give up the delivery leases; other workers take over when they expire.");
+        }
         tracing::info!("Stopped.");
         Ok(())
     }

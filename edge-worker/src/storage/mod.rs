@@ -314,4 +314,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Events held for `destination`.
     async fn held_count(&self, destination: &str) -> Result<u64, StorageError>;
+
+    /// Gives up what this worker holds in a shared store (delivery leases)
+    /// so other workers take over at once. Called at graceful shutdown.
+    async fn close(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }

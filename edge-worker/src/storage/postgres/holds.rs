@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::ingest::insert_outbox;
 use super::PgStorage;
 use crate::storage::delivery::mark_granted;
-use crate::storage::{DeadLetter, HoldCommit, HoldOutcome, QuarantineEntry, StorageError};
+use crate::storage::{
+    DeadLetter, HoldCommit, HoldOutcome, QuarantineEntry, RuleQuarantine, StorageError,
+};
 use crate::time::now_ms;
 
 fn quarantine_entry(r: &tokio_postgres::Row) -> QuarantineEntry {
@@ -18,6 +20,9 @@ fn quarantine_entry(r: &tokio_postgres::Row) -> QuarantineEntry {
         reason: r.get(3),
         detail: r.get(4),
         raw: r.get(5),
+        destination: r.get(6),
+        rule: r.get(7),
+        message_id: r.get(8),
     }
 }
 
@@ -28,7 +33,7 @@ pub(super) async fn quarantine_list(
     let client = store.client().await?;
     let rows = client
         .query(
-            "SELECT id, source, received_at_ms, reason, detail, raw FROM quarantine
+            "SELECT id, source, received_at_ms, reason, detail, raw, destination, rule, message_id FROM quarantine
              ORDER BY id DESC LIMIT $1",
             &[&(limit as i64)],
         )
@@ -43,7 +48,7 @@ pub(super) async fn quarantine_get(
     let client = store.client().await?;
     let rows = client
         .query(
-            "SELECT q.id, q.source, q.received_at_ms, q.reason, q.detail, q.raw
+            "SELECT q.id, q.source, q.received_at_ms, q.reason, q.detail, q.raw, q.destination, q.rule, q.message_id
              FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n) JOIN quarantine q ON q.id = u.id
              ORDER BY u.n",
             &[&ids],
@@ -61,6 +66,79 @@ pub(super) async fn quarantine_remove(
         .execute("DELETE FROM quarantine WHERE id = ANY($1)", &[&ids])
         .await?;
     Ok(())
+}
+
+/// Moves outbox entries a destination's rules quarantined to the
+/// quarantine, with the rule and its reason, and marks them done, in one
+/// transaction.
+pub(super) async fn outbox_quarantine(
+    store: &Arc<PgStorage>,
+    entries: Vec<RuleQuarantine>,
+) -> Result<(), StorageError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+    let (ds, seq) = super::queue::split_ids(&ids);
+    let rules: Vec<Option<&str>> = entries.iter().map(|e| e.rule.as_deref()).collect();
+    let reasons: Vec<&str> = entries.iter().map(|e| e.reason.as_str()).collect();
+    let mut client = store.client().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw, destination, rule, message_id)
+         SELECT o.source, o.enqueued_at_ms, 'rule', u.reason, o.event, o.destination, u.rule, o.message_id
+         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS u(ds, seq, rule, reason, n)
+         JOIN outbox o ON o.ds = u.ds AND o.seq = u.seq
+         WHERE NOT EXISTS (SELECT 1 FROM outbox_status s WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)
+         ORDER BY u.n",
+        &[&ds, &seq, &rules, &reasons],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO outbox_status (ds, seq, done, attempts, next_attempt_ms, error)
+         SELECT ds, seq, true, 0, 0, 'quarantined' FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)",
+        &[&ds, &seq],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Moves quarantined events a destination's rules put there back to that
+/// destination's outbox with a fresh age; returns the ids moved.
+pub(super) async fn quarantine_requeue(
+    store: &Arc<PgStorage>,
+    ids: Vec<i64>,
+) -> Result<Vec<i64>, StorageError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "DELETE FROM quarantine WHERE id = ANY($1) AND destination IS NOT NULL
+             RETURNING id, destination, source, coalesce(message_id, ''), raw",
+            &[&ids],
+        )
+        .await?;
+    let mut moved: Vec<(i64, String, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    moved.sort_by_key(|m| m.0);
+    let destinations: Vec<&str> = moved.iter().map(|m| m.1.as_str()).collect();
+    let sources: Vec<&str> = moved.iter().map(|m| m.2.as_str()).collect();
+    let message_ids: Vec<&str> = moved.iter().map(|m| m.3.as_str()).collect();
+    let events: Vec<&str> = moved.iter().map(|m| m.4.as_str()).collect();
+    insert_outbox(
+        &tx,
+        &destinations,
+        &sources,
+        &message_ids,
+        &events,
+        now_ms(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(moved.iter().map(|m| m.0).collect())
 }
 
 pub(super) async fn dead_letters(

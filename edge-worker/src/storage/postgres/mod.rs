@@ -347,6 +347,17 @@ impl Storage for Arc<PgStorage> {
         holds::quarantine_remove(self, ids).await
     }
 
+    async fn outbox_quarantine(
+        &self,
+        entries: Vec<super::RuleQuarantine>,
+    ) -> Result<(), StorageError> {
+        holds::outbox_quarantine(self, entries).await
+    }
+
+    async fn quarantine_requeue(&self, ids: Vec<i64>) -> Result<Vec<i64>, StorageError> {
+        holds::quarantine_requeue(self, ids).await
+    }
+
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
         ingest::prune_dedup(self, cutoff_ms).await
     }
@@ -404,6 +415,10 @@ impl Storage for Arc<PgStorage> {
 
     async fn held_count(&self, destination: &str) -> Result<u64, StorageError> {
         holds::count_for(self, "consent_holds", destination).await
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        self.release_leases().await
     }
 }
 

@@ -36,7 +36,7 @@ fn entry_id(ds: i64, seq: i64) -> i64 {
 }
 
 /// Dataset and sequence number of an entry id.
-fn split_ids(ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
+pub(super) fn split_ids(ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
     ids.iter()
         .map(|&id| (id >> ID_SEQ_BITS, id & ((1 << ID_SEQ_BITS) - 1)))
         .unzip()
@@ -115,7 +115,6 @@ impl PgStorage {
     }
 
     /// Gives up every lease (shutdown, tests), so others take over at once.
-    #[cfg(test)]
     pub(super) async fn release_leases(&self) -> Result<(), StorageError> {
         let client = self.client().await?;
         client

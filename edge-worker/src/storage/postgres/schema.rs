@@ -84,7 +84,10 @@ pub(crate) const CORE: &[&str] = &[
         received_at_ms  bigint NOT NULL,
         reason          text NOT NULL,
         detail          text NOT NULL,
-        raw             text NOT NULL
+        raw             text NOT NULL,
+        destination     text,
+        rule            text,
+        message_id      text
     );
 
     CREATE TABLE consent_holds (
