@@ -120,30 +120,8 @@ struct DataDir {
 }
 
 impl DataDir {
-    fn open(&self) -> anyhow::Result<std::sync::Arc<waymark::storage::SqliteStorage>> {
-        let dir = match (&self.data_dir, &self.config) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(path)) => Config::load(path)?.storage.data_dir,
-            (None, None) => Config::embedded_default().storage.data_dir,
-        };
-        Ok(waymark::storage::SqliteStorage::open(&dir, 64)?)
-    }
-}
-
-#[derive(clap::Args)]
-struct DlqStore {
-    /// The destination's name.
-    #[arg(long)]
-    destination: String,
-    /// Path of waymark.toml (for [storage]).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The data directory; overrides the config's.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-}
-
-impl DlqStore {
+    /// The store `[storage]` names (the embedded one, or the fleet's
+    /// PostgreSQL database), with `--data-dir` overriding the directory.
     fn open(&self) -> anyhow::Result<std::sync::Arc<dyn waymark::Storage>> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
@@ -156,6 +134,21 @@ impl DlqStore {
             &config.storage,
             config.limits.dedup_window_secs,
         )?)
+    }
+}
+
+#[derive(clap::Args)]
+struct DlqStore {
+    /// The destination's name.
+    #[arg(long)]
+    destination: String,
+    #[command(flatten)]
+    at: DataDir,
+}
+
+impl DlqStore {
+    fn open(&self) -> anyhow::Result<std::sync::Arc<dyn waymark::Storage>> {
+        self.at.open()
     }
 }
 
@@ -257,7 +250,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Quarantine { command } => {
-            use waymark::Storage as _;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

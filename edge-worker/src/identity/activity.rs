@@ -8,7 +8,8 @@ use std::sync::Arc;
 use super::graph::{type_index, BatchContext, BatchReport, EventIds, Linked};
 use super::session::{advance_session, Session};
 use super::state::{GraphState, MAX_PENDING};
-use super::store::{NodeStats, SessionRow};
+use crate::storage::identity::{IdentityTx, NodeStats, SessionRow};
+use crate::storage::StorageError;
 
 /// Links a request from memory alone when it changes nothing in the graph:
 /// every event's identifiers are cached nodes of one profile, none is an
@@ -101,6 +102,17 @@ impl<'a> Activity<'a> {
             count: row.count,
             start,
         })
+    }
+
+    /// Writes this request's activity at once (stores with several writers).
+    pub(super) fn write(&self, conn: &dyn IdentityTx) -> Result<(), StorageError> {
+        for (key, s) in &self.stats {
+            conn.bump_node(key, s)?;
+        }
+        for (key, row) in &self.sessions {
+            conn.put_session(key, row)?;
+        }
+        Ok(())
     }
 
     /// Adds this request's activity to the state's pending activity.

@@ -20,15 +20,13 @@
 
 use std::sync::Arc;
 
-use rusqlite::Connection;
-
 use super::activity::Activity;
 use super::key::{kind_of, suppression_hash, ANON, COOKIE, USER};
 use super::merge::{merge, MergeMeta};
 use super::session::Session;
 use super::state::{GraphState, MAX_PENDING};
-use super::store;
 use crate::event::EventType;
+use crate::storage::identity::IdentityTx;
 use crate::storage::StorageError;
 
 /// Why an event's identifiers are linked: an ordinary event, or an explicit `alias`.
@@ -116,7 +114,7 @@ pub(crate) struct BatchContext {
 /// Links every event of one request and records counts, traits and
 /// sessions. Returns, per event in order, what became of it.
 pub(crate) fn link_batch(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     state: &mut GraphState,
     events: &[EventIds],
     cx: BatchContext,
@@ -159,7 +157,7 @@ pub(crate) fn link_batch(
             }
         };
         for (name, value) in &ev.traits {
-            store::upsert_trait(conn, anchor, name, value, ev.ts_ms)?;
+            conn.upsert_trait(anchor, name, value, ev.ts_ms)?;
         }
         let previous = match ev.session_key.as_deref() {
             Some(key) => match activity.latest_session(key) {
@@ -186,6 +184,12 @@ pub(crate) fn link_batch(
     }
     // The last fallible step comes before the activity is recorded, so a
     // job that is rolled back records nothing.
+    if state.is_shared() {
+        // Several writers: activity is written in this transaction, so
+        // every worker sees the same sessions (and a retried job counts once).
+        activity.write(conn)?;
+        return Ok((out, report));
+    }
     if state.pending.len() >= MAX_PENDING {
         state.flush(conn)?;
     }
@@ -195,7 +199,7 @@ pub(crate) fn link_batch(
 
 /// The event's keys with `previousId` resolved to its node.
 fn resolve_keys(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     state: &mut GraphState,
     ev: &EventIds,
     report: &mut BatchReport,
@@ -222,14 +226,14 @@ fn resolve_keys(
 }
 
 fn is_suppressed(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     state: &mut GraphState,
     keys: &[String],
     report: &mut BatchReport,
 ) -> Result<bool, StorageError> {
     for key in keys {
         if state.lookup(conn, key, report)?.is_none()
-            && store::is_suppressed(conn, &suppression_hash(key))?
+            && conn.is_suppressed(&suppression_hash(key))?
         {
             return Ok(true);
         }
@@ -239,7 +243,7 @@ fn is_suppressed(
 
 /// Links one event's keys; returns its anchor node.
 fn link_event(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     state: &mut GraphState,
     ev: &EventIds,
     keys: &[String],
@@ -280,7 +284,7 @@ fn link_event(
         if refused.contains(&p) {
             continue;
         }
-        let p_has_user = kind_of(key) == USER || store::has_user(conn, &p)?;
+        let p_has_user = kind_of(key) == USER || conn.has_user(&p)?;
         let Some(g) = group.clone() else {
             // The first profile met: the group becomes it, unless a new
             // userId already claimed the group for another user.
@@ -299,7 +303,7 @@ fn link_event(
                 continue;
             }
             if let Some(a) = anchor {
-                store::insert_link(conn, a, key, ev.cause.as_str(), message_id, now_ms)?;
+                conn.insert_link(a, key, ev.cause.as_str(), message_id, now_ms)?;
             }
             anchor.get_or_insert(key);
             group_has_user |= p_has_user;
@@ -309,7 +313,7 @@ fn link_event(
         // A second profile: merge, unless the guards say no.
         let reason = if group_has_user && p_has_user {
             Some("conflicting_user")
-        } else if check_blocks && store::is_blocked(conn, &g, &p)? {
+        } else if check_blocks && conn.is_blocked(&g, &p)? {
             Some("split_by_admin")
         } else {
             None
@@ -329,7 +333,7 @@ fn link_event(
             continue;
         }
         let a = anchor.unwrap_or(key);
-        let link_id = store::insert_link(conn, a, key, ev.cause.as_str(), message_id, now_ms)?;
+        let link_id = conn.insert_link(a, key, ev.cause.as_str(), message_id, now_ms)?;
         let survivor = merge(
             conn,
             state,
@@ -356,25 +360,25 @@ fn link_event(
         Some(g) => g,
         None => {
             let id: Arc<str> = Arc::from(new_profile_id());
-            store::insert_profile(conn, &id, now_ms)?;
+            conn.insert_profile(&id, now_ms)?;
             report.profiles_created += 1;
             id
         }
     };
     let anchor = anchor.unwrap_or(keys[0].as_str());
     for key in new_keys {
-        store::insert_node(conn, key, &group, now_ms)?;
+        conn.insert_node(key, &group, now_ms)?;
         report.nodes_created += 1;
         if key != anchor {
-            store::insert_link(conn, anchor, key, ev.cause.as_str(), message_id, now_ms)?;
+            conn.insert_link(anchor, key, ev.cause.as_str(), message_id, now_ms)?;
         }
-        state.nodes.insert(key.to_owned(), Arc::clone(&group));
+        state.cache_node(key, &group);
     }
     Ok(Ok(anchor.to_owned()))
 }
 
 fn refuse(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     message_id: Option<&str>,
     identifiers: &str,
     kept: Option<&str>,
@@ -382,8 +386,7 @@ fn refuse(
     reason: &str,
     now_ms: i64,
 ) -> Result<(), StorageError> {
-    store::insert_refusal(
-        conn,
+    conn.insert_refusal(
         message_id,
         kept.unwrap_or(""),
         refused,

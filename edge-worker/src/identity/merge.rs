@@ -4,10 +4,8 @@
 
 use std::sync::Arc;
 
-use rusqlite::Connection;
-
 use super::state::GraphState;
-use super::store::{self, MergeRecord};
+use crate::storage::identity::{IdentityTx, MergeRecord};
 use crate::storage::StorageError;
 
 /// Describes a merge for the log.
@@ -25,27 +23,23 @@ pub(crate) struct MergeMeta<'a> {
 
 /// Merges two profiles; the older id survives. Returns the survivor.
 pub(crate) fn merge(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     state: &mut GraphState,
     a: &Arc<str>,
     b: &Arc<str>,
     meta: MergeMeta<'_>,
     now_ms: i64,
 ) -> Result<Arc<str>, StorageError> {
-    let (a_created, b_created) = (
-        store::profile_created(conn, a)?,
-        store::profile_created(conn, b)?,
-    );
+    let (a_created, b_created) = (conn.profile_created(a)?, conn.profile_created(b)?);
     let a_survives = (a_created, &**a) <= (b_created, &**b);
     let (survivor, absorbed, absorbed_node) = if a_survives {
         (a, b, meta.absorbed_side_node)
     } else {
         (b, a, meta.group_side_node)
     };
-    let moved = store::profile_nodes(conn, absorbed)?;
-    store::merge_profiles(conn, survivor, absorbed)?;
-    store::insert_merge(
-        conn,
+    let moved = conn.profile_nodes(absorbed)?;
+    conn.merge_profiles(survivor, absorbed)?;
+    conn.insert_merge(
         &MergeRecord {
             survivor,
             absorbed,

@@ -1,7 +1,9 @@
 //! Visitor stitching and profiles (DESIGN.md §4, issue #4).
 //!
 //! Identifiers (`cookie:`, `anon:`, `user:` and configured trait keys such
-//! as a hashed email) are nodes of a graph kept in the embedded store. An
+//! as a hashed email) are nodes of a graph kept in the store, behind the
+//! identity boundary ([`crate::storage::identity`]: embedded SQLite, or
+//! PostgreSQL shared by a fleet); this module holds the graph's logic once. An
 //! event that carries several of them links them, and linked identifiers
 //! form one profile with a stable id. The principal types:
 //!
@@ -29,14 +31,14 @@ pub(crate) mod profile;
 pub(crate) mod repair;
 pub(crate) mod session;
 pub(crate) mod state;
-pub(crate) mod store;
 #[cfg(test)]
 mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::{ConfigError, IdentityConfig};
-use crate::storage::{SqliteStorage, Storage, StorageError};
+use crate::storage::identity::{IdentityStore, IdentityTx};
+use crate::storage::{Storage, StorageError};
 use crate::telemetry::identity::{IdentityLinked, IdentityStateReset};
 use crate::time::now_ms;
 use graph::{BatchContext, EventIds, Linked};
@@ -44,7 +46,6 @@ use key::KeyRules;
 use state::GraphState;
 
 pub use profile::{Lookup, ProfileView};
-pub(crate) use store::MIGRATIONS;
 
 /// Why an admin identity operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,18 +65,21 @@ pub enum IdentityError {
 /// The identity graph, profiles, sessions and privacy operations.
 ///
 /// # Design
-/// Linking a request that changes the graph is one write job on the
-/// store's single writer thread (group-committed with other requests'
-/// jobs), awaited before the outbox commit: the event must carry its
+/// Linking a request that changes the graph is one write job of the
+/// identity store (on SQLite, on the single writer thread, group-committed
+/// with other requests' jobs; on PostgreSQL, one serializable transaction,
+/// run again on a conflict), awaited before the outbox commit: the event must carry its
 /// `profileId` when it is stored, and graph decisions must be serialised
 /// with graph writes. A request whose identifiers are all cached nodes of
 /// one profile changes nothing and is linked from memory under the same
 /// lock. Hot lookups come from a bounded LRU, so memory stays flat however
 /// many profiles the store holds (issue #4); counters and sessions are
-/// written behind ([`state::Pending`]).
+/// written behind ([`state::Pending`]). A store with several writers
+/// ([`IdentityStore::shared`]) gets none of these caches: each job then
+/// works on a fresh [`GraphState::shared`] and writes its activity at once.
 #[derive(Clone)]
 pub struct Identity {
-    store: Arc<SqliteStorage>,
+    store: Arc<dyn IdentityStore>,
     state: Arc<Mutex<GraphState>>,
     rules: Arc<KeyRules>,
     session_timeout_ms: i64,
@@ -90,25 +94,29 @@ impl std::fmt::Debug for Identity {
 }
 
 impl Identity {
-    /// Builds the identity stage over the embedded store.
+    /// Builds the identity stage over the store's identity boundary.
     pub fn build(
         config: &IdentityConfig,
         storage: &Arc<dyn Storage>,
     ) -> Result<Identity, ConfigError> {
-        let store = storage.sqlite().ok_or_else(|| {
-            ConfigError::invalid(
-                "storage",
-                "the identity graph needs the embedded SQLite store; use [storage] data_dir",
-            )
-        })?;
-        Ok(Identity::with_store(config, store))
+        Ok(Identity::over(config, storage.identity_store()))
     }
 
-    /// Builds the identity stage over an opened SQLite store.
-    pub fn with_store(config: &IdentityConfig, store: Arc<SqliteStorage>) -> Identity {
+    /// Builds the identity stage over an opened store.
+    pub fn with_store<S: Storage>(config: &IdentityConfig, storage: S) -> Identity {
+        Identity::over(config, storage.identity_store())
+    }
+
+    /// Builds the identity stage over an identity store.
+    pub(crate) fn over(config: &IdentityConfig, store: Arc<dyn IdentityStore>) -> Identity {
+        let state = if store.shared() {
+            GraphState::shared()
+        } else {
+            GraphState::new(config.cache_entries)
+        };
         Identity {
             store,
-            state: Arc::new(Mutex::new(GraphState::new(config.cache_entries))),
+            state: Arc::new(Mutex::new(state)),
             rules: Arc::new(KeyRules::from_config(config)),
             session_timeout_ms: i64::try_from(config.session_timeout_secs)
                 .unwrap_or(i64::MAX / 1_000)
@@ -165,9 +173,13 @@ impl Identity {
     /// Writes the pending activity (node counters, sessions); see
     /// [`state::Pending`]. Returns how many entries were written.
     pub async fn flush(&self) -> Result<usize, StorageError> {
+        if self.store.shared() {
+            // Activity was written with each link.
+            return Ok(0);
+        }
         let state = Arc::clone(&self.state);
         self.store
-            .write(move |conn| {
+            .write(move |conn: &dyn IdentityTx| {
                 // Taken when the job runs, so it is ordered with every other
                 // graph job (a delete drops its person's activity first);
                 // written without the lock, so linking goes on meanwhile.
@@ -207,10 +219,19 @@ impl Identity {
         cx: BatchContext,
     ) -> Result<(Vec<Linked>, graph::BatchReport), StorageError> {
         let state = Arc::clone(&self.state);
+        let shared = self.store.shared();
         self.store
-            .write(move |conn| {
-                let mut state = lock(&state);
-                let result = graph::link_batch(conn, &mut state, &events, cx);
+            .write(move |conn: &dyn IdentityTx| {
+                let (mut scratch, mut guard);
+                let state: &mut GraphState = if shared {
+                    // Nothing is kept between jobs: no lock to hold meanwhile.
+                    scratch = GraphState::shared();
+                    &mut scratch
+                } else {
+                    guard = lock(&state);
+                    &mut guard
+                };
+                let result = graph::link_batch(conn, state, &events, cx);
                 if result.is_err() {
                     // The job's savepoint is rolled back: so must the cache be.
                     state.clear();
@@ -233,17 +254,24 @@ impl Identity {
     async fn admin_write<R, F>(&self, job: F) -> Result<R, IdentityError>
     where
         R: Send + 'static,
-        F: FnOnce(&rusqlite::Connection, &mut GraphState) -> Result<R, IdentityError>
-            + Send
-            + 'static,
+        F: FnMut(&dyn IdentityTx, &mut GraphState) -> Result<R, IdentityError> + Send + 'static,
     {
         self.flush().await?;
         let state = Arc::clone(&self.state);
+        let shared = self.store.shared();
+        let mut job = job;
         let result = self
             .store
-            .write(move |conn| {
-                let mut state = lock(&state);
-                match job(conn, &mut state) {
+            .write(move |conn: &dyn IdentityTx| {
+                let (mut scratch, mut guard);
+                let state: &mut GraphState = if shared {
+                    scratch = GraphState::shared();
+                    &mut scratch
+                } else {
+                    guard = lock(&state);
+                    &mut guard
+                };
+                match job(conn, state) {
                     Ok(r) => Ok(Ok(r)),
                     Err(IdentityError::Storage(e)) => {
                         state.clear();
@@ -266,11 +294,12 @@ impl Identity {
     async fn admin_read<R, F>(&self, job: F) -> Result<R, IdentityError>
     where
         R: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<R, IdentityError> + Send + 'static,
+        F: FnMut(&dyn IdentityTx) -> Result<R, IdentityError> + Send + 'static,
     {
         self.flush().await?;
+        let mut job = job;
         self.store
-            .read(move |conn| Ok(job(conn)))
+            .read(move |conn: &dyn IdentityTx| Ok(job(conn)))
             .await
             .map_err(IdentityError::Storage)?
     }

@@ -7,16 +7,14 @@
 //! them is dropped at ingest and counted, and the audit entry, which names
 //! the person only by such a hash.
 
-use rusqlite::{params, Connection};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::key::{kind_of, suppression_hash, value_of, ANON, COOKIE, USER};
 use super::profile::{format_ms, kind_name, load, resolve, Lookup, ProfileView};
 use super::state::GraphState;
-use super::store;
 use super::{Identity, IdentityError};
-use crate::storage::outbox;
+use crate::storage::identity::{IdentityTx, PersonEvent, PersonMatch};
 use crate::storage::StorageError;
 use crate::time::now_ms;
 
@@ -42,57 +40,34 @@ pub struct DeleteReport {
     pub quarantined: usize,
 }
 
-/// The person's identifiers, split by what events carry them as.
+/// The person's ids: profile ids, nodes, and what events carry them as.
 struct PersonIds {
     profile_ids: Vec<String>,
     nodes: Vec<String>,
-    user_ids: String,
-    anonymous_ids: String,
-    visitor_ids: String,
-    profile_ids_json: String,
+    events: PersonMatch,
 }
 
-fn person(conn: &Connection, profile: &str) -> Result<PersonIds, StorageError> {
-    let profile_ids = store::profile_ids(conn, profile)?;
-    let nodes = store::profile_nodes(conn, profile)?;
-    let values = |kinds: &[&str]| -> String {
-        let v: Vec<&str> = nodes
+fn person(conn: &dyn IdentityTx, profile: &str) -> Result<PersonIds, StorageError> {
+    let profile_ids = conn.profile_ids(profile)?;
+    let nodes = conn.profile_nodes(profile)?;
+    let values = |kinds: &[&str]| -> Vec<String> {
+        nodes
             .iter()
             .filter(|k| kinds.contains(&kind_of(k)))
-            .map(|k| value_of(k))
-            .collect();
-        serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+            .map(|k| value_of(k).to_owned())
+            .collect()
     };
     Ok(PersonIds {
-        user_ids: values(&[USER]),
-        // The identify stage fills anonymousId from the visitor id.
-        anonymous_ids: values(&[ANON, COOKIE]),
-        visitor_ids: values(&[COOKIE]),
-        profile_ids_json: serde_json::to_string(&profile_ids).unwrap_or_else(|_| "[]".into()),
+        events: PersonMatch {
+            profile_ids: profile_ids.clone(),
+            user_ids: values(&[USER]),
+            // The identify stage fills anonymousId from the visitor id.
+            anonymous_ids: values(&[ANON, COOKIE]),
+            visitor_ids: values(&[COOKIE]),
+        },
         profile_ids,
         nodes,
     })
-}
-
-/// SQL matching an event column against the person's ids (`?1` profile
-/// ids, `?2` user ids, `?3` anonymous ids, `?4` visitor ids, as JSON arrays).
-fn person_filter(column: &str) -> String {
-    format!(
-        "json_valid({column}) AND (
-           json_extract({column}, '$.context.waymark.profileId') IN (SELECT value FROM json_each(?1))
-           OR json_extract({column}, '$.userId') IN (SELECT value FROM json_each(?2))
-           OR json_extract({column}, '$.anonymousId') IN (SELECT value FROM json_each(?3))
-           OR json_extract({column}, '$.context.waymark.visitorId') IN (SELECT value FROM json_each(?4)))"
-    )
-}
-
-fn person_params(p: &PersonIds) -> [&str; 4] {
-    [
-        &p.profile_ids_json,
-        &p.user_ids,
-        &p.anonymous_ids,
-        &p.visitor_ids,
-    ]
 }
 
 /// The audit name of a lookup: its kind and the hash of its node key.
@@ -108,7 +83,7 @@ fn audit_target(lookup: &Lookup) -> String {
 
 /// Deletes a person and suppresses their identifiers.
 pub(crate) fn delete(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     state: &mut GraphState,
     lookup: &Lookup,
     actor: &str,
@@ -117,77 +92,18 @@ pub(crate) fn delete(
         resolve(conn, lookup)?.ok_or_else(|| IdentityError::NotFound(lookup.describe()))?;
     let p = person(conn, &profile)?;
     let now = now_ms();
-    let args = person_params(&p);
 
-    // 1. Undelivered events.
-    let waiting: Vec<i64> = outbox::matching(conn, &person_filter(outbox::EVENT_SQL), args)?
-        .into_iter()
-        .map(|(key, ..)| key)
-        .collect();
-    let outbox_events = outbox::remove(conn, &waiting, true)?.taken.len();
-    let held_events = conn
-        .execute(
-            &format!("DELETE FROM consent_holds WHERE {}", person_filter("event")),
-            args,
-        )
-        .map_err(StorageError::from)?;
-    let dead_letters = conn
-        .execute(
-            &format!("DELETE FROM dead_letters WHERE {}", person_filter("event")),
-            args,
-        )
-        .map_err(StorageError::from)?;
-    let quarantined = conn
-        .execute(
-            &format!("DELETE FROM quarantine WHERE {}", person_filter("raw")),
-            args,
-        )
-        .map_err(StorageError::from)?;
+    // 1. Undelivered events, asked of the modules that keep them.
+    let deleted = conn.delete_person_events(&p.events)?;
+    let (outbox_events, held_events, dead_letters, quarantined) = (
+        deleted.outbox,
+        deleted.held,
+        deleted.dead_letters,
+        deleted.quarantined,
+    );
 
     // 2. The graph: traits, sessions, links, history, nodes, profiles.
-    let ids = p.profile_ids_json.as_str();
-    let nodes = serde_json::to_string(&p.nodes).unwrap_or_else(|_| "[]".into());
-    let nodes = nodes.as_str();
-    for (sql, arg) in [
-        (
-            "DELETE FROM identity_traits WHERE node IN (SELECT value FROM json_each(?1))",
-            nodes,
-        ),
-        (
-            "DELETE FROM identity_sessions WHERE key IN (SELECT value FROM json_each(?1))",
-            nodes,
-        ),
-        (
-            "DELETE FROM identity_links WHERE a IN (SELECT value FROM json_each(?1))
-               OR b IN (SELECT value FROM json_each(?1))",
-            nodes,
-        ),
-        (
-            "DELETE FROM identity_merges WHERE survivor IN (SELECT value FROM json_each(?1))
-               OR absorbed IN (SELECT value FROM json_each(?1))",
-            ids,
-        ),
-        (
-            "DELETE FROM identity_refusals WHERE kept IN (SELECT value FROM json_each(?1))
-               OR refused IN (SELECT value FROM json_each(?1))",
-            ids,
-        ),
-        (
-            "DELETE FROM identity_blocks WHERE x IN (SELECT value FROM json_each(?1))
-               OR y IN (SELECT value FROM json_each(?1))",
-            ids,
-        ),
-        (
-            "DELETE FROM identity_nodes WHERE key IN (SELECT value FROM json_each(?1))",
-            nodes,
-        ),
-        (
-            "DELETE FROM identity_profiles WHERE id IN (SELECT value FROM json_each(?1))",
-            ids,
-        ),
-    ] {
-        conn.execute(sql, [arg]).map_err(StorageError::from)?;
-    }
+    conn.delete_graph(&p.profile_ids, &p.nodes)?;
 
     // 3. Audit, then suppress every identifier by hash.
     let hashes: Vec<String> = p.nodes.iter().map(|k| suppression_hash(k)).collect();
@@ -203,27 +119,14 @@ pub(crate) fn delete(
             "quarantined": quarantined,
         },
     });
-    let audit_id = store::insert_audit(
-        conn,
+    let audit_id = conn.insert_audit(
         actor,
         "delete",
         &audit_target(lookup),
         &detail.to_string(),
         now,
     )?;
-    {
-        let mut suppress = conn
-            .prepare_cached(
-                "INSERT INTO identity_suppressions (hash, created_ms, audit_id) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (hash) DO NOTHING",
-            )
-            .map_err(StorageError::from)?;
-        for hash in &hashes {
-            suppress
-                .execute(params![hash, now, audit_id])
-                .map_err(StorageError::from)?;
-        }
-    }
+    conn.suppress(&hashes, now, audit_id)?;
     for key in &p.nodes {
         state.forget_node(key);
         state.forget_activity(key);
@@ -270,7 +173,7 @@ pub struct Export {
 
 /// Exports a person and audits the export.
 pub(crate) fn export(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     lookup: &Lookup,
     actor: &str,
 ) -> Result<Export, IdentityError> {
@@ -278,73 +181,36 @@ pub(crate) fn export(
     let profile_id = resolve(conn, lookup)?.ok_or_else(not_found)?;
     let profile = load(conn, &profile_id)?.ok_or_else(not_found)?;
     let p = person(conn, &profile_id)?;
-    let nodes = serde_json::to_string(&p.nodes).unwrap_or_else(|_| "[]".into());
     let identifier = |key: &str| json!({ "type": kind_name(kind_of(key)), "value": value_of(key) });
 
-    let mut traits = Vec::new();
-    {
-        let mut stmt = conn
-            .prepare("SELECT node, key, value, updated_ms FROM identity_traits WHERE node IN (SELECT value FROM json_each(?1)) ORDER BY node, key")
-            .map_err(StorageError::from)?;
-        let mut rows = stmt.query([&nodes]).map_err(StorageError::from)?;
-        while let Some(r) = rows.next().map_err(StorageError::from)? {
-            let node: String = r.get(0).map_err(StorageError::from)?;
-            let value: String = r.get(2).map_err(StorageError::from)?;
-            traits.push(json!({
-                "identifier": identifier(&node),
-                "trait": r.get::<_, String>(1).map_err(StorageError::from)?,
-                "value": serde_json::from_str::<Value>(&value).unwrap_or(Value::String(value)),
-                "updatedAt": format_ms(r.get(3).map_err(StorageError::from)?),
-            }));
-        }
-    }
-    let mut sessions = Vec::new();
-    {
-        let mut stmt = conn
-            .prepare("SELECT key, session_id, count, last_activity_ms FROM identity_sessions WHERE key IN (SELECT value FROM json_each(?1)) ORDER BY key")
-            .map_err(StorageError::from)?;
-        let mut rows = stmt.query([&nodes]).map_err(StorageError::from)?;
-        while let Some(r) = rows.next().map_err(StorageError::from)? {
-            let key: String = r.get(0).map_err(StorageError::from)?;
-            sessions.push(json!({
-                "identifier": identifier(&key),
-                "sessionId": r.get::<_, i64>(1).map_err(StorageError::from)?,
-                "count": r.get::<_, i64>(2).map_err(StorageError::from)?,
-                "lastActivity": format_ms(r.get(3).map_err(StorageError::from)?),
-            }));
-        }
-    }
-    let events = |table: &str, at: &str| -> Result<Vec<Value>, StorageError> {
-        let sql = format!(
-            "SELECT destination, event, {at} FROM {table} WHERE {} ORDER BY id",
-            person_filter("event")
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query(person_params(&p))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let event: String = r.get(1)?;
-            out.push(json!({
-                "destination": r.get::<_, String>(0)?,
-                "at": format_ms(r.get(2)?),
-                "event": serde_json::from_str::<Value>(&event).unwrap_or(Value::String(event)),
-            }));
-        }
-        Ok(out)
-    };
-    let undelivered_events =
-        outbox::matching(conn, &person_filter(outbox::EVENT_SQL), person_params(&p))?
-            .into_iter()
-            .map(|(_, destination, at, event)| {
-                json!({
-                    "destination": destination,
-                    "at": format_ms(at),
-                    "event": serde_json::from_str::<Value>(&event).unwrap_or(Value::String(event)),
-                })
+    let traits: Vec<Value> = conn
+        .node_traits(&p.nodes)?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "identifier": identifier(&t.node),
+                "trait": t.key,
+                "value": serde_json::from_str::<Value>(&t.value).unwrap_or(Value::String(t.value)),
+                "updatedAt": format_ms(t.updated_ms),
             })
-            .collect::<Vec<_>>();
-    let held_events = events("consent_holds", "held_at_ms")?;
-    let dead_letters = events("dead_letters", "failed_at_ms")?;
+        })
+        .collect();
+    let sessions: Vec<Value> = conn
+        .node_sessions(&p.nodes)?
+        .into_iter()
+        .map(|(key, s)| {
+            json!({
+                "identifier": identifier(&key),
+                "sessionId": s.session_id,
+                "count": s.count,
+                "lastActivity": format_ms(s.last_activity_ms),
+            })
+        })
+        .collect();
+    let events = conn.person_events(&p.events)?;
+    let undelivered_events = event_values(events.undelivered);
+    let held_events = event_values(events.held);
+    let dead_letters = event_values(events.dead_letters);
 
     let now = now_ms();
     let detail = json!({
@@ -354,8 +220,7 @@ pub(crate) fn export(
         "heldEvents": held_events.len(),
         "deadLetters": dead_letters.len(),
     });
-    let audit_id = store::insert_audit(
-        conn,
+    let audit_id = conn.insert_audit(
         actor,
         "export",
         &audit_target(lookup),
@@ -393,22 +258,36 @@ pub struct AuditEntry {
 }
 
 /// The most recent audit entries, newest first.
-pub(crate) fn audit_log(conn: &Connection, limit: usize) -> Result<Vec<AuditEntry>, StorageError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, at_ms, actor, action, target, detail FROM identity_audit ORDER BY id DESC LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([limit as i64], |r| {
-        let detail: String = r.get(5)?;
-        Ok(AuditEntry {
-            id: r.get(0)?,
-            at: format_ms(r.get(1)?),
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            target: r.get(4)?,
-            detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+pub(crate) fn audit_log(
+    conn: &dyn IdentityTx,
+    limit: usize,
+) -> Result<Vec<AuditEntry>, StorageError> {
+    Ok(conn
+        .audit_log(limit)?
+        .into_iter()
+        .map(|r| AuditEntry {
+            id: r.id,
+            at: format_ms(r.at_ms),
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            detail: serde_json::from_str(&r.detail).unwrap_or(Value::String(r.detail)),
         })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        .collect())
+}
+
+/// Stored events as the export shows them.
+fn event_values(events: Vec<PersonEvent>) -> Vec<Value> {
+    events
+        .into_iter()
+        .map(|e| {
+            json!({
+                "destination": e.destination,
+                "at": format_ms(e.at_ms),
+                "event": serde_json::from_str::<Value>(&e.event).unwrap_or(Value::String(e.event)),
+            })
+        })
+        .collect()
 }
 
 impl Identity {
@@ -422,7 +301,7 @@ impl Identity {
             .admin_write(move |conn, state| delete(conn, state, &lookup, &actor))
             .await;
         // The deleted person's events must not linger in memory either.
-        self.store.forget_cached_packs();
+        self.store.forget_cached_events();
         report
     }
 

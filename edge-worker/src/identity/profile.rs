@@ -2,14 +2,13 @@
 //! latest timestamp wins per trait), first and last seen, event counts and
 //! the merge history, all derived from the profile's nodes.
 
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::key::{kind_of, value_of, ANON, COOKIE, USER};
-use super::store;
 use super::{Identity, IdentityError};
 use crate::event::EventType;
+use crate::storage::identity::IdentityTx;
 use crate::storage::StorageError;
 
 /// How an admin names a person: any identifier, or a profile id.
@@ -60,9 +59,12 @@ impl Lookup {
 }
 
 /// Resolves a lookup to the current profile id.
-pub(crate) fn resolve(conn: &Connection, lookup: &Lookup) -> Result<Option<String>, StorageError> {
+pub(crate) fn resolve(
+    conn: &dyn IdentityTx,
+    lookup: &Lookup,
+) -> Result<Option<String>, StorageError> {
     let keys: Vec<String> = match lookup {
-        Lookup::ProfileId(id) => return store::current_profile(conn, id),
+        Lookup::ProfileId(id) => return conn.current_profile(id),
         Lookup::UserId(v) => vec![format!("{USER}:{v}")],
         // The identify stage files an anonymousId equal to the visitor id
         // under `cookie:` only.
@@ -70,7 +72,7 @@ pub(crate) fn resolve(conn: &Connection, lookup: &Lookup) -> Result<Option<Strin
         Lookup::VisitorId(v) => vec![format!("{COOKIE}:{v}")],
     };
     for key in keys {
-        if let Some(p) = store::node_profile(conn, &key)? {
+        if let Some(p) = conn.node_profile(&key)? {
             return Ok(Some(p));
         }
     }
@@ -165,43 +167,28 @@ pub struct ProfileView {
 }
 
 /// Reads a profile by its current id.
-pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<ProfileView>, StorageError> {
-    let exists: Option<String> = conn
-        .query_row(
-            "SELECT id FROM identity_profiles WHERE id = ?1 AND merged_into IS NULL",
-            [id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if exists.is_none() {
+pub(crate) fn load(conn: &dyn IdentityTx, id: &str) -> Result<Option<ProfileView>, StorageError> {
+    if !conn.profile_is_current(id)? {
         return Ok(None);
     }
-    let ids = store::profile_ids(conn, id)?;
+    let ids = conn.profile_ids(id)?;
     let merged_ids = ids.iter().filter(|i| *i != id).cloned().collect();
 
     // 1. Identifiers and their counts.
     let mut identifiers = Vec::new();
     let mut counts = [0i64; 6];
     let (mut first, mut last): (Option<i64>, Option<i64>) = (None, None);
-    let mut stmt = conn.prepare_cached(
-        "SELECT key, first_seen_ms, last_seen_ms, n_track, n_page, n_screen, n_identify, n_group, n_alias
-         FROM identity_nodes WHERE profile_id = ?1 ORDER BY created_ms, key",
-    )?;
-    let mut rows = stmt.query([id])?;
-    while let Some(r) = rows.next()? {
-        let key: String = r.get(0)?;
-        let f: Option<i64> = r.get(1)?;
-        let l: Option<i64> = r.get(2)?;
-        for (i, c) in counts.iter_mut().enumerate() {
-            *c += r.get::<_, i64>(3 + i)?;
+    for row in conn.profile_node_rows(id)? {
+        for (c, n) in counts.iter_mut().zip(row.counts) {
+            *c += n;
         }
-        first = min_opt(first, f);
-        last = max_opt(last, l);
+        first = min_opt(first, row.first_seen_ms);
+        last = max_opt(last, row.last_seen_ms);
         identifiers.push(IdentifierView {
-            kind: kind_name(kind_of(&key)).to_owned(),
-            value: value_of(&key).to_owned(),
-            first_seen: f.map(format_ms),
-            last_seen: l.map(format_ms),
+            kind: kind_name(kind_of(&row.key)).to_owned(),
+            value: value_of(&row.key).to_owned(),
+            first_seen: row.first_seen_ms.map(format_ms),
+            last_seen: row.last_seen_ms.map(format_ms),
         });
     }
     let mut event_counts = Map::new();
@@ -212,15 +199,7 @@ pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<ProfileView>, S
 
     // 2. Traits: the latest value per key across the profile's nodes.
     let mut traits = Map::new();
-    let mut stmt = conn.prepare_cached(
-        "SELECT t.key, t.value, max(t.updated_ms) FROM identity_traits t
-         JOIN identity_nodes n ON n.key = t.node
-         WHERE n.profile_id = ?1 GROUP BY t.key ORDER BY t.key",
-    )?;
-    let mut rows = stmt.query([id])?;
-    while let Some(r) = rows.next()? {
-        let key: String = r.get(0)?;
-        let value: String = r.get(1)?;
+    for (key, value) in conn.profile_traits(id)? {
         traits.insert(
             key,
             serde_json::from_str(&value).unwrap_or(Value::String(value)),
@@ -240,64 +219,48 @@ pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<ProfileView>, S
     }))
 }
 
-fn merges(conn: &Connection, ids: &[String]) -> Result<Vec<MergeView>, StorageError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, at_ms, survivor, absorbed, cause, message_id, identifiers, actor, split_at_ms
-         FROM identity_merges WHERE survivor = ?1 OR absorbed = ?1",
-    )?;
+fn merges(conn: &dyn IdentityTx, ids: &[String]) -> Result<Vec<MergeView>, StorageError> {
     let mut out: Vec<MergeView> = Vec::new();
     for id in ids {
-        let rows = stmt.query_map([id], |r| {
-            let identifiers: String = r.get(6)?;
-            Ok(MergeView {
-                id: r.get(0)?,
-                at: format_ms(r.get(1)?),
-                survivor: r.get(2)?,
-                absorbed: r.get(3)?,
-                cause: r.get(4)?,
-                message_id: r.get(5)?,
-                identifiers: serde_json::from_str(&identifiers).unwrap_or(Value::Null),
-                actor: r.get(7)?,
-                split_at: r.get::<_, Option<i64>>(8)?.map(format_ms),
-            })
-        })?;
-        for m in rows {
-            let m = m?;
-            if !out.iter().any(|o| o.id == m.id) {
-                out.push(m);
+        for m in conn.merges_of(id)? {
+            if out.iter().any(|o| o.id == m.id) {
+                continue;
             }
+            out.push(MergeView {
+                id: m.id,
+                at: format_ms(m.at_ms),
+                survivor: m.survivor,
+                absorbed: m.absorbed,
+                cause: m.cause,
+                message_id: m.message_id,
+                identifiers: serde_json::from_str(&m.identifiers).unwrap_or(Value::Null),
+                actor: m.actor,
+                split_at: m.split_at_ms.map(format_ms),
+            });
         }
     }
     out.sort_by_key(|m| m.id);
     Ok(out)
 }
 
-fn refusals(conn: &Connection, ids: &[String]) -> Result<Vec<RefusalView>, StorageError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, at_ms, message_id, kept, refused, identifiers, reason
-         FROM identity_refusals WHERE kept = ?1 OR refused = ?1 ORDER BY id DESC LIMIT 100",
-    )?;
+fn refusals(conn: &dyn IdentityTx, ids: &[String]) -> Result<Vec<RefusalView>, StorageError> {
     let mut out: Vec<(i64, RefusalView)> = Vec::new();
     for id in ids {
-        let rows = stmt.query_map([id], |r| {
-            let identifiers: String = r.get(5)?;
-            Ok((
-                r.get::<_, i64>(0)?,
-                RefusalView {
-                    at: format_ms(r.get(1)?),
-                    message_id: r.get(2)?,
-                    kept: r.get(3)?,
-                    refused: r.get(4)?,
-                    identifiers: serde_json::from_str(&identifiers).unwrap_or(Value::Null),
-                    reason: r.get(6)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let row = row?;
-            if !out.iter().any(|(id, _)| *id == row.0) {
-                out.push(row);
+        for r in conn.refusals_of(id)? {
+            if out.iter().any(|(seen, _)| *seen == r.id) {
+                continue;
             }
+            out.push((
+                r.id,
+                RefusalView {
+                    at: format_ms(r.at_ms),
+                    message_id: r.message_id,
+                    kept: r.kept,
+                    refused: r.refused,
+                    identifiers: serde_json::from_str(&r.identifiers).unwrap_or(Value::Null),
+                    reason: r.reason,
+                },
+            ));
         }
     }
     out.sort_by_key(|(id, _)| *id);

@@ -12,14 +12,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::merge::{merge, MergeMeta};
 use super::profile::{load, ProfileView};
 use super::state::GraphState;
-use super::store;
 use super::{Identity, IdentityError};
+use crate::storage::identity::IdentityTx;
 use crate::time::now_ms;
 
 /// What a split did.
@@ -32,53 +31,28 @@ pub struct SplitOutcome {
     pub profiles: Vec<ProfileView>,
 }
 
-struct MergeRow {
-    survivor: String,
-    absorbed: String,
-    link_id: Option<i64>,
-    absorbed_node: Option<String>,
-    split_at_ms: Option<i64>,
-}
-
-fn merge_row(conn: &Connection, id: i64) -> Result<Option<MergeRow>, IdentityError> {
-    Ok(conn
-        .query_row(
-            "SELECT survivor, absorbed, link_id, absorbed_node, split_at_ms FROM identity_merges WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(MergeRow {
-                    survivor: r.get(0)?,
-                    absorbed: r.get(1)?,
-                    link_id: r.get(2)?,
-                    absorbed_node: r.get(3)?,
-                    split_at_ms: r.get(4)?,
-                })
-            },
-        )
-        .optional()
-        .map_err(crate::storage::StorageError::from)?)
-}
-
 /// Undoes merge `merge_id` of profile `profile`.
 pub(crate) fn split(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     state: &mut GraphState,
     profile: &str,
     merge_id: i64,
     actor: &str,
 ) -> Result<SplitOutcome, IdentityError> {
     // 1. Check everything before the first write.
-    let current = store::current_profile(conn, profile)?
+    let current = conn
+        .current_profile(profile)?
         .ok_or_else(|| IdentityError::NotFound(format!("profile `{profile}`")))?;
-    let m = merge_row(conn, merge_id)?
+    let m = conn
+        .merge_entry(merge_id)?
         .ok_or_else(|| IdentityError::NotFound(format!("merge {merge_id}")))?;
     if m.split_at_ms.is_some() {
         return Err(IdentityError::Invalid(format!(
             "merge {merge_id} was already split"
         )));
     }
-    let belongs = store::current_profile(conn, &m.survivor)?.as_deref() == Some(current.as_str())
-        && store::current_profile(conn, &m.absorbed)?.as_deref() == Some(current.as_str());
+    let belongs = conn.current_profile(&m.survivor)?.as_deref() == Some(current.as_str())
+        && conn.current_profile(&m.absorbed)?.as_deref() == Some(current.as_str());
     if !belongs {
         return Err(IdentityError::Invalid(format!(
             "merge {merge_id} is not part of profile `{current}`; see its `merges` in GET /admin/profiles/{current}"
@@ -89,26 +63,12 @@ pub(crate) fn split(
             "merge {merge_id} has no recorded link to remove"
         )));
     };
-    let nodes: HashSet<String> = store::profile_nodes(conn, &current)?.into_iter().collect();
+    let nodes: HashSet<String> = conn.profile_nodes(&current)?.into_iter().collect();
     let mut adjacency: HashMap<String, Vec<String>> = HashMap::new();
-    {
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT l.a, l.b FROM identity_links l JOIN identity_nodes n ON n.key = l.a
-                 WHERE n.profile_id = ?1 AND l.active = 1 AND l.id != ?2",
-            )
-            .map_err(crate::storage::StorageError::from)?;
-        let rows = stmt
-            .query_map(params![current, link_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(crate::storage::StorageError::from)?;
-        for row in rows {
-            let (a, b) = row.map_err(crate::storage::StorageError::from)?;
-            if nodes.contains(&b) {
-                adjacency.entry(a.clone()).or_default().push(b.clone());
-                adjacency.entry(b).or_default().push(a);
-            }
+    for (a, b) in conn.active_links(&current, link_id)? {
+        if nodes.contains(&b) {
+            adjacency.entry(a.clone()).or_default().push(b.clone());
+            adjacency.entry(b).or_default().push(a);
         }
     }
     let side = component(&adjacency, &start);
@@ -121,66 +81,30 @@ pub(crate) fn split(
     // 2. Re-derive: deactivate the link, give the absorbed side its id back.
     let now = now_ms();
     let revived = m.absorbed.clone();
-    conn.execute(
-        "UPDATE identity_links SET active = 0 WHERE id = ?1",
-        [link_id],
-    )
-    .map_err(crate::storage::StorageError::from)?;
-    conn.execute(
-        "UPDATE identity_merges SET split_at_ms = ?2 WHERE id = ?1",
-        params![merge_id, now],
-    )
-    .map_err(crate::storage::StorageError::from)?;
-    conn.execute(
-        "UPDATE identity_profiles SET merged_into = NULL WHERE id = ?1",
-        [&revived],
-    )
-    .map_err(crate::storage::StorageError::from)?;
-    {
-        let mut moving = conn
-            .prepare_cached("UPDATE identity_nodes SET profile_id = ?2 WHERE key = ?1")
-            .map_err(crate::storage::StorageError::from)?;
-        for key in &side {
-            moving
-                .execute(params![key, revived])
-                .map_err(crate::storage::StorageError::from)?;
-            state.forget_node(key);
-        }
+    conn.undo_merge(link_id, merge_id, now)?;
+    conn.set_merged_into(&revived, None)?;
+    for key in &side {
+        conn.move_node(key, &revived)?;
+        state.forget_node(key);
     }
     // Ids merged earlier on the absorbed side follow it.
-    for other in store::profile_ids(conn, &current)? {
+    for other in conn.profile_ids(&current)? {
         if other == current || other == revived {
             continue;
         }
-        let node: Option<String> = conn
-            .query_row(
-                "SELECT absorbed_node FROM identity_merges WHERE absorbed = ?1 ORDER BY id DESC LIMIT 1",
-                [&other],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(crate::storage::StorageError::from)?
-            .flatten();
+        let node = conn.last_absorbed_node(&other)?;
         if node.is_some_and(|n| side.contains(&n)) {
-            conn.execute(
-                "UPDATE identity_profiles SET merged_into = ?2 WHERE id = ?1",
-                [&other, &revived],
-            )
-            .map_err(crate::storage::StorageError::from)?;
+            conn.set_merged_into(&other, Some(revived.as_str()))?;
         }
     }
-    conn.execute(
-        "INSERT INTO identity_blocks (x, y, merge_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        params![current, revived, merge_id],
-    )
-    .map_err(crate::storage::StorageError::from)?;
+    conn.insert_block(&current, &revived, merge_id)?;
     state.added(0, 1);
     let detail = serde_json::json!({
         "mergeId": merge_id,
         "profiles": [current, revived],
         "identifiersMoved": side.len(),
     });
-    store::insert_audit(conn, actor, "split", &current, &detail.to_string(), now)?;
+    conn.insert_audit(actor, "split", &current, &detail.to_string(), now)?;
 
     let mut profiles = Vec::with_capacity(2);
     for id in [&current, &revived] {
@@ -205,7 +129,7 @@ fn component(adjacency: &HashMap<String, Vec<String>>, start: &str) -> HashSet<S
 
 /// Merges two profiles whatever the guards say; the older id survives.
 pub(crate) fn force_merge(
-    conn: &Connection,
+    conn: &dyn IdentityTx,
     state: &mut GraphState,
     a: &str,
     b: &str,
@@ -213,30 +137,20 @@ pub(crate) fn force_merge(
     reason: Option<&str>,
 ) -> Result<ProfileView, IdentityError> {
     let not_found = |id: &str| IdentityError::NotFound(format!("profile `{id}`"));
-    let pa = store::current_profile(conn, a)?.ok_or_else(|| not_found(a))?;
-    let pb = store::current_profile(conn, b)?.ok_or_else(|| not_found(b))?;
+    let pa = conn.current_profile(a)?.ok_or_else(|| not_found(a))?;
+    let pb = conn.current_profile(b)?.ok_or_else(|| not_found(b))?;
     if pa == pb {
         return Err(IdentityError::Invalid(format!(
             "`{a}` and `{b}` are already one profile, `{pa}`"
         )));
     }
-    let first_node = |p: &str| -> Result<Option<String>, IdentityError> {
-        Ok(conn
-            .query_row(
-                "SELECT key FROM identity_nodes WHERE profile_id = ?1 ORDER BY created_ms, key LIMIT 1",
-                [p],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(crate::storage::StorageError::from)?)
-    };
-    let (Some(na), Some(nb)) = (first_node(&pa)?, first_node(&pb)?) else {
+    let (Some(na), Some(nb)) = (conn.first_node(&pa)?, conn.first_node(&pb)?) else {
         return Err(IdentityError::Invalid(
             "a profile without identifiers cannot be merged".into(),
         ));
     };
     let now = now_ms();
-    let link_id = store::insert_link(conn, &na, &nb, "admin", None, now)?;
+    let link_id = conn.insert_link(&na, &nb, "admin", None, now)?;
     let identifiers = serde_json::to_string(&[&na, &nb]).unwrap_or_default();
     let survivor = merge(
         conn,
@@ -256,7 +170,7 @@ pub(crate) fn force_merge(
     )?;
     let detail =
         serde_json::json!({ "profiles": [pa, pb], "survivor": &*survivor, "reason": reason });
-    store::insert_audit(conn, actor, "merge", &survivor, &detail.to_string(), now)?;
+    conn.insert_audit(actor, "merge", &survivor, &detail.to_string(), now)?;
     load(conn, &survivor)?.ok_or_else(|| not_found(&survivor))
 }
 

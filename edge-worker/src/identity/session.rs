@@ -1,6 +1,6 @@
 //! Sessions: a session id and count per visitor, ended by inactivity.
 
-use super::store::SessionRow;
+use crate::storage::identity::SessionRow;
 
 /// A visitor's session as stamped on an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

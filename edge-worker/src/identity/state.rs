@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hashlink::LruCache;
-use rusqlite::Connection;
 
 use super::graph::BatchReport;
-use super::store::{self, NodeStats, SessionRow};
+use crate::storage::identity::{IdentityTx, NodeStats, SessionRow};
 use crate::storage::StorageError;
 
 /// Pending activity entries (counters plus sessions) that make the next
@@ -31,6 +30,9 @@ pub(crate) struct GraphState {
     counts: Option<(u64, u64)>,
     /// Activity recorded but not yet written.
     pub(super) pending: Pending,
+    /// The store has several writers: nothing above may be kept (see
+    /// `crate::storage::identity`), and activity is written at once.
+    shared: bool,
 }
 
 /// Node counters and sessions recorded but not yet written (write-behind).
@@ -56,12 +58,12 @@ impl Pending {
     }
 
     /// Writes every entry; returns how many.
-    pub(crate) fn write(&self, conn: &Connection) -> Result<usize, StorageError> {
+    pub(crate) fn write(&self, conn: &dyn IdentityTx) -> Result<usize, StorageError> {
         for (key, s) in &self.stats {
-            store::bump_node(conn, key, s)?;
+            conn.bump_node(key, s)?;
         }
         for (key, row) in &self.sessions {
-            store::put_session(conn, key, row)?;
+            conn.put_session(key, row)?;
         }
         Ok(self.len())
     }
@@ -75,6 +77,27 @@ impl GraphState {
             sessions: LruCache::new(entries.max(16)),
             counts: None,
             pending: Pending::default(),
+            shared: false,
+        }
+    }
+
+    /// State for a store several workers write: no caches, no write-behind.
+    pub(crate) fn shared() -> GraphState {
+        GraphState {
+            shared: true,
+            ..GraphState::new(0)
+        }
+    }
+
+    /// Whether the store has several writers (see [`GraphState::shared`]).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Caches a node's profile (single writer only).
+    pub(super) fn cache_node(&mut self, key: &str, profile: &Arc<str>) {
+        if !self.shared {
+            self.nodes.insert(key.to_owned(), Arc::clone(profile));
         }
     }
 
@@ -133,18 +156,18 @@ impl GraphState {
     /// A visitor's session: memory, then the store.
     pub(super) fn session(
         &mut self,
-        conn: &Connection,
+        conn: &dyn IdentityTx,
         key: &str,
     ) -> Result<Option<SessionRow>, StorageError> {
         match self.cached_session(key) {
             Some(row) => Ok(Some(row)),
-            None => store::session(conn, key),
+            None => conn.session(key),
         }
     }
 
     /// Writes the pending activity; it is forgotten only once written, so a
     /// failed write leaves it for the next flush.
-    pub(crate) fn flush(&mut self, conn: &Connection) -> Result<usize, StorageError> {
+    pub(crate) fn flush(&mut self, conn: &dyn IdentityTx) -> Result<usize, StorageError> {
         let written = self.pending.write(conn)?;
         self.pending = Pending::default();
         Ok(written)
@@ -175,14 +198,15 @@ impl GraphState {
         }
     }
 
-    pub(super) fn counts(&mut self, conn: &Connection) -> Result<(u64, u64), StorageError> {
+    pub(super) fn counts(&mut self, conn: &dyn IdentityTx) -> Result<(u64, u64), StorageError> {
         if let Some(counts) = self.counts {
             return Ok(counts);
         }
-        let counts = (
-            store::count(conn, "identity_suppressions")?,
-            store::count(conn, "identity_blocks")?,
-        );
+        if self.shared {
+            // Another worker may add a suppression or a barrier at any time.
+            return Ok((u64::MAX, u64::MAX));
+        }
+        let counts = conn.guard_counts()?;
         self.counts = Some(counts);
         Ok(counts)
     }
@@ -190,7 +214,7 @@ impl GraphState {
     /// The profile of a node: the cache, then the store.
     pub(super) fn lookup(
         &mut self,
-        conn: &Connection,
+        conn: &dyn IdentityTx,
         key: &str,
         report: &mut BatchReport,
     ) -> Result<Option<Arc<str>>, StorageError> {
@@ -199,9 +223,9 @@ impl GraphState {
             return Ok(Some(Arc::clone(p)));
         }
         report.cache_misses += 1;
-        let found: Option<Arc<str>> = store::node_profile(conn, key)?.map(Arc::from);
+        let found: Option<Arc<str>> = conn.node_profile(key)?.map(Arc::from);
         if let Some(p) = &found {
-            self.nodes.insert(key.to_owned(), Arc::clone(p));
+            self.cache_node(key, p);
         }
         Ok(found)
     }

@@ -12,10 +12,11 @@ use super::graph::{link_batch, BatchContext, EventIds, Linked};
 use super::key::KeyRules;
 use super::profile::{load, Lookup};
 use super::state::GraphState;
-use super::{privacy, repair, store};
+use super::{privacy, repair};
 use crate::config::IdentityConfig;
 use crate::event::Event;
 use crate::stages::identify::event_ids;
+use crate::storage::identity::{IdentityTx, SessionRow};
 
 /// A graph on an in-memory database, driven one event at a time.
 struct Graph {
@@ -85,7 +86,7 @@ impl Graph {
         let ids = self.ids(events);
         let cx = self.cx();
         let tx = self.conn.unchecked_transaction().unwrap();
-        let (linked, _) = link_batch(&tx, &mut self.state, &ids, cx).unwrap();
+        let (linked, _) = link_batch(&*tx, &mut self.state, &ids, cx).unwrap();
         tx.commit().unwrap();
         linked
     }
@@ -107,12 +108,12 @@ impl Graph {
             .unwrap()
     }
 
-    fn stored_session(&self, key: &str) -> Option<store::SessionRow> {
-        store::session(&self.conn, key).unwrap()
+    fn stored_session(&self, key: &str) -> Option<SessionRow> {
+        self.conn.session(key).unwrap()
     }
 
     fn profile_of(&self, key: &str) -> Option<String> {
-        store::node_profile(&self.conn, key).unwrap()
+        self.conn.node_profile(key).unwrap()
     }
 
     fn merges(&self) -> i64 {
@@ -177,10 +178,7 @@ fn the_same_user_on_two_devices_is_one_profile_and_the_older_id_survives() {
     assert_eq!(view.merges[0].message_id.as_deref(), Some("merge-me"));
     assert_eq!(view.merges[0].absorbed, laptop_anon);
     assert_eq!(view.merged_ids, vec![laptop_anon.clone()]);
-    assert_eq!(
-        store::current_profile(&g.conn, &laptop_anon).unwrap(),
-        Some(first)
-    );
+    assert_eq!(g.conn.current_profile(&laptop_anon).unwrap(), Some(first));
 }
 
 #[test]
@@ -326,7 +324,7 @@ fn a_hashed_email_links_anonymous_browsers_but_not_two_users() {
         Some("c2"),
     ));
     assert_eq!(a, b);
-    let stored: Vec<String> = store::profile_nodes(&g.conn, &a).unwrap();
+    let stored: Vec<String> = g.conn.profile_nodes(&a).unwrap();
     assert!(
         stored.iter().all(|k| !k.contains('@')),
         "emails are stored hashed: {stored:?}"

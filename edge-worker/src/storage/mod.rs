@@ -11,6 +11,9 @@
 
 pub(crate) mod dedup;
 pub(crate) mod delivery;
+pub mod identity;
+#[cfg(test)]
+mod identity_conformance;
 pub(crate) mod outbox;
 pub(crate) mod pack_cache;
 mod postgres;
@@ -274,11 +277,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Proves the store accepts a durable write. Used by `/readyz`.
     async fn check_writable(&self) -> Result<(), StorageError>;
 
-    /// The embedded SQLite store behind this storage, for modules that keep
-    /// their own tables in it (the identity graph). `None` for other backends.
-    fn sqlite(&self) -> Option<Arc<SqliteStorage>> {
-        None
-    }
+    /// The identity store on this backend (`crate::identity` keeps its
+    /// graph, profiles and privacy log there).
+    fn identity_store(&self) -> Arc<dyn identity::IdentityStore>;
 
     // Delivery (issue #5): dead letters and consent holds.
 

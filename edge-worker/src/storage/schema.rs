@@ -142,7 +142,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// Every module's migrations, in the order the store applies them at open.
 pub(crate) fn migrate_all(conn: &mut Connection) -> Result<(), super::StorageError> {
     migrate(conn)?;
-    migrate_module(conn, "identity", crate::identity::MIGRATIONS)?;
+    migrate_module(conn, "identity", super::sqlite::identity::MIGRATIONS)?;
     migrate_module(conn, "delivery", super::delivery::MIGRATIONS)?;
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! The [`Storage`](super::Storage) methods of the SQLite store delegate to
 //! the functions here, so delivery's SQL sits in one file (issue #5).
 
+pub(crate) mod person;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -20,10 +20,16 @@ pub(crate) struct PgMigrations {
 }
 
 /// Every module's migrations, in the order they are applied.
-pub(crate) const MODULES: &[PgMigrations] = &[PgMigrations {
-    module: "core",
-    steps: super::schema::CORE,
-}];
+pub(crate) const MODULES: &[PgMigrations] = &[
+    PgMigrations {
+        module: "core",
+        steps: super::schema::CORE,
+    },
+    PgMigrations {
+        module: "identity",
+        steps: super::identity::MIGRATIONS,
+    },
+];
 
 /// The advisory lock key ("Waymark" in ASCII).
 const LOCK_KEY: i64 = 0x5761_796d_6172_6b;

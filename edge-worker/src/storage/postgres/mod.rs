@@ -8,14 +8,18 @@
 //! - the delivery queue is append-only and partitioned by dataset, and each
 //!   destination is drained by the worker holding its lease ([`queue`]);
 //! - nothing is cached in memory that another worker could make stale: no
-//!   dedup keys, no outbox packs.
+//!   dedup keys, no outbox packs, no identity lookups;
+//! - the identity graph lives in the same database ([`identity`]), its jobs
+//!   in `SERIALIZABLE` transactions retried on conflict.
 //!
 //! A worker that cannot reach PostgreSQL answers ingest with 503 and fails
 //! `/readyz`; the pool reconnects by itself once the server is back.
 
 mod holds;
+pub(crate) mod identity;
 mod ingest;
 pub(crate) mod migrate;
+mod person;
 mod queue;
 pub(crate) mod schema;
 
@@ -48,11 +52,8 @@ pub struct PgStorage {
     leases: Mutex<HashMap<String, i64>>,
     /// Dedup partitions known to exist.
     dedup_buckets: Mutex<Vec<i32>>,
-    /// Interim: the identity graph stays in an embedded store under
-    /// `data_dir` until identity has its own boundary with a PostgreSQL
-    /// implementation (issue #12, identity part). Until then profiles are
-    /// per worker.
-    local: Arc<super::SqliteStorage>,
+    /// The identity store over the same pool.
+    identity: Arc<identity::PgIdentity>,
 }
 
 impl PgStorage {
@@ -110,9 +111,12 @@ impl PgStorage {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| open_error("storage", e.to_string()))?;
-        let local = super::SqliteStorage::open(&config.data_dir, config.max_commit_events)?;
+        let identity = Arc::new(identity::PgIdentity::new(
+            pool.clone(),
+            Arc::new(person::PgPersonEvents),
+        ));
         let store = Arc::new(PgStorage {
-            local,
+            identity,
             pool,
             owner: uuid::Uuid::now_v7().to_string(),
             lease_ms: config.lease_secs as i64 * 1_000,
@@ -362,8 +366,8 @@ impl Storage for Arc<PgStorage> {
         ingest::prune_dedup(self, cutoff_ms).await
     }
 
-    fn sqlite(&self) -> Option<Arc<super::SqliteStorage>> {
-        Some(Arc::clone(&self.local))
+    fn identity_store(&self) -> Arc<dyn super::identity::IdentityStore> {
+        Arc::clone(&self.identity) as Arc<dyn super::identity::IdentityStore>
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

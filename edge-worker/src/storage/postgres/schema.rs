@@ -104,6 +104,12 @@ pub(crate) const CORE: &[&str] = &[
     CREATE INDEX consent_holds_visitor ON consent_holds (destination, visitor);
     CREATE INDEX consent_holds_expiry ON consent_holds (destination, expires_at_ms);
 
+    -- Text as jsonb, or NULL when it is not JSON (privacy matching over
+    -- quarantined raw bodies).
+    CREATE FUNCTION waymark_try_jsonb(t text) RETURNS jsonb
+        LANGUAGE plpgsql IMMUTABLE AS $$
+        BEGIN RETURN t::jsonb; EXCEPTION WHEN others THEN RETURN NULL; END $$;
+
     CREATE TABLE health (
         worker         text PRIMARY KEY,
         checked_at_ms  bigint NOT NULL

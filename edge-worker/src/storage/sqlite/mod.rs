@@ -5,9 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags};
 
+pub(crate) mod identity;
 mod ingest;
 
 use super::dedup::{self, RecentIds};
+use super::identity::IdentityStore;
 use super::outbox;
 use super::pack_cache::PackCache;
 use super::writer::WriteQueue;
@@ -113,6 +115,16 @@ impl SqliteStorage {
         .await
         .map_err(|_| StorageError::Closed)?
     }
+}
+
+/// Deletes quarantined events whose raw text matches `filter` (a SQL
+/// condition over `raw`, for a privacy delete); returns how many.
+pub(crate) fn delete_quarantined(
+    conn: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<usize, StorageError> {
+    Ok(conn.execute(&format!("DELETE FROM quarantine WHERE {filter}"), args)?)
 }
 
 /// Opens a connection with Waymark's pragmas.
@@ -318,8 +330,8 @@ impl Storage for Arc<SqliteStorage> {
         ingest::fold_dedup(self).await
     }
 
-    fn sqlite(&self) -> Option<Arc<SqliteStorage>> {
-        Some(Arc::clone(self))
+    fn identity_store(&self) -> Arc<dyn IdentityStore> {
+        Arc::new(identity::SqliteIdentity(Arc::clone(self)))
     }
 
     async fn check_writable(&self) -> Result<(), StorageError> {

@@ -1,0 +1,379 @@
+//! The identity store on PostgreSQL, shared by every worker of a fleet
+//! (issue #12): [`PgIdentity`] runs identity jobs in `SERIALIZABLE`
+//! transactions and runs a job again when PostgreSQL reports a conflict.
+//!
+//! # Design
+//! The graph's decisions (does this profile hold a user? is this node
+//! new?) are reads followed by writes, so two workers linking the same
+//! identifiers at once would both decide on the same snapshot. Serializable
+//! isolation turns every such race into a serialization failure (or a unique
+//! violation on a node key) for all but one of them, and the loser runs its
+//! job again on the winner's rows: concurrent events end in one profile, and
+//! the guards hold as they do on the single-writer SQLite store. Nothing is
+//! cached in memory (`crate::storage::identity` says why), and activity
+//! (counters, sessions) is written in the link's own transaction.
+//!
+//! Jobs are synchronous ([`IdentityTx`]) and run on a blocking thread, each
+//! statement driven by the runtime's handle; a pooled connection is held for
+//! the length of one job.
+//!
+//! Events waiting in the delivery tables belong to the delivery side, so a
+//! privacy delete asks it, through [`PersonEventTables`], inside the same
+//! transaction.
+
+mod graph;
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{ClientWrapper, Object, Pool};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use crate::storage::identity::{
+    DeletedEvents, IdentityStore, Job, JobOutput, PersonEvents, PersonMatch,
+};
+use crate::storage::StorageError;
+
+/// Migrations of the `identity` module on PostgreSQL; step N is version N.
+/// Released steps never change.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: graph, profiles, traits, sessions, merge log, privacy. Keys sort
+    //    bytewise (COLLATE "C") as on SQLite; the rows updated per event
+    //    leave room for HOT updates (fillfactor).
+    r#"
+    CREATE TABLE identity_profiles (
+        id           text COLLATE "C" PRIMARY KEY,
+        created_ms   bigint NOT NULL,
+        merged_into  text COLLATE "C"
+    );
+    CREATE INDEX identity_profiles_merged ON identity_profiles (merged_into)
+        WHERE merged_into IS NOT NULL;
+
+    CREATE TABLE identity_nodes (
+        key            text COLLATE "C" PRIMARY KEY,
+        profile_id     text COLLATE "C" NOT NULL,
+        created_ms     bigint NOT NULL,
+        first_seen_ms  bigint,
+        last_seen_ms   bigint,
+        n_track        bigint NOT NULL DEFAULT 0,
+        n_page         bigint NOT NULL DEFAULT 0,
+        n_screen       bigint NOT NULL DEFAULT 0,
+        n_identify     bigint NOT NULL DEFAULT 0,
+        n_group        bigint NOT NULL DEFAULT 0,
+        n_alias        bigint NOT NULL DEFAULT 0
+    ) WITH (fillfactor = 70);
+    CREATE INDEX identity_nodes_profile ON identity_nodes (profile_id, key);
+
+    CREATE TABLE identity_links (
+        id          bigserial PRIMARY KEY,
+        a           text COLLATE "C" NOT NULL,
+        b           text COLLATE "C" NOT NULL,
+        cause       text NOT NULL,
+        message_id  text,
+        created_ms  bigint NOT NULL,
+        active      integer NOT NULL DEFAULT 1
+    );
+    CREATE INDEX identity_links_a ON identity_links (a);
+    CREATE INDEX identity_links_b ON identity_links (b);
+
+    CREATE TABLE identity_merges (
+        id             bigserial PRIMARY KEY,
+        at_ms          bigint NOT NULL,
+        survivor       text COLLATE "C" NOT NULL,
+        absorbed       text COLLATE "C" NOT NULL,
+        cause          text NOT NULL,
+        message_id     text,
+        identifiers    text NOT NULL,
+        link_id        bigint,
+        absorbed_node  text COLLATE "C",
+        actor          text,
+        split_at_ms    bigint
+    );
+    CREATE INDEX identity_merges_survivor ON identity_merges (survivor);
+    CREATE INDEX identity_merges_absorbed ON identity_merges (absorbed);
+
+    CREATE TABLE identity_refusals (
+        id           bigserial PRIMARY KEY,
+        at_ms        bigint NOT NULL,
+        message_id   text,
+        kept         text COLLATE "C" NOT NULL,
+        refused      text COLLATE "C" NOT NULL,
+        identifiers  text NOT NULL,
+        reason       text NOT NULL
+    );
+    CREATE INDEX identity_refusals_kept ON identity_refusals (kept);
+    CREATE INDEX identity_refusals_refused ON identity_refusals (refused);
+
+    CREATE TABLE identity_blocks (
+        x         text COLLATE "C" NOT NULL,
+        y         text COLLATE "C" NOT NULL,
+        merge_id  bigint,
+        PRIMARY KEY (x, y)
+    );
+
+    CREATE TABLE identity_traits (
+        node        text COLLATE "C" NOT NULL,
+        key         text COLLATE "C" NOT NULL,
+        value       text NOT NULL,
+        updated_ms  bigint NOT NULL,
+        PRIMARY KEY (node, key)
+    ) WITH (fillfactor = 80);
+
+    CREATE TABLE identity_sessions (
+        key               text COLLATE "C" PRIMARY KEY,
+        session_id        bigint NOT NULL,
+        count             bigint NOT NULL,
+        last_activity_ms  bigint NOT NULL
+    ) WITH (fillfactor = 70);
+
+    CREATE TABLE identity_suppressions (
+        hash        text COLLATE "C" PRIMARY KEY,
+        created_ms  bigint NOT NULL,
+        audit_id    bigint
+    );
+
+    CREATE TABLE identity_audit (
+        id      bigserial PRIMARY KEY,
+        at_ms   bigint NOT NULL,
+        actor   text NOT NULL,
+        action  text NOT NULL,
+        target  text NOT NULL,
+        detail  text NOT NULL
+    );
+    "#,
+];
+
+/// Attempts of one job before its conflict is reported as an error.
+const MAX_ATTEMPTS: u32 = 40;
+
+/// The delivery side's answer to a privacy export or delete: a person's
+/// events in the outbox, consent holds, dead letters and quarantine, read or
+/// deleted inside the identity job's transaction.
+pub(crate) trait PersonEventTables: Send + Sync + 'static {
+    /// The person's waiting events.
+    fn person_events(
+        &self,
+        conn: &PgConn<'_>,
+        person: &PersonMatch,
+    ) -> Result<PersonEvents, StorageError>;
+    /// Deletes the person's waiting events; returns how many, per place.
+    fn delete_person_events(
+        &self,
+        conn: &PgConn<'_>,
+        person: &PersonMatch,
+    ) -> Result<DeletedEvents, StorageError>;
+}
+
+/// The identity store on a PostgreSQL pool.
+pub(crate) struct PgIdentity {
+    pool: Pool,
+    events: Arc<dyn PersonEventTables>,
+}
+
+impl PgIdentity {
+    /// The identity store over `pool`, whose database has the
+    /// [`MIGRATIONS`] applied; `events` answers for the delivery tables.
+    pub(crate) fn new(pool: Pool, events: Arc<dyn PersonEventTables>) -> PgIdentity {
+        PgIdentity { pool, events }
+    }
+
+    async fn client(&self) -> Result<Object, StorageError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StorageError::Commit(format!("cannot reach PostgreSQL: {e}")))
+    }
+
+    /// Runs `job` in a transaction begun with `begin`, again while it
+    /// fails on a conflict; the job's result once committed.
+    async fn run(&self, begin: &'static str, mut job: Job) -> Result<JobOutput, StorageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let client = self.client().await?;
+            let events = Arc::clone(&self.events);
+            let handle = tokio::runtime::Handle::current();
+            let (result, job_back) = tokio::task::spawn_blocking(move || {
+                let mut guard = Held(Some(client));
+                let result = guard.run(&handle, begin, &mut job, &*events);
+                guard.release(!matches!(&result, Err(f) if f.broken));
+                (result, job)
+            })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+            job = job_back;
+            match result {
+                Ok(out) => return Ok(out),
+                Err(e) if e.conflict && attempt < MAX_ATTEMPTS => {
+                    // Back off a little, more each time, so racing workers
+                    // do not meet again at once.
+                    let jitter = rand::random::<u64>() % 16;
+                    let base = 1u64 << attempt.min(5);
+                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                }
+                Err(e) => return Err(e.error),
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl IdentityStore for PgIdentity {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn run_write(&self, job: Job) -> Result<JobOutput, StorageError> {
+        self.run("BEGIN ISOLATION LEVEL SERIALIZABLE", job).await
+    }
+
+    async fn run_read(&self, job: Job) -> Result<JobOutput, StorageError> {
+        self.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", job)
+            .await
+    }
+}
+
+/// A job's failure: whether running it again may succeed, and whether
+/// the connection must not go back to the pool.
+struct Failure {
+    error: StorageError,
+    conflict: bool,
+    broken: bool,
+}
+
+/// A pooled connection held by one job. Unless released after a clean
+/// `COMMIT` or `ROLLBACK`, it is detached from the pool when dropped (a
+/// panicking job must not hand an open transaction to the next one).
+struct Held(Option<Object>);
+
+impl Held {
+    fn run(
+        &mut self,
+        handle: &tokio::runtime::Handle,
+        begin: &str,
+        job: &mut Job,
+        events: &dyn PersonEventTables,
+    ) -> Result<JobOutput, Failure> {
+        let Some(client) = self.0.as_deref() else {
+            return Err(Failure {
+                error: StorageError::Closed,
+                conflict: false,
+                broken: true,
+            });
+        };
+        let conn = PgConn {
+            client,
+            handle,
+            conflict: Cell::new(false),
+            broken: Cell::new(false),
+        };
+        let failure = |conn: &PgConn<'_>, error| Failure {
+            error,
+            conflict: conn.conflict.get(),
+            broken: conn.broken.get(),
+        };
+        conn.batch(begin).map_err(|e| failure(&conn, e))?;
+        let tx = graph::PgTx {
+            conn: &conn,
+            events,
+        };
+        match job(&tx) {
+            Ok(out) => match conn.batch("COMMIT") {
+                Ok(()) => Ok(out),
+                Err(e) => Err(failure(&conn, e)),
+            },
+            Err(e) => {
+                // NOTE: a failed ROLLBACK leaves the connection unusable;
+                // `broken` then keeps it out of the pool.
+                let _ = conn.batch("ROLLBACK");
+                Err(failure(&conn, e))
+            }
+        }
+    }
+
+    fn release(&mut self, reusable: bool) {
+        if reusable {
+            self.0.take();
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(Object::take(object));
+        }
+    }
+}
+
+/// One pooled connection inside a job, with blocking statement helpers
+/// (for [`PersonEventTables`] implementations too). Errors note whether
+/// PostgreSQL reported a conflict worth running the job again for.
+pub(crate) struct PgConn<'a> {
+    client: &'a ClientWrapper,
+    handle: &'a tokio::runtime::Handle,
+    conflict: Cell<bool>,
+    broken: Cell<bool>,
+}
+
+/// Statement parameters.
+pub(crate) type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl PgConn<'_> {
+    /// Rows of a (cached, prepared) statement.
+    pub(crate) fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StorageError> {
+        self.handle
+            .block_on(async {
+                let stmt = self.client.prepare_cached(sql).await?;
+                self.client.query(&stmt, params).await
+            })
+            .map_err(|e| self.error(e))
+    }
+
+    /// At most one row.
+    pub(crate) fn query_opt(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, StorageError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    /// Rows changed by a statement.
+    pub(crate) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, StorageError> {
+        self.handle
+            .block_on(async {
+                let stmt = self.client.prepare_cached(sql).await?;
+                self.client.execute(&stmt, params).await
+            })
+            .map_err(|e| self.error(e))
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), StorageError> {
+        self.handle
+            .block_on(self.client.batch_execute(sql))
+            .map_err(|e| self.error(e))
+    }
+
+    #[cold]
+    fn error(&self, e: tokio_postgres::Error) -> StorageError {
+        let code = e.code();
+        if code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+            || code == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+            || code == Some(&SqlState::UNIQUE_VIOLATION)
+        {
+            self.conflict.set(true);
+        }
+        if e.as_db_error().is_none() || e.is_closed() {
+            self.broken.set(true);
+        }
+        let text = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        };
+        StorageError::Sql(format!("postgres: {text}"))
+    }
+}
