@@ -4,25 +4,14 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use reqwest::blocking::Response;
 use serde_json::{json, Value};
-use sha2::Sha256;
 use waymark_tests::{client, Worker, BASIC_CONFIG};
 
-const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789";
 const ADMIN: &str = "admin-secret";
 
-/// The `Cookie` header of a browser whose visitor id is `visitor` (22 chars).
 fn browser(visitor: &str) -> String {
-    assert_eq!(visitor.len(), 22, "visitor ids are 22 base64url characters");
-    let issued = chrono::Utc::now().timestamp();
-    let payload = format!("v1.{visitor}.{issued}.k1");
-    let mut mac = Hmac::<Sha256>::new_from_slice(TEST_SECRET.as_bytes()).unwrap();
-    mac.update(payload.as_bytes());
-    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("wm_vid={payload}.{tag}")
+    waymark_tests::browser_cookie(visitor)
 }
 
 fn send(worker: &Worker, cookie: &str, events: Vec<Value>) {

@@ -278,3 +278,22 @@ pub fn track(event: &str) -> serde_json::Value {
         "properties": {"price": 9.99, "currency": "EUR"},
     })
 }
+
+/// The identity secret of [`BASIC_CONFIG`] (key `k1`).
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+/// The `Cookie` header of a browser whose visitor id is `visitor` (22
+/// base64url characters), signed as the worker signs `wm_vid` with key `k1`
+/// of [`TEST_SECRET`].
+pub fn browser_cookie(visitor: &str) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    assert_eq!(visitor.len(), 22, "visitor ids are 22 base64url characters");
+    let issued = chrono::Utc::now().timestamp();
+    let payload = format!("v1.{visitor}.{issued}.k1");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(TEST_SECRET.as_bytes()).expect("any key length");
+    mac.update(payload.as_bytes());
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("wm_vid={payload}.{tag}")
+}
