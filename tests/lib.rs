@@ -99,6 +99,12 @@ impl Worker {
 
     /// Starts the binary with `config` using an existing data dir (restarts).
     pub fn start_in(config: &str, data_dir: PathBuf) -> Worker {
+        Worker::start_listening(config, data_dir, "127.0.0.1:0")
+    }
+
+    /// Starts the binary with `config` in `data_dir` on `listen` (a fixed
+    /// address, for a worker others point at that must come back there).
+    pub fn start_listening(config: &str, data_dir: PathBuf, listen: &str) -> Worker {
         let config_path = data_dir.join("waymark.toml");
         std::fs::write(&config_path, config).expect("write config");
         let config_arg = config_path.to_string_lossy().into_owned();
@@ -108,7 +114,7 @@ impl Worker {
                 "--config",
                 &config_arg,
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--data-dir",
                 data_dir.to_str().unwrap_or_default(),
             ],
