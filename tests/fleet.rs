@@ -112,23 +112,60 @@ fn a_killed_workers_destination_is_taken_over_and_nothing_acked_is_lost() {
     let db = test_database("fleet_kill").expect("PostgreSQL test database");
     let hook = webhook::start("s");
     let cfg = config(&db, &hook);
-    let mut a = Worker::start(&cfg);
+    let a = std::sync::Mutex::new(Worker::start(&cfg));
     let b = Worker::start(&cfg);
-    // Load on both; one of them is killed halfway.
-    let mut acked: Vec<String> = Vec::new();
-    for round in 0..40 {
-        if round == 20 {
-            a.kill();
+    let a_url = a.lock().expect("worker a").url("/v1/batch");
+    // Two threads load each worker; A is SIGKILLed halfway. Only what was
+    // answered 200 counts as acked.
+    let send = |url: &str, ids: &[String]| -> bool {
+        let batch: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"type":"track","event":"E","anonymousId":"anon-1","messageId":id}))
+            .collect();
+        client()
+            .post(url)
+            .basic_auth("wk_test", Some(""))
+            .json(&json!({ "batch": batch }))
+            .send()
+            .map(|r| r.status().as_u16() == 200)
+            .unwrap_or(false)
+    };
+    let b_url = b.url("/v1/batch");
+    let acked: Vec<String> = std::thread::scope(|s| {
+        let mut threads = Vec::new();
+        for t in 0..4 {
+            let url = if t % 2 == 0 {
+                a_url.clone()
+            } else {
+                b_url.clone()
+            };
+            let send = &send;
+            threads.push(s.spawn(move || {
+                let mut acked = Vec::new();
+                for round in 0..30 {
+                    let ids: Vec<String> = (0..10).map(|i| format!("k-{t}-{round}-{i}")).collect();
+                    if send(&url, &ids) {
+                        acked.extend(ids);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                acked
+            }));
         }
-        let ids: Vec<String> = (0..10).map(|i| format!("k-{round}-{i}")).collect();
-        let target = if round % 2 == 0 && round < 20 { &a } else { &b };
-        if post(target, &ids) == 200 {
-            acked.extend(ids);
-        }
-    }
-    assert_eq!(acked.len(), 400);
+        std::thread::sleep(Duration::from_millis(400));
+        a.lock().expect("worker a").kill();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("load thread"))
+            .collect()
+    });
+    assert!(
+        acked.len() >= 600,
+        "B's threads alone ack 600: {}",
+        acked.len()
+    );
     // Whoever held the lease, every acked event arrives within the lease plus slack.
-    let delivered = wait_for_ids(&hook, 400, Duration::from_secs(30));
+    let delivered = wait_for_ids(&hook, acked.len(), Duration::from_secs(30));
     for id in &acked {
         assert!(delivered.contains_key(id), "{id} acked but never delivered");
     }

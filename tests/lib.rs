@@ -11,6 +11,7 @@
 pub mod fakes;
 pub mod loadgen;
 pub mod pg;
+pub mod procstat;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

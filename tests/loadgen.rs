@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 /// Load settings.
 #[derive(Debug, Clone)]
 pub struct Load {
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
+    /// `http://127.0.0.1:PORT` of each server; connections are spread over
+    /// them in turn (a fleet of workers behind no load balancer).
+    pub bases: Vec<String>,
     /// Write key sent as the Basic username.
     pub write_key: String,
     /// Requests in flight at once.
@@ -99,13 +100,12 @@ pub async fn run(load: Load) -> Report {
         .pool_max_idle_per_host(load.concurrency)
         .build()
         .expect("client");
-    let url = format!("{}/v1/batch", load.base);
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for worker in 0..load.concurrency {
         let client = client.clone();
-        let url = url.clone();
+        let url = format!("{}/v1/batch", load.bases[worker % load.bases.len().max(1)]);
         let key = load.write_key.clone();
         let stop = Arc::clone(&stop);
         let measuring = Arc::clone(&measuring);

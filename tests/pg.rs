@@ -111,6 +111,26 @@ impl Cluster {
         create_database(&base, name)
     }
 
+    /// The postmaster's pid, while the server runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// Runs `sql` with `psql` on database `url`; returns its unaligned
+    /// output (`|` between columns).
+    pub fn psql(&self, url: &str, sql: &str) -> io::Result<String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-q", "-t", "-d", url, "-c", sql])
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port

@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
 
     // 1. Maximum ingest rate.
     let max = rt.block_on(loadgen::run(Load {
-        base: worker.base.clone(),
+        bases: vec![worker.base.clone()],
         write_key: "wk_bench".into(),
         concurrency: 32,
         batch: 20,

@@ -171,6 +171,9 @@ fn test_guest_rules(root: &Path) -> anyhow::Result<()> {
 fn bench(root: &Path, what: Option<&str>, extra: &[String]) -> anyhow::Result<()> {
     match what {
         Some("ingest") => {
+            if extra.iter().any(|a| a == "postgres") {
+                pg::ensure_postgres()?;
+            }
             sh(
                 root,
                 &cargo(),
@@ -191,6 +194,9 @@ fn bench(root: &Path, what: Option<&str>, extra: &[String]) -> anyhow::Result<()
             args.extend(extra.iter().map(String::as_str));
             sh(root, loadgen.to_str().unwrap_or("waymark-loadgen"), &args)
         }
-        _ => bail!("usage: cargo xtask bench ingest [--rounds N] [--seconds N] [--random-ids]"),
+        _ => bail!(
+            "usage: cargo xtask bench ingest [--rounds N] [--seconds N] [--random-ids] \
+             [--backend postgres [--workers N] [--soak SECS]]"
+        ),
     }
 }

@@ -11,8 +11,8 @@ use super::route::HoldRoutes;
 use crate::event::Event;
 use crate::http::live::LiveStream;
 use crate::storage::{
-    AcceptedEvent, ConsentSettled, HeldEvent, HoldCommit, IngestCommit, QuarantinedEvent, Storage,
-    StorageError, Stored,
+    AcceptedEvent, ConsentSettled, HeldEvent, HoldCommit, HoldOutcome, IngestCommit,
+    QuarantinedEvent, Storage, StorageError, Stored,
 };
 use crate::telemetry::deliver::{ConsentBlocked, ConsentHolds};
 use crate::time::now_ms;
@@ -167,34 +167,45 @@ impl Outbox {
         Arc::clone(wakers.entry(Arc::from(destination)).or_default())
     }
 
-    /// Commits one request durably, then wakes the workers it fed.
+    /// Commits one request durably (events, holds and consent decisions in
+    /// one transaction), then wakes the workers it fed.
     pub async fn commit(&self, mut builder: CommitBuilder) -> Result<CommitSummary, StorageError> {
-        // Held events are copied out before the commit takes the batch.
-        let held: Vec<(usize, HeldEvent, u64)> = builder
-            .holds
-            .drain(..)
-            .filter_map(|(i, destination, visitor, secs)| {
-                let e = builder.commit.accepted.get(i)?;
-                Some((
-                    i,
-                    HeldEvent {
-                        destination,
-                        source: Arc::clone(&e.source),
-                        visitor,
-                        message_id: e.message_id.clone(),
-                        json: e.json.to_string(),
-                    },
-                    secs,
-                ))
-            })
-            .collect();
+        let now = now_ms();
+        let mut holds = HoldCommit {
+            settled: std::mem::take(&mut builder.settled),
+            ..HoldCommit::default()
+        };
+        // Which accepted event each hold is of, for the live stream.
+        let mut held_of: Vec<usize> = Vec::new();
+        for (i, destination, visitor, secs) in builder.holds.drain(..) {
+            let Some(e) = builder.commit.accepted.get(i) else {
+                continue;
+            };
+            holds
+                .expires_at_ms
+                .insert(Arc::clone(&destination), now + secs as i64 * 1_000);
+            holds.held.push(HeldEvent {
+                destination,
+                source: Arc::clone(&e.source),
+                visitor,
+                message_id: e.message_id.clone(),
+                json: e.json.to_string(),
+            });
+            held_of.push(i);
+        }
+        builder.commit.holds = holds;
         let watched = self.live.is_watched().then(|| {
-            builder
-                .commit
-                .accepted
+            let accepted = &builder.commit.accepted;
+            let frames: Vec<_> = accepted
                 .iter()
                 .map(|e| (Arc::clone(&e.json), e.destinations.clone()))
-                .collect::<Vec<_>>()
+                .collect();
+            let held: Vec<_> = held_of
+                .iter()
+                .zip(&builder.commit.holds.held)
+                .map(|(&i, h)| (i, Arc::clone(&h.destination)))
+                .collect();
+            (frames, held)
         });
         let source = Arc::clone(&builder.source);
         let mut touched: Vec<Arc<str>> = Vec::new();
@@ -205,15 +216,9 @@ impl Outbox {
                 }
             }
         }
-        let stored = self.storage.commit_ingest(builder.commit).await?;
+        let outcome = self.storage.commit_ingest(builder.commit).await?;
+        let stored = &outcome.stored;
         let duplicates = stored.iter().filter(|s| **s == Stored::Duplicate).count();
-        // Consent holds, before the ack too: a held event is as durable as a routed one.
-        let held: Vec<(HeldEvent, u64)> = held
-            .into_iter()
-            .filter(|(i, _, _)| stored.get(*i) == Some(&Stored::Enqueued))
-            .map(|(_, h, secs)| (h, secs))
-            .collect();
-        self.commit_holds(held, builder.settled).await?;
         for (d, denied, count) in &builder.blocked {
             ConsentBlocked {
                 destination: d,
@@ -222,8 +227,9 @@ impl Outbox {
             }
             .emit();
         }
-        if let Some(frames) = watched {
-            for ((json, destinations), s) in frames.iter().zip(&stored) {
+        self.count_holds(&outcome.holds);
+        if let Some((frames, held)) = watched {
+            for ((json, destinations), s) in frames.iter().zip(stored) {
                 if *s == Stored::Duplicate {
                     continue;
                 }
@@ -234,6 +240,12 @@ impl Outbox {
                         .publish_json_from(Some(&*source), "routed", json, Some(d), None);
                 }
             }
+            for (i, d) in held {
+                if let (Some(Stored::Enqueued), Some((json, _))) = (stored.get(i), frames.get(i)) {
+                    self.live
+                        .publish_json_from(Some(&*source), "held", json, Some(&d), None);
+                }
+            }
         }
         if duplicates < stored.len() {
             for d in touched {
@@ -242,50 +254,14 @@ impl Outbox {
                 self.waker(&d).notify_one();
             }
         }
+        for (d, _) in &outcome.holds.released {
+            self.waker(d).notify_one();
+        }
         Ok(CommitSummary { duplicates })
     }
 
-    /// Writes new holds and applies consent decisions; wakes destinations
-    /// whose held events were released.
-    async fn commit_holds(
-        &self,
-        held: Vec<(HeldEvent, u64)>,
-        settled: Vec<ConsentSettled>,
-    ) -> Result<(), StorageError> {
-        if held.is_empty() && settled.is_empty() {
-            return Ok(());
-        }
-        // A decision with nothing held costs a read, not a commit.
-        if held.is_empty() {
-            let keys = settled
-                .iter()
-                .map(|s| (Arc::clone(&s.destination), s.visitor.clone()))
-                .collect();
-            if !self.storage.holds_exist(keys).await? {
-                return Ok(());
-            }
-        }
-        let now = now_ms();
-        let mut commit = HoldCommit {
-            settled,
-            ..HoldCommit::default()
-        };
-        for (h, secs) in held {
-            commit
-                .expires_at_ms
-                .insert(Arc::clone(&h.destination), now + secs as i64 * 1_000);
-            if self.live.is_watched() {
-                self.live.publish_json_from(
-                    Some(&*h.source),
-                    "held",
-                    &h.json,
-                    Some(&h.destination),
-                    None,
-                );
-            }
-            commit.held.push(h);
-        }
-        let outcome = self.storage.commit_holds(commit).await?;
+    /// Counts what a commit's holds and decisions did.
+    fn count_holds(&self, outcome: &HoldOutcome) {
         for (outcome_name, list) in [
             ("held", &outcome.held),
             ("released", &outcome.released),
@@ -300,9 +276,5 @@ impl Outbox {
                 .emit();
             }
         }
-        for (d, _) in &outcome.released {
-            self.waker(d).notify_one();
-        }
-        Ok(())
     }
 }

@@ -54,6 +54,44 @@ impl Backend {
         }
     }
 
+    /// Makes every later insert into `consent_holds` fail inside the
+    /// database (a trigger), as a full disk or a lost connection would in
+    /// the middle of an ingest commit; `false` removes the trigger.
+    pub(crate) async fn fail_holds(&self, fail: bool) {
+        let (create, drop) = match self.config.backend {
+            StorageBackend::Sqlite => (
+                "CREATE TRIGGER fail_holds BEFORE INSERT ON consent_holds
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+                "DROP TRIGGER fail_holds;",
+            ),
+            StorageBackend::Postgres => (
+                "CREATE FUNCTION fail_holds() RETURNS trigger LANGUAGE plpgsql AS
+                   $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+                 CREATE TRIGGER fail_holds BEFORE INSERT ON consent_holds
+                   FOR EACH ROW EXECUTE FUNCTION fail_holds();",
+                "DROP TRIGGER fail_holds ON consent_holds; DROP FUNCTION fail_holds();",
+            ),
+        };
+        let sql = if fail { create } else { drop };
+        match self.config.backend {
+            StorageBackend::Sqlite => {
+                let conn = rusqlite::Connection::open(
+                    self.config.data_dir.join(super::sqlite::DATABASE_FILE),
+                )
+                .expect("open the SQLite file");
+                conn.execute_batch(sql).expect("the trigger");
+            }
+            StorageBackend::Postgres => {
+                let url = self.config.url.clone().expect("a URL");
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(conn);
+                client.batch_execute(sql).await.expect("the trigger");
+            }
+        }
+    }
+
     /// Another worker on the same store (PostgreSQL only).
     pub(crate) fn second_worker(&self) -> Arc<dyn Storage> {
         super::open(&self.config, 86_400).expect("open a second worker")
@@ -80,6 +118,7 @@ pub(crate) fn commit(events: Vec<AcceptedEvent>) -> IngestCommit {
     IngestCommit {
         accepted: events,
         quarantined: vec![],
+        holds: Default::default(),
     }
 }
 
@@ -108,6 +147,7 @@ conformance!(
     quarantine_lists_newest_first_and_removes,
     rule_quarantine_keeps_the_destination_and_requeues_to_it,
     holds_release_on_grant_drop_on_denial_and_expire,
+    a_failed_hold_write_leaves_nothing_of_the_request,
     readiness_is_a_durable_write,
 );
 
@@ -123,7 +163,8 @@ async fn dedup_is_per_source_and_first_in_a_request_wins(b: Backend) {
             no_dedup.clone(),
         ]))
         .await
-        .unwrap();
+        .unwrap()
+        .stored;
     assert_eq!(
         stored,
         vec![
@@ -141,7 +182,8 @@ async fn dedup_is_per_source_and_first_in_a_request_wins(b: Backend) {
             no_dedup,
         ]))
         .await
-        .unwrap();
+        .unwrap()
+        .stored;
     assert_eq!(
         again,
         vec![
@@ -166,14 +208,16 @@ async fn dedup_is_forgotten_once_pruned(b: Backend) {
     let kept = s
         .commit_ingest(commit(vec![accepted("web", "m1", &["a"])]))
         .await
-        .unwrap();
+        .unwrap()
+        .stored;
     assert_eq!(kept, vec![Stored::Duplicate]);
     // A cutoff past every key forgets it.
     s.prune_dedup(now_ms() + 3 * 86_400_000).await.unwrap();
     let forgotten = s
         .commit_ingest(commit(vec![accepted("web", "m1", &["a"])]))
         .await
-        .unwrap();
+        .unwrap()
+        .stored;
     assert_eq!(forgotten, vec![Stored::Enqueued]);
     assert_eq!(s.outbox_depth("a").await.unwrap(), 2);
 }
@@ -322,6 +366,7 @@ async fn rule_quarantine_keeps_the_destination_and_requeues_to_it(b: Backend) {
             detail: "no type".into(),
             raw: "{}".into(),
         }],
+        holds: Default::default(),
     })
     .await
     .unwrap();
@@ -355,6 +400,7 @@ async fn quarantine_lists_newest_first_and_removes(b: Backend) {
     s.commit_ingest(IngestCommit {
         accepted: vec![],
         quarantined: vec![q("first"), q("second")],
+        holds: Default::default(),
     })
     .await
     .unwrap();
@@ -383,6 +429,44 @@ fn held(dest: &str, visitor: &str, id: &str) -> HeldEvent {
     }
 }
 
+async fn a_failed_hold_write_leaves_nothing_of_the_request(b: Backend) {
+    let s = &b.store;
+    let request = || {
+        let mut c = commit(vec![
+            accepted("web", "m1", &["hook"]),
+            accepted("web", "m2", &["hook"]),
+        ]);
+        c.holds = HoldCommit {
+            held: vec![held("ads", "v1", "m1"), held("ads", "v1", "m2")],
+            settled: vec![],
+            expires_at_ms: HashMap::from([(Arc::from("ads"), now_ms() + 60_000)]),
+        };
+        c
+    };
+    b.fail_holds(true).await;
+    assert!(
+        s.commit_ingest(request()).await.is_err(),
+        "the injected failure"
+    );
+    assert_eq!(
+        s.outbox_depth("hook").await.unwrap(),
+        0,
+        "no outbox rows of a failed commit"
+    );
+    b.fail_holds(false).await;
+    // The client's retry is not a duplicate: it writes events and holds.
+    let out = s.commit_ingest(request()).await.unwrap();
+    assert_eq!(out.stored, vec![Stored::Enqueued, Stored::Enqueued]);
+    assert_eq!(out.holds.held, vec![(Arc::from("ads"), 2)]);
+    assert_eq!(s.outbox_depth("hook").await.unwrap(), 2);
+    assert_eq!(s.held_count("ads").await.unwrap(), 2);
+    // A second retry is: nothing more is written, held or counted.
+    let again = s.commit_ingest(request()).await.unwrap();
+    assert_eq!(again.stored, vec![Stored::Duplicate, Stored::Duplicate]);
+    assert!(again.holds.held.is_empty());
+    assert_eq!(s.held_count("ads").await.unwrap(), 2);
+}
+
 async fn holds_release_on_grant_drop_on_denial_and_expire(b: Backend) {
     let s = &b.store;
     let far = HashMap::from([(Arc::from("ads"), now_ms() + 60_000)]);
@@ -400,14 +484,6 @@ async fn holds_release_on_grant_drop_on_denial_and_expire(b: Backend) {
         .await
         .unwrap();
     assert_eq!(out.held, vec![(Arc::from("ads"), 3)]);
-    assert!(s
-        .holds_exist(vec![(Arc::from("ads"), "v1".into())])
-        .await
-        .unwrap());
-    assert!(!s
-        .holds_exist(vec![(Arc::from("ads"), "v9".into())])
-        .await
-        .unwrap());
     assert_eq!(s.held_count("ads").await.unwrap(), 3);
     let out = s
         .commit_holds(HoldCommit {

@@ -22,8 +22,7 @@ use crate::identity::key::KeyRules;
 use crate::identity::{Identity, IdentityError, Lookup};
 use crate::stages::identify::event_ids;
 
-#[path = "../../../tests/pg.rs"]
-mod test_db;
+use super::postgres::test_db;
 
 /// Workers over one identity store, and a way to leave one of a person's
 /// events waiting in the store.
@@ -53,6 +52,7 @@ impl Fleet {
                         destinations: vec!["hook".into()],
                     }],
                     quarantined: Vec::new(),
+                    holds: Default::default(),
                 };
                 let done = std::thread::spawn(move || {
                     tokio::runtime::Runtime::new()

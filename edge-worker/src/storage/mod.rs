@@ -148,6 +148,40 @@ pub struct IngestCommit {
     pub accepted: Vec<AcceptedEvent>,
     /// Events to quarantine.
     pub quarantined: Vec<QuarantinedEvent>,
+    /// Consent holds of accepted events (written only for those that are
+    /// not duplicates) and the request's consent decisions on earlier
+    /// holds, in the same transaction as the outbox rows.
+    pub holds: HoldCommit,
+}
+
+/// What an ingest commit did.
+#[derive(Debug, Default)]
+pub struct IngestOutcome {
+    /// Per accepted event, in order: enqueued or a duplicate.
+    pub stored: Vec<Stored>,
+    /// What its holds and decisions did.
+    pub holds: HoldOutcome,
+}
+
+impl HoldCommit {
+    /// Nothing to hold and nothing decided.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.settled.is_empty()
+    }
+
+    /// The holds whose events `stored` says are new: a duplicate's holds
+    /// were written with its first copy.
+    pub(crate) fn of_fresh(&self, accepted: &[AcceptedEvent], fresh: &[bool]) -> Vec<&HeldEvent> {
+        self.held
+            .iter()
+            .filter(|h| {
+                accepted
+                    .iter()
+                    .zip(fresh)
+                    .any(|(e, &new)| new && e.message_id == h.message_id && e.source == h.source)
+            })
+            .collect()
+    }
 }
 
 /// What the commit did with each accepted event, in order.
@@ -208,10 +242,12 @@ pub struct QuarantineEntry {
 /// not happen; the caller answers 503 (ingest) or retries later (delivery).
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// Dedups, enqueues and quarantines one request's events in one durable
+    /// Dedups, enqueues and quarantines one request's events, holds those
+    /// waiting for consent and applies its consent decisions, in one durable
     /// commit. Returns, per accepted event in order, whether it was enqueued
-    /// or a duplicate. Called by ingest before it answers.
-    async fn commit_ingest(&self, commit: IngestCommit) -> Result<Vec<Stored>, StorageError>;
+    /// or a duplicate, and what the holds did. Called by ingest before it
+    /// answers.
+    async fn commit_ingest(&self, commit: IngestCommit) -> Result<IngestOutcome, StorageError>;
 
     /// Up to `limit` entries of `destination` due at `now_ms` with an id
     /// above `after_id`, oldest first. Called by the destination's delivery
@@ -303,12 +339,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn dead_letter_count(&self, destination: &str) -> Result<u64, StorageError>;
 
     /// Applies consent decisions (release to the outbox or drop) and adds
-    /// new holds, in one durable write. Called by the outbox before the ack.
+    /// new holds, in one durable write of their own. Ingest does both inside
+    /// its commit ([`IngestCommit::holds`]); this is for writes outside a
+    /// request.
     async fn commit_holds(&self, commit: HoldCommit) -> Result<HoldOutcome, StorageError>;
-
-    /// Whether any `(destination, visitor)` pair has held events. A cheap
-    /// read that spares a commit when a decision has nothing to settle.
-    async fn holds_exist(&self, keys: Vec<(Arc<str>, String)>) -> Result<bool, StorageError>;
 
     /// Drops holds of `destination` that expired by `now_ms`; returns how many.
     async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError>;

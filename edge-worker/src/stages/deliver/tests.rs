@@ -147,6 +147,7 @@ async fn lane_with(
         .commit_ingest(IngestCommit {
             accepted,
             quarantined: vec![],
+            holds: Default::default(),
         })
         .await
         .unwrap();
@@ -326,6 +327,7 @@ async fn ingest_quarantine_is_not_requeued_to_a_destination() {
                 detail: "event: missing".into(),
                 raw: "{}".into(),
             }],
+            holds: Default::default(),
         })
         .await
         .unwrap();

@@ -334,62 +334,55 @@ pub(crate) async fn replay_dead_letters(
         .await
 }
 
-pub(crate) async fn holds_exist(
-    store: &Arc<SqliteStorage>,
-    keys: Vec<(Arc<str>, String)>,
-) -> Result<bool, StorageError> {
-    store
-        .read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM consent_holds WHERE destination = ?1 AND visitor = ?2)",
-            )?;
-            for (destination, visitor) in &keys {
-                if stmt.query_row(params![&**destination, visitor], |r| r.get::<_, bool>(0))? {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        })
-        .await
-}
-
 pub(crate) async fn commit_holds(
     store: &Arc<SqliteStorage>,
     commit: HoldCommit,
 ) -> Result<HoldOutcome, StorageError> {
     store
-        .write(move |conn| {
-            let now = now_ms();
-            let mut outcome = HoldOutcome::default();
-            // 1. New holds.
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO consent_holds (destination, source, visitor, message_id, event, held_at_ms, expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (destination, message_id) DO NOTHING",
-            )?;
-            for h in &commit.held {
-                let expires = commit.expires_at_ms.get(&h.destination).copied().unwrap_or(now);
-                let n = insert.execute(params![
-                    &*h.destination,
-                    &*h.source,
-                    h.visitor,
-                    h.message_id,
-                    h.json,
-                    now,
-                    expires
-                ])?;
-                bump(&mut outcome.held, &h.destination, n);
-            }
-            // 2. Decisions: a request that holds and then grants releases its own holds too.
-            for s in &commit.settled {
-                let n = settle(conn, s, now)?;
-                match s.granted {
-                    Some(_) => bump(&mut outcome.released, &s.destination, n),
-                    None => bump(&mut outcome.dropped, &s.destination, n),
-                }
-            }
-            Ok(outcome)
-        })
+        .write(move |conn| write_holds(conn, commit.held.iter(), &commit, now_ms()))
         .await
+}
+
+/// Writes `held` (holds of `commit`) and applies `commit`'s decisions, in
+/// the caller's transaction (the ingest commit's, or one of its own).
+pub(crate) fn write_holds<'a>(
+    conn: &Connection,
+    held: impl Iterator<Item = &'a HeldEvent>,
+    commit: &HoldCommit,
+    now: i64,
+) -> Result<HoldOutcome, StorageError> {
+    let mut outcome = HoldOutcome::default();
+    // 1. New holds.
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO consent_holds (destination, source, visitor, message_id, event, held_at_ms, expires_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (destination, message_id) DO NOTHING",
+    )?;
+    for h in held {
+        let expires = commit
+            .expires_at_ms
+            .get(&h.destination)
+            .copied()
+            .unwrap_or(now);
+        let n = insert.execute(params![
+            &*h.destination,
+            &*h.source,
+            h.visitor,
+            h.message_id,
+            h.json,
+            now,
+            expires
+        ])?;
+        bump(&mut outcome.held, &h.destination, n);
+    }
+    // 2. Decisions: a request that holds and then grants releases its own holds too.
+    for s in &commit.settled {
+        let n = settle(conn, s, now)?;
+        match s.granted {
+            Some(_) => bump(&mut outcome.released, &s.destination, n),
+            None => bump(&mut outcome.dropped, &s.destination, n),
+        }
+    }
+    Ok(outcome)
 }
 
 /// Releases (to the outbox) or drops one visitor's holds for one destination.

@@ -37,10 +37,6 @@ async fn holds_release_on_grant_and_drop_on_denial() {
         .await
         .unwrap();
     assert_eq!(out.held, vec![(Arc::from("ads"), 3)]);
-    assert!(store
-        .holds_exist(vec![("ads".into(), "v1".into())])
-        .await
-        .unwrap());
     let out = store
         .commit_holds(HoldCommit {
             held: vec![],
@@ -103,6 +99,7 @@ async fn dead_letters_list_and_replay() {
         .commit_ingest(IngestCommit {
             accepted,
             quarantined: vec![],
+            holds: Default::default(),
         })
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use super::ingest::insert_outbox;
 use super::PgStorage;
 use crate::storage::delivery::mark_granted;
 use crate::storage::{
-    DeadLetter, HoldCommit, HoldOutcome, QuarantineEntry, RuleQuarantine, StorageError,
+    DeadLetter, HeldEvent, HoldCommit, HoldOutcome, QuarantineEntry, RuleQuarantine, StorageError,
 };
 use crate::time::now_ms;
 
@@ -209,24 +209,6 @@ pub(super) async fn replay_dead_letters(
     Ok(rows.len() as u64)
 }
 
-pub(super) async fn holds_exist(
-    store: &Arc<PgStorage>,
-    keys: Vec<(Arc<str>, String)>,
-) -> Result<bool, StorageError> {
-    let destinations: Vec<&str> = keys.iter().map(|k| &*k.0).collect();
-    let visitors: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-    let client = store.client().await?;
-    Ok(client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM consent_holds h
-               JOIN unnest($1::text[], $2::text[]) AS u(destination, visitor)
-                 ON h.destination = u.destination AND h.visitor = u.visitor)",
-            &[&destinations, &visitors],
-        )
-        .await?
-        .get(0))
-}
-
 fn bump(list: &mut Vec<(Arc<str>, usize)>, destination: &Arc<str>, n: usize) {
     if n == 0 {
         return;
@@ -241,10 +223,22 @@ pub(super) async fn commit_holds(
     store: &Arc<PgStorage>,
     commit: HoldCommit,
 ) -> Result<HoldOutcome, StorageError> {
-    let now = now_ms();
-    let mut outcome = HoldOutcome::default();
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
+    let outcome = write_holds(&tx, commit.held.iter(), &commit, now_ms()).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Writes `held` (holds of `commit`) and applies `commit`'s decisions in
+/// the caller's transaction (the ingest commit's, or one of its own).
+pub(super) async fn write_holds<'a>(
+    tx: &tokio_postgres::Transaction<'_>,
+    held: impl Iterator<Item = &'a HeldEvent>,
+    commit: &HoldCommit,
+    now: i64,
+) -> Result<HoldOutcome, StorageError> {
+    let mut outcome = HoldOutcome::default();
     // 1. New holds.
     let insert = tx
         .prepare(
@@ -252,7 +246,7 @@ pub(super) async fn commit_holds(
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (destination, message_id) DO NOTHING",
         )
         .await?;
-    for h in &commit.held {
+    for h in held {
         let expires = commit
             .expires_at_ms
             .get(&h.destination)
@@ -300,14 +294,13 @@ pub(super) async fn commit_holds(
                     let sources: Vec<&str> = held.iter().map(|h| h.1.as_str()).collect();
                     let ids: Vec<&str> = held.iter().map(|h| h.2.as_str()).collect();
                     let events: Vec<&str> = marked.iter().map(String::as_str).collect();
-                    insert_outbox(&tx, &destinations, &sources, &ids, &events, now).await?;
+                    insert_outbox(tx, &destinations, &sources, &ids, &events, now).await?;
                 }
                 bump(&mut outcome.released, &s.destination, n);
             }
             None => bump(&mut outcome.dropped, &s.destination, n),
         }
     }
-    tx.commit().await?;
     Ok(outcome)
 }
 

@@ -1,5 +1,6 @@
-//! The ingest commit on PostgreSQL: dedup admission, outbox rows and the
-//! quarantine in one transaction, and dedup partitions by day.
+//! The ingest commit on PostgreSQL: dedup admission, outbox rows, the
+//! quarantine, consent holds and decisions in one transaction, and dedup
+//! partitions by day.
 //!
 //! # Design
 //! Dedup keys live in `dedup`, partitioned by UTC day (`bucket`). A key is
@@ -15,7 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{partition, PgStorage};
-use crate::storage::{IngestCommit, StorageError, Stored};
+use crate::storage::{HoldOutcome, IngestCommit, IngestOutcome, StorageError, Stored};
 use crate::time::now_ms;
 
 /// How close to a day's boundary a key goes into both days' partitions.
@@ -24,7 +25,7 @@ const BOUNDARY_GRACE_MS: i64 = 60_000;
 pub(super) async fn commit_ingest(
     store: &Arc<PgStorage>,
     commit: IngestCommit,
-) -> Result<Vec<Stored>, StorageError> {
+) -> Result<IngestOutcome, StorageError> {
     let now = now_ms();
     let buckets = store.buckets_at(now);
     for &b in &buckets {
@@ -137,8 +138,16 @@ pub(super) async fn commit_ingest(
         )
         .await?;
     }
+    // 6. Holds of the new events, and the request's consent decisions.
+    let holds = if commit.holds.is_empty() {
+        HoldOutcome::default()
+    } else {
+        let fresh: Vec<bool> = stored.iter().map(|s| *s == Stored::Enqueued).collect();
+        let held = commit.holds.of_fresh(&commit.accepted, &fresh);
+        super::holds::write_holds(&tx, held.into_iter(), &commit.holds, now).await?
+    };
     tx.commit().await?;
-    Ok(stored)
+    Ok(IngestOutcome { stored, holds })
 }
 
 /// Appends outbox rows to the current dataset, in array order.

@@ -32,7 +32,7 @@ pub(crate) const MODULES: &[PgMigrations] = &[
 ];
 
 /// The advisory lock key ("Waymark" in ASCII).
-const LOCK_KEY: i64 = 0x5761_796d_6172_6b;
+const LOCK_KEY: i64 = 0x0057_6179_6d61_726b;
 
 /// Applies every pending step of [`MODULES`].
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StorageError> {

@@ -31,7 +31,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use super::{IngestCommit, OutboxEntry, QuarantineEntry, Storage, StorageError, Stored};
+use super::{IngestCommit, OutboxEntry, QuarantineEntry, Storage, StorageError};
 use crate::config::StorageConfig;
 use crate::time::now_ms;
 
@@ -285,9 +285,10 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 impl From<tokio_postgres::Error> for StorageError {
     #[cold]
     fn from(e: tokio_postgres::Error) -> Self {
-        if e.as_db_error().is_none() || e.is_closed() {
-            StorageError::Unavailable(describe(&e))
-        } else if e.code() == Some(&SqlState::ADMIN_SHUTDOWN)
+        // No answer from the server, or a server going down or not up yet.
+        if e.as_db_error().is_none()
+            || e.is_closed()
+            || e.code() == Some(&SqlState::ADMIN_SHUTDOWN)
             || e.code() == Some(&SqlState::CANNOT_CONNECT_NOW)
         {
             StorageError::Unavailable(describe(&e))
@@ -304,7 +305,10 @@ fn partition(table: &str, n: i64) -> String {
 
 #[async_trait::async_trait]
 impl Storage for Arc<PgStorage> {
-    async fn commit_ingest(&self, commit: IngestCommit) -> Result<Vec<Stored>, StorageError> {
+    async fn commit_ingest(
+        &self,
+        commit: IngestCommit,
+    ) -> Result<super::IngestOutcome, StorageError> {
         ingest::commit_ingest(self, commit).await
     }
 
@@ -407,10 +411,6 @@ impl Storage for Arc<PgStorage> {
         commit: super::HoldCommit,
     ) -> Result<super::HoldOutcome, StorageError> {
         holds::commit_holds(self, commit).await
-    }
-
-    async fn holds_exist(&self, keys: Vec<(Arc<str>, String)>) -> Result<bool, StorageError> {
-        holds::holds_exist(self, keys).await
     }
 
     async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError> {

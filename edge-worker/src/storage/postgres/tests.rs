@@ -37,7 +37,7 @@ async fn the_same_ids_sent_to_two_workers_at_once_are_enqueued_once() {
                     ids.reverse();
                 }
                 let events = ids.iter().map(|id| accepted("web", id, &["a"])).collect();
-                let stored = store.commit_ingest(commit(events)).await.unwrap();
+                let stored = store.commit_ingest(commit(events)).await.unwrap().stored;
                 enqueued += stored.iter().filter(|s| **s == Stored::Enqueued).count();
             }
             enqueued

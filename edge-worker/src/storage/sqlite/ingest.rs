@@ -7,15 +7,18 @@ use rusqlite::{params, Connection};
 
 use super::SqliteStorage;
 use crate::storage::dedup::{self, dedup_hash, DedupHash};
+use crate::storage::delivery::write_holds;
 use crate::storage::outbox::{self, PackMeta, PACK_MAX};
 use crate::storage::pack_cache::{CachedEvent, CachedPack};
-use crate::storage::{IngestCommit, StorageError, Stored};
+use crate::storage::{HoldOutcome, IngestCommit, IngestOutcome, StorageError, Stored};
 use crate::telemetry::storage::DedupFolded;
 use crate::time::now_ms;
 
 /// What an ingest commit wrote, for its completion hook.
 struct IngestWritten {
     stored: Vec<Stored>,
+    /// What the commit's holds and decisions did.
+    holds: HoldOutcome,
     /// The new packs' content, for the pack cache once durable.
     packs: Vec<(i64, CachedPack)>,
     /// Ids first seen in this commit, taken back if it fails.
@@ -26,7 +29,7 @@ struct IngestWritten {
 pub(super) async fn commit_ingest(
     store: &Arc<SqliteStorage>,
     commit: IngestCommit,
-) -> Result<Vec<Stored>, StorageError> {
+) -> Result<IngestOutcome, StorageError> {
     // Ids are hashed here, on the caller's thread, not on the writer.
     let hashes: Vec<Option<DedupHash>> = commit
         .accepted
@@ -52,7 +55,8 @@ pub(super) async fn commit_ingest(
                 let now = now_ms();
                 let (fresh, new_ids) = recent.admit(conn, &hashes, now)?;
                 match write_ingest(conn, &commit, &fresh, now) {
-                    Ok(packs) => Ok(IngestWritten {
+                    Ok((packs, holds)) => Ok(IngestWritten {
+                        holds,
                         stored: fresh
                             .iter()
                             .map(|&new| {
@@ -75,7 +79,10 @@ pub(super) async fn commit_ingest(
             decided,
         )
         .await?;
-    Ok(written.stored)
+    Ok(IngestOutcome {
+        stored: written.stored,
+        holds: written.holds,
+    })
 }
 
 /// [`Storage::fold_dedup`](crate::storage::Storage::fold_dedup) on the
@@ -130,14 +137,15 @@ async fn fold_one_batch(store: &Arc<SqliteStorage>) -> Result<usize, StorageErro
 }
 
 /// Writes one request's accepted events (those `fresh` says are new) into
-/// one pack per destination, and its quarantined events. Returns the new
-/// packs' content for the pack cache.
+/// one pack per destination, its quarantined events, the holds of its new
+/// events and its consent decisions. Returns the new packs' content for the
+/// pack cache, and what the holds did.
 fn write_ingest(
     conn: &Connection,
     commit: &IngestCommit,
     fresh: &[bool],
     now: i64,
-) -> Result<Vec<(i64, CachedPack)>, StorageError> {
+) -> Result<(Vec<(i64, CachedPack)>, HoldOutcome), StorageError> {
     // One pack per destination (and source) for the whole request,
     // listing indices into `commit.accepted`.
     let mut packs: Vec<(&str, &str, Vec<usize>)> = Vec::new();
@@ -190,5 +198,11 @@ fn write_ingest(
     for q in &commit.quarantined {
         quarantine.execute(params![&*q.source, now, q.reason, q.detail, q.raw])?;
     }
-    Ok(cached)
+    let holds = if commit.holds.is_empty() {
+        HoldOutcome::default()
+    } else {
+        let held = commit.holds.of_fresh(&commit.accepted, fresh);
+        write_holds(conn, held.into_iter(), &commit.holds, now)?
+    };
+    Ok((cached, holds))
 }

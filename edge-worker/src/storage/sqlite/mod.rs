@@ -13,7 +13,7 @@ use super::identity::IdentityStore;
 use super::outbox;
 use super::pack_cache::PackCache;
 use super::writer::WriteQueue;
-use super::{schema, IngestCommit, OutboxEntry, QuarantineEntry, Storage, StorageError, Stored};
+use super::{schema, IngestCommit, OutboxEntry, QuarantineEntry, Storage, StorageError};
 use crate::time::now_ms;
 
 /// Name of the database file inside the data directory.
@@ -162,7 +162,10 @@ fn open_connection(path: &Path) -> Result<Connection, StorageError> {
 
 #[async_trait::async_trait]
 impl Storage for Arc<SqliteStorage> {
-    async fn commit_ingest(&self, commit: IngestCommit) -> Result<Vec<Stored>, StorageError> {
+    async fn commit_ingest(
+        &self,
+        commit: IngestCommit,
+    ) -> Result<super::IngestOutcome, StorageError> {
         ingest::commit_ingest(self, commit).await
     }
 
@@ -371,10 +374,6 @@ impl Storage for Arc<SqliteStorage> {
         commit: super::HoldCommit,
     ) -> Result<super::HoldOutcome, StorageError> {
         super::delivery::commit_holds(self, commit).await
-    }
-
-    async fn holds_exist(&self, keys: Vec<(Arc<str>, String)>) -> Result<bool, StorageError> {
-        super::delivery::holds_exist(self, keys).await
     }
 
     async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError> {

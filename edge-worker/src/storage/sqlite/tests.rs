@@ -1,6 +1,6 @@
 use super::*;
 use crate::storage::pack_cache::PackCache;
-use crate::storage::{AcceptedEvent, QuarantinedEvent};
+use crate::storage::{AcceptedEvent, QuarantinedEvent, Stored};
 
 fn accepted(id: &str, destinations: &[&str]) -> AcceptedEvent {
     AcceptedEvent {
@@ -24,8 +24,9 @@ async fn commit_enqueues_per_destination_and_dedups() {
             detail: "userId or anonymousId is required".into(),
             raw: "{}".into(),
         }],
+        holds: Default::default(),
     };
-    let stored = store.commit_ingest(first).await.unwrap();
+    let stored = store.commit_ingest(first).await.unwrap().stored;
     assert_eq!(stored, vec![Stored::Enqueued, Stored::Enqueued]);
     assert_eq!(store.outbox_depth("a").await.unwrap(), 2);
     assert_eq!(store.outbox_depth("b").await.unwrap(), 1);
@@ -33,9 +34,10 @@ async fn commit_enqueues_per_destination_and_dedups() {
     let again = IngestCommit {
         accepted: vec![accepted("m1", &["a", "b"])],
         quarantined: vec![],
+        holds: Default::default(),
     };
     assert_eq!(
-        store.commit_ingest(again).await.unwrap(),
+        store.commit_ingest(again).await.unwrap().stored,
         vec![Stored::Duplicate]
     );
     assert_eq!(store.outbox_depth("a").await.unwrap(), 2);
@@ -51,6 +53,7 @@ async fn dedup_survives_reopen() {
             .commit_ingest(IngestCommit {
                 accepted: vec![accepted("m1", &["a"])],
                 quarantined: vec![],
+                holds: Default::default(),
             })
             .await
             .unwrap();
@@ -60,9 +63,11 @@ async fn dedup_survives_reopen() {
         .commit_ingest(IngestCommit {
             accepted: vec![accepted("m1", &["a"])],
             quarantined: vec![],
+            holds: Default::default(),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .stored;
     assert_eq!(stored, vec![Stored::Duplicate]);
 }
 
@@ -72,6 +77,7 @@ async fn folded_ids_stay_duplicates_across_reopen() {
     let commit = |ids: &[&str]| IngestCommit {
         accepted: ids.iter().map(|id| accepted(id, &["a"])).collect(),
         quarantined: vec![],
+        holds: Default::default(),
     };
     {
         let store = SqliteStorage::open(&dir, 100).unwrap();
@@ -86,7 +92,8 @@ async fn folded_ids_stay_duplicates_across_reopen() {
     let stored = store
         .commit_ingest(commit(&["m1", "m3", "m4"]))
         .await
-        .unwrap();
+        .unwrap()
+        .stored;
     assert_eq!(
         stored,
         vec![Stored::Duplicate, Stored::Duplicate, Stored::Enqueued]
@@ -101,6 +108,7 @@ async fn retry_delays_and_dead_letter_moves() {
         .commit_ingest(IngestCommit {
             accepted: vec![accepted("m1", &["a"]), accepted("m2", &["a"])],
             quarantined: vec![],
+            holds: Default::default(),
         })
         .await
         .unwrap();
@@ -128,6 +136,7 @@ async fn delivered_rows_leave_in_chunks() {
         .commit_ingest(IngestCommit {
             accepted: ids.iter().map(|id| accepted(id, &["a"])).collect(),
             quarantined: vec![],
+            holds: Default::default(),
         })
         .await
         .unwrap();
@@ -151,6 +160,7 @@ async fn committed_packs_are_cached_and_read_as_stored() {
             .commit_ingest(IngestCommit {
                 accepted,
                 quarantined: vec![],
+                holds: Default::default(),
             })
             .await
             .unwrap();
@@ -203,12 +213,13 @@ async fn many_concurrent_writes_share_commits() {
                 .commit_ingest(IngestCommit {
                     accepted: vec![accepted(&format!("m{i}"), &["a"])],
                     quarantined: vec![],
+                    holds: Default::default(),
                 })
                 .await
         }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap(), vec![Stored::Enqueued]);
+        assert_eq!(t.await.unwrap().unwrap().stored, vec![Stored::Enqueued]);
     }
     assert_eq!(store.outbox_depth("a").await.unwrap(), 200);
     store.check_writable().await.unwrap();
