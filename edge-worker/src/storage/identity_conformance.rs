@@ -14,7 +14,7 @@ use super::identity::{DeletedEvents, IdentityStore, PersonEvent, PersonEvents, P
 use super::postgres::identity::{
     PersonEventTables, PgConn, PgIdentity, MIGRATIONS as PG_MIGRATIONS,
 };
-use super::{AcceptedEvent, IngestCommit, SqliteStorage, Storage, StorageError};
+use super::{AcceptedEvent, IngestCommit, IngestStore as _, SqliteStorage, StorageError};
 use crate::config::IdentityConfig;
 use crate::event::Event;
 use crate::identity::graph::{EventIds, Linked};

@@ -9,6 +9,7 @@
 //! the shared store of a fleet of workers (issue #12); [`open`] picks one
 //! from `[storage] backend`, the only place that does.
 
+mod boundary;
 pub(crate) mod dedup;
 pub(crate) mod delivery;
 pub mod identity;
@@ -26,6 +27,7 @@ mod conformance;
 
 use std::sync::Arc;
 
+pub use boundary::{DeliveryQueue, IngestStore, ReplayStore, Storage};
 pub use delivery::{
     ConsentSettled, DeadLetter, HeldEvent, HoldCommit, HoldOutcome, RuleQuarantine,
 };
@@ -234,125 +236,4 @@ pub struct QuarantineEntry {
     pub rule: Option<String>,
     /// The event's `messageId`, for events quarantined by a destination's rules.
     pub message_id: Option<String>,
-}
-
-/// What the pipeline, delivery and admin need from a store.
-///
-/// Every write resolves only once it is durable. Errors mean the write did
-/// not happen; the caller answers 503 (ingest) or retries later (delivery).
-#[async_trait::async_trait]
-pub trait Storage: Send + Sync + 'static {
-    /// Dedups, enqueues and quarantines one request's events, holds those
-    /// waiting for consent and applies its consent decisions, in one durable
-    /// commit. Returns, per accepted event in order, whether it was enqueued
-    /// or a duplicate, and what the holds did. Called by ingest before it
-    /// answers.
-    async fn commit_ingest(&self, commit: IngestCommit) -> Result<IngestOutcome, StorageError>;
-
-    /// Up to `limit` entries of `destination` due at `now_ms` with an id
-    /// above `after_id`, oldest first. Called by the destination's delivery
-    /// worker, which passes the highest id it has in flight (or 0) so rows
-    /// being sent are not read again.
-    async fn outbox_due(
-        &self,
-        destination: &str,
-        now_ms: i64,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StorageError>;
-
-    /// Removes delivered entries.
-    async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError>;
-
-    /// Schedules entries for another attempt at `next_attempt_ms`, recording the error.
-    async fn outbox_retry(
-        &self,
-        ids: Vec<i64>,
-        next_attempt_ms: i64,
-        error: String,
-    ) -> Result<(), StorageError>;
-
-    /// Moves entries to the dead-letter store with a reason.
-    async fn outbox_dead_letter(&self, ids: Vec<i64>, reason: String) -> Result<(), StorageError>;
-
-    /// Entries waiting for `destination`.
-    async fn outbox_depth(&self, destination: &str) -> Result<u64, StorageError>;
-
-    /// The most recent quarantined events, newest first.
-    async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StorageError>;
-
-    /// Quarantined events by id (missing ids are skipped), for replay.
-    async fn quarantine_get(&self, ids: Vec<i64>) -> Result<Vec<QuarantineEntry>, StorageError>;
-
-    /// Removes quarantined events once replayed.
-    async fn quarantine_remove(&self, ids: Vec<i64>) -> Result<(), StorageError>;
-
-    /// Moves outbox entries to the quarantine store, each with the rule and
-    /// reason its destination's rule chain gave (reason code `rule`, the
-    /// destination and `messageId` kept). Called by the destination's
-    /// delivery worker; on error the entries stay in the outbox and are
-    /// tried again.
-    async fn outbox_quarantine(&self, entries: Vec<RuleQuarantine>) -> Result<(), StorageError>;
-
-    /// Moves the quarantined events among `ids` that a destination's rules
-    /// put there back to that destination's outbox, with a fresh age, in
-    /// one durable write; returns the ids moved. Events quarantined at
-    /// ingest (no destination) are left alone. Called by the admin replay.
-    async fn quarantine_requeue(&self, ids: Vec<i64>) -> Result<Vec<i64>, StorageError>;
-
-    /// Forgets dedup entries older than `cutoff_ms`. Called periodically.
-    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError>;
-
-    /// Moves the recently seen dedup keys to long-term storage; returns how
-    /// many moved. Called every second. Backends that keep dedup keys in
-    /// one place need not implement it.
-    async fn fold_dedup(&self) -> Result<usize, StorageError> {
-        Ok(0)
-    }
-
-    /// Proves the store accepts a durable write. Used by `/readyz`.
-    async fn check_writable(&self) -> Result<(), StorageError>;
-
-    /// The identity store on this backend (`crate::identity` keeps its
-    /// graph, profiles and privacy log there).
-    fn identity_store(&self) -> Arc<dyn identity::IdentityStore>;
-
-    // Delivery (issue #5): dead letters and consent holds.
-
-    /// Up to `limit` dead letters of `destination`, oldest first. Called by
-    /// `waymark dlq list` and `GET /admin/dlq`.
-    async fn dead_letters(
-        &self,
-        destination: &str,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StorageError>;
-
-    /// Moves dead letters of `destination` (all, or those with `ids`) back
-    /// to its outbox with a fresh age. Returns how many moved.
-    async fn replay_dead_letters(
-        &self,
-        destination: &str,
-        ids: Option<Vec<i64>>,
-    ) -> Result<u64, StorageError>;
-
-    /// Dead letters waiting for `destination`.
-    async fn dead_letter_count(&self, destination: &str) -> Result<u64, StorageError>;
-
-    /// Applies consent decisions (release to the outbox or drop) and adds
-    /// new holds, in one durable write of their own. Ingest does both inside
-    /// its commit ([`IngestCommit::holds`]); this is for writes outside a
-    /// request.
-    async fn commit_holds(&self, commit: HoldCommit) -> Result<HoldOutcome, StorageError>;
-
-    /// Drops holds of `destination` that expired by `now_ms`; returns how many.
-    async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError>;
-
-    /// Events held for `destination`.
-    async fn held_count(&self, destination: &str) -> Result<u64, StorageError>;
-
-    /// Gives up what this worker holds in a shared store (delivery leases)
-    /// so other workers take over at once. Called at graceful shutdown.
-    async fn close(&self) -> Result<(), StorageError> {
-        Ok(())
-    }
 }

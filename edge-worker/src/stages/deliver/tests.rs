@@ -68,7 +68,10 @@ fn rule_chains_change_and_drop_events() {
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::storage::{AcceptedEvent, IngestCommit, SqliteStorage, Storage};
+use crate::storage::{
+    AcceptedEvent, DeliveryQueue as _, IngestCommit, IngestStore as _, ReplayStore as _,
+    SqliteStorage, Storage,
+};
 
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("waymark-deliver-{}", uuid::Uuid::new_v4()));

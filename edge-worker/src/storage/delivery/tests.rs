@@ -1,5 +1,7 @@
 use super::*;
-use crate::storage::{AcceptedEvent, IngestCommit, Storage};
+use crate::storage::{
+    AcceptedEvent, DeliveryQueue as _, IngestCommit, IngestStore as _, ReplayStore as _,
+};
 
 fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("waymark-delivery-{}", uuid::Uuid::new_v4()));

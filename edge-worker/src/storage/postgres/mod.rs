@@ -31,7 +31,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use super::{IngestCommit, OutboxEntry, QuarantineEntry, Storage, StorageError};
+use super::{
+    DeliveryQueue, IngestCommit, IngestStore, OutboxEntry, QuarantineEntry, ReplayStore, Storage,
+    StorageError,
+};
 use crate::config::StorageConfig;
 use crate::time::now_ms;
 
@@ -304,7 +307,7 @@ fn partition(table: &str, n: i64) -> String {
 }
 
 #[async_trait::async_trait]
-impl Storage for Arc<PgStorage> {
+impl IngestStore for Arc<PgStorage> {
     async fn commit_ingest(
         &self,
         commit: IngestCommit,
@@ -312,6 +315,32 @@ impl Storage for Arc<PgStorage> {
         ingest::commit_ingest(self, commit).await
     }
 
+    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
+        ingest::prune_dedup(self, cutoff_ms).await
+    }
+
+    async fn check_writable(&self) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO health (worker, checked_at_ms) VALUES ($1, $2)
+                 ON CONFLICT (worker) DO UPDATE SET checked_at_ms = excluded.checked_at_ms",
+                &[&self.owner, &now_ms()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn commit_holds(
+        &self,
+        commit: super::HoldCommit,
+    ) -> Result<super::HoldOutcome, StorageError> {
+        holds::commit_holds(self, commit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl DeliveryQueue for Arc<PgStorage> {
     async fn outbox_due(
         &self,
         destination: &str,
@@ -343,6 +372,28 @@ impl Storage for Arc<PgStorage> {
         self.depth(destination).await
     }
 
+    async fn outbox_quarantine(
+        &self,
+        entries: Vec<super::RuleQuarantine>,
+    ) -> Result<(), StorageError> {
+        holds::outbox_quarantine(self, entries).await
+    }
+
+    async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError> {
+        holds::expire_holds(self, destination, now_ms).await
+    }
+
+    async fn held_count(&self, destination: &str) -> Result<u64, StorageError> {
+        holds::count_for(self, "consent_holds", destination).await
+    }
+
+    async fn close(&self) -> Result<(), StorageError> {
+        self.release_leases().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ReplayStore for Arc<PgStorage> {
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StorageError> {
         holds::quarantine_list(self, limit).await
     }
@@ -355,35 +406,8 @@ impl Storage for Arc<PgStorage> {
         holds::quarantine_remove(self, ids).await
     }
 
-    async fn outbox_quarantine(
-        &self,
-        entries: Vec<super::RuleQuarantine>,
-    ) -> Result<(), StorageError> {
-        holds::outbox_quarantine(self, entries).await
-    }
-
     async fn quarantine_requeue(&self, ids: Vec<i64>) -> Result<Vec<i64>, StorageError> {
         holds::quarantine_requeue(self, ids).await
-    }
-
-    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
-        ingest::prune_dedup(self, cutoff_ms).await
-    }
-
-    fn identity_store(&self) -> Arc<dyn super::identity::IdentityStore> {
-        Arc::clone(&self.identity) as Arc<dyn super::identity::IdentityStore>
-    }
-
-    async fn check_writable(&self) -> Result<(), StorageError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO health (worker, checked_at_ms) VALUES ($1, $2)
-                 ON CONFLICT (worker) DO UPDATE SET checked_at_ms = excluded.checked_at_ms",
-                &[&self.owner, &now_ms()],
-            )
-            .await?;
-        Ok(())
     }
 
     async fn dead_letters(
@@ -405,24 +429,11 @@ impl Storage for Arc<PgStorage> {
     async fn dead_letter_count(&self, destination: &str) -> Result<u64, StorageError> {
         holds::count_for(self, "dead_letters", destination).await
     }
+}
 
-    async fn commit_holds(
-        &self,
-        commit: super::HoldCommit,
-    ) -> Result<super::HoldOutcome, StorageError> {
-        holds::commit_holds(self, commit).await
-    }
-
-    async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError> {
-        holds::expire_holds(self, destination, now_ms).await
-    }
-
-    async fn held_count(&self, destination: &str) -> Result<u64, StorageError> {
-        holds::count_for(self, "consent_holds", destination).await
-    }
-
-    async fn close(&self) -> Result<(), StorageError> {
-        self.release_leases().await
+impl Storage for Arc<PgStorage> {
+    fn identity_store(&self) -> Arc<dyn super::identity::IdentityStore> {
+        Arc::clone(&self.identity) as Arc<dyn super::identity::IdentityStore>
     }
 }
 

@@ -7,7 +7,7 @@ use super::migrate::{migrate_modules, PgMigrations};
 use super::PgStorage;
 use crate::config::{StorageBackend, StorageConfig};
 use crate::storage::conformance::{accepted, commit, tempdir, Backend};
-use crate::storage::{Storage, StorageError, Stored};
+use crate::storage::{DeliveryQueue as _, IngestStore as _, StorageError, Stored};
 use crate::time::now_ms;
 
 fn config_for(url: &str) -> StorageConfig {

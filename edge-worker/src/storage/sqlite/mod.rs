@@ -13,7 +13,10 @@ use super::identity::IdentityStore;
 use super::outbox;
 use super::pack_cache::PackCache;
 use super::writer::WriteQueue;
-use super::{schema, IngestCommit, OutboxEntry, QuarantineEntry, Storage, StorageError};
+use super::{
+    schema, DeliveryQueue, IngestCommit, IngestStore, OutboxEntry, QuarantineEntry, ReplayStore,
+    Storage, StorageError,
+};
 use crate::time::now_ms;
 
 /// Name of the database file inside the data directory.
@@ -161,7 +164,7 @@ fn open_connection(path: &Path) -> Result<Connection, StorageError> {
 }
 
 #[async_trait::async_trait]
-impl Storage for Arc<SqliteStorage> {
+impl IngestStore for Arc<SqliteStorage> {
     async fn commit_ingest(
         &self,
         commit: IngestCommit,
@@ -169,6 +172,46 @@ impl Storage for Arc<SqliteStorage> {
         ingest::commit_ingest(self, commit).await
     }
 
+    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
+        // One chunk per job, so ingest commits run between them.
+        let mut pruned = 0;
+        loop {
+            let deleted = self
+                .write(move |conn| dedup::prune(conn, cutoff_ms))
+                .await?;
+            pruned += deleted;
+            if !dedup::prune_again(deleted) {
+                return Ok(pruned);
+            }
+        }
+    }
+
+    async fn fold_dedup(&self) -> Result<usize, StorageError> {
+        ingest::fold_dedup(self).await
+    }
+
+    async fn check_writable(&self) -> Result<(), StorageError> {
+        self.write(|conn| {
+            conn.execute(
+                "INSERT INTO health (id, checked_at_ms) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at_ms = excluded.checked_at_ms",
+                [now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn commit_holds(
+        &self,
+        commit: super::HoldCommit,
+    ) -> Result<super::HoldOutcome, StorageError> {
+        super::delivery::commit_holds(self, commit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl DeliveryQueue for Arc<SqliteStorage> {
     async fn outbox_due(
         &self,
         destination: &str,
@@ -235,6 +278,26 @@ impl Storage for Arc<SqliteStorage> {
             .await
     }
 
+    async fn outbox_quarantine(
+        &self,
+        entries: Vec<super::RuleQuarantine>,
+    ) -> Result<(), StorageError> {
+        let emptied = super::delivery::outbox_quarantine(self, entries).await?;
+        self.packs.forget(&emptied);
+        Ok(())
+    }
+
+    async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError> {
+        super::delivery::expire_holds(self, destination, now_ms).await
+    }
+
+    async fn held_count(&self, destination: &str) -> Result<u64, StorageError> {
+        super::delivery::held_count(self, destination).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ReplayStore for Arc<SqliteStorage> {
     async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StorageError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -302,51 +365,8 @@ impl Storage for Arc<SqliteStorage> {
         .await
     }
 
-    async fn outbox_quarantine(
-        &self,
-        entries: Vec<super::RuleQuarantine>,
-    ) -> Result<(), StorageError> {
-        let emptied = super::delivery::outbox_quarantine(self, entries).await?;
-        self.packs.forget(&emptied);
-        Ok(())
-    }
-
     async fn quarantine_requeue(&self, ids: Vec<i64>) -> Result<Vec<i64>, StorageError> {
         super::delivery::quarantine_requeue(self, ids).await
-    }
-
-    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
-        // One chunk per job, so ingest commits run between them.
-        let mut pruned = 0;
-        loop {
-            let deleted = self
-                .write(move |conn| dedup::prune(conn, cutoff_ms))
-                .await?;
-            pruned += deleted;
-            if !dedup::prune_again(deleted) {
-                return Ok(pruned);
-            }
-        }
-    }
-
-    async fn fold_dedup(&self) -> Result<usize, StorageError> {
-        ingest::fold_dedup(self).await
-    }
-
-    fn identity_store(&self) -> Arc<dyn IdentityStore> {
-        Arc::new(identity::SqliteIdentity(Arc::clone(self)))
-    }
-
-    async fn check_writable(&self) -> Result<(), StorageError> {
-        self.write(|conn| {
-            conn.execute(
-                "INSERT INTO health (id, checked_at_ms) VALUES (1, ?1)
-                 ON CONFLICT (id) DO UPDATE SET checked_at_ms = excluded.checked_at_ms",
-                [now_ms()],
-            )?;
-            Ok(())
-        })
-        .await
     }
 
     async fn dead_letters(
@@ -368,20 +388,11 @@ impl Storage for Arc<SqliteStorage> {
     async fn dead_letter_count(&self, destination: &str) -> Result<u64, StorageError> {
         super::delivery::dead_letter_count(self, destination).await
     }
+}
 
-    async fn commit_holds(
-        &self,
-        commit: super::HoldCommit,
-    ) -> Result<super::HoldOutcome, StorageError> {
-        super::delivery::commit_holds(self, commit).await
-    }
-
-    async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError> {
-        super::delivery::expire_holds(self, destination, now_ms).await
-    }
-
-    async fn held_count(&self, destination: &str) -> Result<u64, StorageError> {
-        super::delivery::held_count(self, destination).await
+impl Storage for Arc<SqliteStorage> {
+    fn identity_store(&self) -> Arc<dyn IdentityStore> {
+        Arc::new(identity::SqliteIdentity(Arc::clone(self)))
     }
 }
 

@@ -1,0 +1,148 @@
+//! The storage boundary, in the pipeline's words: the ingest commit, the
+//! delivery queue, quarantine and dead-letter replay, and (through
+//! [`Storage::identity_store`]) the identity store. Each backend implements
+//! all of them; nothing outside `storage/` names a backend.
+
+use std::sync::Arc;
+
+use super::identity;
+use super::{
+    DeadLetter, HoldCommit, HoldOutcome, IngestCommit, IngestOutcome, OutboxEntry, QuarantineEntry,
+    RuleQuarantine, StorageError,
+};
+
+/// The ingest commit: what a producer (an ingest request) makes durable
+/// before it answers, and the dedup upkeep behind it.
+#[async_trait::async_trait]
+pub trait IngestStore: Send + Sync + 'static {
+    /// Dedups, enqueues and quarantines one request's events, holds those
+    /// waiting for consent and applies its consent decisions, in one durable
+    /// commit. Returns, per accepted event in order, whether it was enqueued
+    /// or a duplicate, and what the holds did. Called by ingest before it
+    /// answers.
+    async fn commit_ingest(&self, commit: IngestCommit) -> Result<IngestOutcome, StorageError>;
+
+    /// Forgets dedup entries older than `cutoff_ms`. Called periodically.
+    async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError>;
+
+    /// Moves the recently seen dedup keys to long-term storage; returns how
+    /// many moved. Called every second. Backends that keep dedup keys in
+    /// one place need not implement it.
+    async fn fold_dedup(&self) -> Result<usize, StorageError> {
+        Ok(0)
+    }
+
+    /// Proves the store accepts a durable write. Used by `/readyz`.
+    async fn check_writable(&self) -> Result<(), StorageError>;
+
+    /// Applies consent decisions (release to the outbox or drop) and adds
+    /// new holds, in one durable write of their own. Ingest does both inside
+    /// its commit ([`IngestCommit::holds`]); this is for writes outside a
+    /// request.
+    async fn commit_holds(&self, commit: HoldCommit) -> Result<HoldOutcome, StorageError>;
+}
+
+/// The delivery queue: claim due entries of a destination, record each
+/// entry's outcome, and the consent holds waiting in front of it.
+#[async_trait::async_trait]
+pub trait DeliveryQueue: Send + Sync + 'static {
+    /// Up to `limit` entries of `destination` due at `now_ms` with an id
+    /// above `after_id`, oldest first. Called by the destination's delivery
+    /// worker, which passes the highest id it has in flight (or 0) so rows
+    /// being sent are not read again.
+    async fn outbox_due(
+        &self,
+        destination: &str,
+        now_ms: i64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError>;
+
+    /// Removes delivered entries.
+    async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError>;
+
+    /// Schedules entries for another attempt at `next_attempt_ms`, recording the error.
+    async fn outbox_retry(
+        &self,
+        ids: Vec<i64>,
+        next_attempt_ms: i64,
+        error: String,
+    ) -> Result<(), StorageError>;
+
+    /// Moves entries to the dead-letter store with a reason.
+    async fn outbox_dead_letter(&self, ids: Vec<i64>, reason: String) -> Result<(), StorageError>;
+
+    /// Entries waiting for `destination`.
+    async fn outbox_depth(&self, destination: &str) -> Result<u64, StorageError>;
+
+    /// Moves outbox entries to the quarantine store, each with the rule and
+    /// reason its destination's rule chain gave (reason code `rule`, the
+    /// destination and `messageId` kept). Called by the destination's
+    /// delivery worker; on error the entries stay in the outbox and are
+    /// tried again.
+    async fn outbox_quarantine(&self, entries: Vec<RuleQuarantine>) -> Result<(), StorageError>;
+
+    /// Drops holds of `destination` that expired by `now_ms`; returns how many.
+    async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError>;
+
+    /// Events held for `destination`.
+    async fn held_count(&self, destination: &str) -> Result<u64, StorageError>;
+
+    /// Gives up what this worker holds in a shared store (delivery leases)
+    /// so other workers take over at once. Called at graceful shutdown.
+    async fn close(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// Quarantine and dead letters: listing and replay for operators.
+#[async_trait::async_trait]
+pub trait ReplayStore: Send + Sync + 'static {
+    /// The most recent quarantined events, newest first.
+    async fn quarantine_list(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StorageError>;
+
+    /// Quarantined events by id (missing ids are skipped), for replay.
+    async fn quarantine_get(&self, ids: Vec<i64>) -> Result<Vec<QuarantineEntry>, StorageError>;
+
+    /// Removes quarantined events once replayed.
+    async fn quarantine_remove(&self, ids: Vec<i64>) -> Result<(), StorageError>;
+
+    /// Moves the quarantined events among `ids` that a destination's rules
+    /// put there back to that destination's outbox, with a fresh age, in
+    /// one durable write; returns the ids moved. Events quarantined at
+    /// ingest (no destination) are left alone. Called by the admin replay.
+    async fn quarantine_requeue(&self, ids: Vec<i64>) -> Result<Vec<i64>, StorageError>;
+
+    // Delivery (issue #5): dead letters and consent holds.
+
+    /// Up to `limit` dead letters of `destination`, oldest first. Called by
+    /// `waymark dlq list` and `GET /admin/dlq`.
+    async fn dead_letters(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StorageError>;
+
+    /// Moves dead letters of `destination` (all, or those with `ids`) back
+    /// to its outbox with a fresh age. Returns how many moved.
+    async fn replay_dead_letters(
+        &self,
+        destination: &str,
+        ids: Option<Vec<i64>>,
+    ) -> Result<u64, StorageError>;
+
+    /// Dead letters waiting for `destination`.
+    async fn dead_letter_count(&self, destination: &str) -> Result<u64, StorageError>;
+}
+
+/// Everything the worker persists, one value per backend: the ingest
+/// commit, the delivery queue, quarantine and dead-letter replay, and the
+/// identity store.
+///
+/// Every write resolves only once it is durable. Errors mean the write did
+/// not happen; the caller answers 503 (ingest) or retries later (delivery).
+pub trait Storage: IngestStore + DeliveryQueue + ReplayStore {
+    /// The identity store on this backend (`crate::identity` keeps its
+    /// graph, profiles and privacy log there).
+    fn identity_store(&self) -> Arc<dyn identity::IdentityStore>;
+}
