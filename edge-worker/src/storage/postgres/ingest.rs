@@ -159,6 +159,9 @@ pub(super) async fn insert_outbox(
     events: &[&str],
     now: i64,
 ) -> Result<(), StorageError> {
+    // The transaction takes its id before it draws sequence numbers, so a
+    // scan floor (queue.rs) that waits for older transactions waits for it.
+    tx.execute("SELECT pg_current_xact_id()", &[]).await?;
     tx.execute(
         "INSERT INTO outbox (ds, destination, source, message_id, event, enqueued_at_ms)
          SELECT (SELECT max(ds) FROM datasets), destination, source, message_id, event, $1::bigint

@@ -53,6 +53,9 @@ pub struct PgStorage {
     dedup_window_ms: i64,
     /// Destinations whose lease this worker holds, with the expiry it wrote.
     leases: Mutex<HashMap<String, i64>>,
+    /// Per destination this worker drains: where its queue scan starts
+    /// ([`queue::ScanFloor`]).
+    floors: Mutex<HashMap<String, queue::ScanFloor>>,
     /// Dedup partitions known to exist.
     dedup_buckets: Mutex<Vec<i32>>,
     /// The identity store over the same pool.
@@ -127,6 +130,7 @@ impl PgStorage {
             bucket_ms: 86_400_000,
             dedup_window_ms: dedup_window_secs as i64 * 1_000,
             leases: Mutex::new(HashMap::new()),
+            floors: Mutex::new(HashMap::new()),
             dedup_buckets: Mutex::new(Vec::new()),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {

@@ -42,7 +42,77 @@ pub(super) fn split_ids(ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
         .unzip()
 }
 
+/// Where the lease holder's scan of one destination's queue starts, so a
+/// poll reads only what is new or not done rather than the whole dataset
+/// (which made each poll cost as much as the dataset held).
+///
+/// Sequence numbers are drawn before commit, so a row with a lower `seq`
+/// than a visible one may still appear. The floor therefore moves only up
+/// to `safe_seq`: the sequence's last value read when every transaction
+/// that was running then (each takes its id before drawing a number) has
+/// since ended. Below the floor every row is done.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ScanFloor {
+    /// Every entry of the destination with `seq <= floor` is done.
+    floor: i64,
+    /// Up to which `seq` every row is visible.
+    safe_seq: i64,
+    /// A later `safe_seq` (the sequence's last value), valid once no
+    /// transaction older than `until_xid` runs.
+    candidate: Option<(i64, i64)>,
+}
+
 impl PgStorage {
+    /// Advances `destination`'s scan floor as far as is safe; returns it.
+    async fn scan_floor(&self, destination: &str) -> Result<i64, StorageError> {
+        let mut f = self
+            .floors
+            .lock()
+            .ok()
+            .and_then(|m| m.get(destination).copied())
+            .unwrap_or_default();
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+                        (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM outbox_seq)",
+                &[],
+            )
+            .await?;
+        let (xmin, xmax, last): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        match f.candidate {
+            Some((seq, until)) if xmin >= until => {
+                f.safe_seq = seq;
+                f.candidate = Some((last, xmax));
+            }
+            Some(_) => {}
+            None => f.candidate = Some((last, xmax)),
+        }
+        if f.safe_seq > f.floor {
+            let first_open: Option<i64> = client
+                .query_one(
+                    "SELECT min(o.seq) FROM (
+                         SELECT o.ds, o.seq FROM outbox o
+                         WHERE o.destination = $1 AND o.seq > $2 AND o.seq <= $3
+                           AND NOT EXISTS (SELECT 1 FROM outbox_status s
+                                           WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)
+                         ORDER BY o.seq LIMIT 1) o",
+                    &[&destination, &f.floor, &f.safe_seq],
+                )
+                .await?
+                .get(0);
+            f.floor = match first_open {
+                Some(seq) => seq - 1,
+                None => f.safe_seq,
+            };
+        }
+        if let Ok(mut m) = self.floors.lock() {
+            m.insert(destination.to_owned(), f);
+        }
+        Ok(f.floor)
+    }
+
     /// Whether this worker holds `destination`'s lease, taking or renewing
     /// it when it is free, expired or about to expire.
     pub(super) async fn hold_lease(
@@ -134,8 +204,13 @@ impl PgStorage {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
         if !self.hold_lease(destination, now_ms()).await? {
+            if let Ok(mut m) = self.floors.lock() {
+                // Another worker drains it meanwhile: start over if it returns.
+                m.remove(destination);
+            }
             return Ok(Vec::new());
         }
+        let floor = self.scan_floor(destination).await?;
         let (after_ds, after_seq) = (after_id >> ID_SEQ_BITS, after_id & ((1 << ID_SEQ_BITS) - 1));
         let client = self.client().await?;
         let rows = client
@@ -147,11 +222,18 @@ impl PgStorage {
                      SELECT done, attempts, next_attempt_ms FROM outbox_status s
                      WHERE s.ds = o.ds AND s.seq = o.seq ORDER BY s.id DESC LIMIT 1
                  ) s ON true
-                 WHERE o.destination = $1 AND (o.ds, o.seq) > ($2, $3)
+                 WHERE o.destination = $1 AND o.seq > $6 AND (o.ds, o.seq) > ($2, $3)
                    AND (s.done IS NULL OR (NOT s.done AND s.next_attempt_ms <= $4))
                  ORDER BY o.ds, o.seq
                  LIMIT $5",
-                &[&destination, &after_ds, &after_seq, &now, &(limit as i64)],
+                &[
+                    &destination,
+                    &after_ds,
+                    &after_seq,
+                    &now,
+                    &(limit as i64),
+                    &floor,
+                ],
             )
             .await?;
         Ok(rows

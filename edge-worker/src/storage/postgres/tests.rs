@@ -190,3 +190,42 @@ async fn an_unreachable_server_is_unavailable_not_a_crash() {
     assert!(checked.to_string().contains("cannot connect"), "{checked}");
     store.check_writable().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_committed_after_later_ones_were_delivered_is_still_delivered() {
+    let b = Backend::postgres("scan_floor");
+    let s = &b.store;
+    // A slow transaction draws a sequence number, then waits.
+    let url = b.config.url.clone().expect("a URL");
+    let (mut slow, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let tx = slow.transaction().await.expect("begin");
+    tx.execute("SELECT pg_current_xact_id()", &[])
+        .await
+        .expect("xid");
+    tx.execute(
+        "INSERT INTO outbox (ds, destination, source, message_id, event, enqueued_at_ms)
+         VALUES ((SELECT max(ds) FROM datasets), 'a', 'web', 'late', '{\"messageId\":\"late\"}', 0)",
+        &[],
+    )
+    .await
+    .expect("insert");
+    // Later entries commit and are delivered, poll after poll.
+    for round in 0..5 {
+        s.commit_ingest(commit(vec![accepted("web", &format!("m{round}"), &["a"])]))
+            .await
+            .unwrap();
+        let due = s.outbox_due("a", now_ms(), 0, 100).await.unwrap();
+        assert!(due.iter().all(|e| e.message_id != "late"));
+        s.outbox_delivered(due.iter().map(|e| e.id).collect())
+            .await
+            .unwrap();
+    }
+    // The slow one commits: its entry is due although later ones are done.
+    tx.commit().await.expect("commit");
+    let due = s.outbox_due("a", now_ms(), 0, 100).await.unwrap();
+    let ids: Vec<&str> = due.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(ids, ["late"]);
+}
