@@ -1,12 +1,12 @@
 //! The tag's size budget (issue #6): loader + glue + wasm as served from
 //! `client-wasm/dist/` (built by `cargo xtask build-tag`) must stay at or
-//! under 20 KB gzipped, and the inline snippet under 1 KB. Prints the exact
+//! under 17 KB gzipped (issue 15; it was 20 KB), and the inline snippet under 1 KB. Prints the exact
 //! figures. Segment's analytics-next standalone bundle is about 31 KB.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-const BUDGET_GZ: usize = 20 * 1024;
+const BUDGET_GZ: usize = 17 * 1024;
 const SNIPPET_BUDGET_GZ: usize = 1024;
 
 fn gz(data: &[u8]) -> usize {
