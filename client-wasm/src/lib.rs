@@ -41,6 +41,8 @@ mod args;
 mod consent;
 mod env;
 mod event;
+// The allocator is only linked into the `bare` wasm build; host tests check it.
+#[cfg(any(test, all(feature = "bare", target_arch = "wasm32")))]
 mod heap;
 mod js;
 mod tag;
