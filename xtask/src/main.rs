@@ -10,6 +10,7 @@
 
 mod console;
 mod dist;
+mod minify;
 mod node;
 mod rules;
 mod setup;
