@@ -128,11 +128,6 @@ fn grow_pages(at: usize, bytes: usize) -> Option<usize> {
     Some(now + pages * PAGE)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn grow_pages(_: usize, _: usize) -> Option<usize> {
-    None
-}
-
 /// The global allocator over one [`Heap`] (the tag is single-threaded).
 #[cfg(all(feature = "bare", target_arch = "wasm32"))]
 pub struct Global(pub core::cell::UnsafeCell<Heap>);
@@ -154,6 +149,7 @@ unsafe impl core::alloc::GlobalAlloc for Global {
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
+#[allow(clippy::unwrap_used)] // constant layouts in tests
 mod tests {
     use super::*;
 
