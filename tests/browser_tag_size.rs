@@ -1,12 +1,12 @@
 //! The tag's size budget (issue #6): loader + glue + wasm as served from
 //! `client-wasm/dist/` (built by `cargo xtask build-tag`) must stay at or
-//! under 20 KB gzipped, and the inline snippet under 1 KB. Prints the exact
+//! under 15.5 KB gzipped (issue 15 aims at 12 KB; it was 20 KB, then 17 KB), and the inline snippet under 1 KB. Prints the exact
 //! figures. Segment's analytics-next standalone bundle is about 31 KB.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-const BUDGET_GZ: usize = 20 * 1024;
+const BUDGET_GZ: usize = 15 * 1024 + 512;
 const SNIPPET_BUDGET_GZ: usize = 1024;
 
 fn gz(data: &[u8]) -> usize {
@@ -31,24 +31,29 @@ fn tag_fits_the_size_budget() {
             dist.display()
         )
     });
+    // The glue and module are `waymark.<hash>.js` and `.wasm`; the
+    // analytics.js drop-in (`segment.<hash>.js`) is not in the budget.
     let mut glue = None;
     let mut wasm = None;
     for entry in std::fs::read_dir(dist.join("wm")).unwrap() {
         let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("waymark.") {
+            continue;
+        }
         match path.extension().and_then(|e| e.to_str()) {
-            Some("js") => glue = Some(std::fs::read(&path).unwrap()),
+            Some("js") => glue = Some((name, std::fs::read(&path).unwrap())),
             Some("wasm") => wasm = Some(std::fs::read(&path).unwrap()),
             _ => {}
         }
     }
-    let (glue, wasm) = (
+    let ((glue_name, glue), wasm) = (
         glue.expect("glue in dist/wm"),
         wasm.expect("wasm in dist/wm"),
     );
-    let name = String::from_utf8_lossy(&loader);
     assert!(
-        name.contains("wm/waymark."),
-        "the loader names the hashed glue"
+        String::from_utf8_lossy(&loader).contains(&glue_name),
+        "the loader names the hashed glue {glue_name}"
     );
     let (l, g, w) = (gz(&loader), gz(&glue), gz(&wasm));
     let total = l + g + w;

@@ -11,11 +11,19 @@
  * WebAssembly, no modules, blocked, 404), `waymark.x` takes over: queued
  * and later calls are sent as minimal events, or kept queued while
  * waitForConsent is set. No error reaches the page either way.
+ *
+ * The analytics.js drop-in: with `global` (`data-global`, or Segment's
+ * `data-global-segment-analytics-key`) naming another global, or when
+ * Segment's own snippet loaded this file (`window.analytics` is its queue),
+ * the loader also adds `wm/__WM_SEGMENT__` (js/segment.js), which puts
+ * analytics.js's methods on that global and replays its queue; the write
+ * key defaults to the snippet's `_writeKey`.
  */
 (function (w, d) {
-  var s = d.currentScript, a = w.waymark = w.waymark || [], o = a.o = a.o || {}, ds = (s && s.dataset) || {}, k;
+  var s = d.currentScript, a = w.waymark = w.waymark || [], o = a.o = a.o || {}, ds = (s && s.dataset) || {}, k, G, S = w.analytics;
   if (a.l) return;
   a.l = 1;
+  G = o.global || ds.global || ds.globalSegmentAnalyticsKey || (!a.m && S && S.invoked && !S.initialized && "analytics");
   if (!a.m) {
     a.m = 1;
     var f = function (m) { return function () { a.push([m, [].slice.call(arguments)]); a.h && a.h(); }; };
@@ -23,8 +31,15 @@
     a.consent = { set: f("consent.set"), onChange: f("consent.onChange"), get: function () { return a.c; } };
   }
   for (k in ds) if (!(k in o)) o[k] = ds[k];
-  var src = (s && s.src) || location.href;
+  var src = (s && s.src) || location.href, base = src.replace(/[^\/]*([?#].*)?$/, "") + "wm/";
   if (o.host == null) o.host = src.replace(/^(\w+:\/\/[^\/]+).*$/, "$1");
+  if (G && G != "waymark") {
+    a.g = G;
+    if (o.writeKey == null) o.writeKey = (w[G] || {})._writeKey;
+    k = d.createElement("script");
+    k.src = base + "__WM_SEGMENT__";
+    d.head.appendChild(k);
+  }
 
   // The fallback sender: minimal Segment events, no consent logic.
   a.x = function () {
@@ -61,7 +76,7 @@
   if (!w.WebAssembly || !("noModule" in d.createElement("script"))) return a.x();
   var g = d.createElement("script");
   g.type = "module";
-  g.src = src.replace(/[^\/]*([?#].*)?$/, "") + "wm/__WM_GLUE__";
+  g.src = base + "__WM_GLUE__";
   g.onerror = a.x;
   d.head.appendChild(g);
 })(window, document);

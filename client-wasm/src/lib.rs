@@ -41,6 +41,9 @@ mod args;
 mod consent;
 mod env;
 mod event;
+// The allocator is only linked into the `bare` wasm build; host tests check it.
+#[cfg(any(test, all(feature = "bare", target_arch = "wasm32")))]
+mod heap;
 mod js;
 mod tag;
 mod transport;
@@ -59,9 +62,9 @@ pub mod testing {
 
 use wasm_bindgen::prelude::wasm_bindgen;
 
-#[cfg(feature = "bare")]
+#[cfg(all(feature = "bare", target_arch = "wasm32"))]
 #[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOC: heap::Global = heap::Global(core::cell::UnsafeCell::new(heap::Heap::new()));
 
 /// Without std a panic just stops the module; no message is formatted, so
 /// none of `core::fmt` is linked in. The crate is written not to panic.

@@ -56,6 +56,9 @@ pub struct Config {
     pub max_queue: u32,
     /// Hold events until a consent decision is known. Default: off.
     pub wait_for_consent: bool,
+    /// `waymark.o` itself, for hooks set after start (`mw`, the drop-in's
+    /// source middleware).
+    pub options: JsValue,
 }
 
 /// Identity, consent, queues and transport state.
@@ -164,6 +167,7 @@ pub fn start() {
         flush_interval_ms: js::num(&get(&o, "flushInterval"), 500.0).clamp(0.0, 60_000.0) as i32,
         max_queue: js::num(&get(&o, "maxQueue"), 500.0).clamp(1.0, 5_000.0) as u32,
         wait_for_consent: js::flag(&get(&o, "waitForConsent")),
+        options: o.clone(),
     };
     // 3. The one callback every JS hook reports to.
     let router: Function = Closure::<dyn FnMut(u32, JsValue)>::new(route)
@@ -222,10 +226,14 @@ impl Tag {
     fn handle(&mut self, method: &str, a: &Array) {
         let first = a.get(0);
         match method {
-            "page" => {
+            "page" | "screen" => {
                 let c = args::page(a);
-                let e = self.event("page", &c);
-                let props: Object = wm_page().unchecked_into();
+                let e = self.event(method, &c);
+                let props: Object = if method == "page" {
+                    wm_page().unchecked_into()
+                } else {
+                    Object::new()
+                };
                 set_some(&props, "name", &c.name);
                 set_some(&props, "category", &c.extra);
                 if let Some(p) = c.props.dyn_ref::<Object>() {
@@ -304,6 +312,12 @@ impl Tag {
                     wm_save(k, &JsValue::UNDEFINED);
                 }
             }
+            "anon" => {
+                if first.is_string() {
+                    self.anonymous_id = first;
+                    wm_save(KEY_ANON, &self.anonymous_id);
+                }
+            }
             "ready" => {
                 if first.is_function() {
                     self.callbacks
@@ -348,6 +362,19 @@ impl Tag {
     /// while consent is pending under `waitForConsent`. The call's
     /// callback runs once the event is queued.
     fn enqueue(&mut self, e: Object, c: &Call) {
+        // Source middleware (the analytics.js drop-in): an event it does
+        // not hand back is dropped.
+        let e = match get(&self.cfg.options, "mw").dyn_ref::<Function>() {
+            Some(f) => match f
+                .call1(&JsValue::UNDEFINED, &e)
+                .ok()
+                .and_then(|v| v.dyn_into::<Object>().ok())
+            {
+                Some(out) => out,
+                None => return self.warn("dropped_by_middleware", &e),
+            },
+            None => e,
+        };
         if self.debug {
             js::log(&get(&e, "type"), &e);
         }

@@ -3,11 +3,14 @@
 //! - `run`: build what the worker serves and start it on the embedded default.
 //! - `test`: install what is missing, build every part, run every test.
 //! - `bench ingest`: the ingest load generator against the real worker and a bare server.
+//! - `dist`: the release archive and its checksum.
 //!
 //! Each command installs its own prerequisites, so a fresh machine needs
 //! only `cargo xtask run` and `cargo xtask test`.
 
 mod console;
+mod dist;
+mod minify;
 mod node;
 mod pg;
 mod rules;
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         ),
         Some("build-tag") => tag::build_tag(&root).map(|_| ()),
         Some("build-rules") => rules::build_rules(&root),
+        Some("dist") => dist::dist(&root).map(|_| ()),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -41,7 +45,8 @@ fn main() -> anyhow::Result<()> {
                  bench ingest [ARGS]  ingest load generator vs a bare server\n                       \
                  (ARGS: --rounds N, --seconds N, --random-ids)\n  \
                  build-tag            build the browser tag into client-wasm/dist and check its size budget\n  \
-                 build-rules          build the example and test rules into WASM components"
+                 build-rules          build the example and test rules into WASM components\n  \
+                 dist                 release archive (one binary carrying its tag, example config, licences) and its SHA-256"
             );
             bail!("unknown command");
         }

@@ -1,6 +1,11 @@
-//! Node.js and the npm packages the tests run: IAB's TCF encoder
-//! (`tests/node/tcf`, `@iabtechlabtcf/core`), whose strings the worker's TC
-//! string decoder is checked against.
+//! Node.js and the npm packages the tests run:
+//!
+//! - `tests/node/tcf`: IAB's TCF encoder (`@iabtechlabtcf/core`), whose
+//!   strings the worker's TC string decoder is checked against;
+//! - `tests/node/segment`: Segment's analytics-next, for
+//!   `tests/browser_segment_next.rs`;
+//! - `tests/node/cmp`: IAB's CMP API, stub and encoder, for
+//!   `tests/browser_cmp.rs`.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,7 +14,7 @@ use anyhow::Context;
 
 /// The npm package directories of the repository, each with a
 /// `package.json` and a `package-lock.json`.
-const NPM_DIRS: &[&str] = &["tests/node/tcf"];
+const NPM_DIRS: &[&str] = &["tests/node/tcf", "tests/node/segment", "tests/node/cmp"];
 
 /// Installs Node.js and npm from Debian when missing, then `npm ci` in each
 /// package directory whose `node_modules` is missing or older than its

@@ -20,13 +20,19 @@ pub struct ServerConfig {
     /// used). Default: none, the connection's peer address is used.
     #[serde(default)]
     pub trusted_proxy_header: Option<String>,
-    /// Directory served at `/` (the demo shop). Default: `demo-site`; not served when missing.
-    #[serde(default = "default_site_dir")]
+    /// Directory served at `/` instead of the demo shop built into the
+    /// binary. Default: none (the built-in demo shop, see `demo_site`).
+    #[serde(default)]
     pub site_dir: Option<PathBuf>,
-    /// Directory holding the built tag (`wm.js` and `wm/`), served at `/wm.js`
-    /// and `/wm/`. Default: `client-wasm/dist`.
-    #[serde(default = "default_tag_dir")]
-    pub tag_dir: PathBuf,
+    /// Whether the demo shop built into the binary is served at `/` when no
+    /// `site_dir` is set. Default: `true`; set `false` in production.
+    #[serde(default = "default_demo_site")]
+    pub demo_site: bool,
+    /// Directory holding a built tag (`wm.js` and `wm/`, as `cargo xtask
+    /// build-tag` writes to `client-wasm/dist`), served at `/wm.js` and `/wm/`
+    /// instead of the tag built into the binary. Default: none (the built-in tag).
+    #[serde(default)]
+    pub tag_dir: Option<PathBuf>,
     /// Whether the public origin is https, so cookies get `Secure`. Default:
     /// detected per request from `x-forwarded-proto` behind a trusted proxy.
     #[serde(default)]
@@ -44,8 +50,9 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             trusted_proxy_header: None,
-            site_dir: default_site_dir(),
-            tag_dir: default_tag_dir(),
+            site_dir: None,
+            demo_site: default_demo_site(),
+            tag_dir: None,
             https: None,
             request_timeout_ms: default_request_timeout_ms(),
             max_concurrent_requests: default_max_concurrent_requests(),
@@ -60,6 +67,28 @@ impl ServerConfig {
                 return Err(ConfigError::invalid(
                     "server.trusted_proxy_header",
                     format!("`{header}` is not a valid header name; use e.g. \"x-forwarded-for\""),
+                ));
+            }
+        }
+        if let Some(dir) = &self.tag_dir {
+            if !dir.join("wm.js").is_file() {
+                return Err(ConfigError::invalid(
+                    "server.tag_dir",
+                    format!(
+                        "`{}` holds no wm.js; build the tag there with `cargo xtask build-tag` (it writes client-wasm/dist), or remove the key to serve the tag built into the binary",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(dir) = &self.site_dir {
+            if !dir.is_dir() {
+                return Err(ConfigError::invalid(
+                    "server.site_dir",
+                    format!(
+                        "`{}` is not a directory; point it at the site to serve at `/`, or remove the key",
+                        dir.display()
+                    ),
                 ));
             }
         }
@@ -83,12 +112,8 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
-fn default_site_dir() -> Option<PathBuf> {
-    Some(PathBuf::from("demo-site"))
-}
-
-fn default_tag_dir() -> PathBuf {
-    PathBuf::from("client-wasm/dist")
+fn default_demo_site() -> bool {
+    true
 }
 
 fn default_request_timeout_ms() -> u64 {

@@ -1,5 +1,7 @@
 //! Segment's HTTP Tracking API: `POST /v1/batch` and `/v1/{track,page,
-//! screen,identify,group,alias}`, with per-source CORS.
+//! screen,identify,group,alias}`, with per-source CORS; also the short paths
+//! Segment's browser library (analytics-next) posts to, `/v1/{t,p,s,i,g,a}`
+//! and `/v1/b`.
 //!
 //! The handler reads the body within the batch limit, decodes it, resolves
 //! the source from the write key (Basic-auth username, else `writeKey` in
@@ -52,7 +54,22 @@ async fn single(
     body: Body,
 ) -> Response {
     let cors = Cors::of(&headers);
-    let Some(kind) = EventType::parse(&call) else {
+    // Segment's analytics-next posts to its API host's `/t`, `/p`, `/i`,
+    // `/g`, `/a`, `/s` (one event) and `/b` (a batch).
+    let call = match call.as_str() {
+        "b" => {
+            let result = handle(&state, None, peer, &headers, body, &cors).await;
+            return cors.apply(result.unwrap_or_else(IntoResponse::into_response));
+        }
+        "t" => "track",
+        "p" => "page",
+        "i" => "identify",
+        "g" => "group",
+        "a" => "alias",
+        "s" => "screen",
+        other => other,
+    };
+    let Some(kind) = EventType::parse(call) else {
         return cors.apply(
             ApiError::client(
                 StatusCode::NOT_FOUND,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ingest;
 pub mod live;
 pub mod ops;
+pub mod segment;
 pub mod tag;
 
 use std::sync::Arc;
@@ -55,7 +56,8 @@ pub fn router(state: AppState) -> Router {
         .merge(live::routes())
         .merge(console::routes())
         .nest("/admin", admin::routes(state.clone()))
-        .merge(tag::routes(&server.tag_dir, server.site_dir.as_deref()))
+        .merge(segment::routes())
+        .merge(tag::routes(&server))
         .layer(
             ServiceBuilder::new()
                 // 1. Trace every request, with its matched route.
