@@ -2,12 +2,14 @@
 //!
 //! - `run`: build what the worker serves and start it on the embedded default.
 //! - `test`: install what is missing, build every part, run every test.
+//! - `fuzz`: run each coverage-guided fuzz target for a bounded time.
 //! - `bench ingest`: the ingest load generator against the real worker and a bare server.
 //!
 //! Each command installs its own prerequisites, so a fresh machine needs
 //! only `cargo xtask run` and `cargo xtask test`.
 
 mod console;
+mod edge;
 mod node;
 mod pg;
 mod rules;
@@ -32,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         ),
         Some("build-tag") => tag::build_tag(&root).map(|_| ()),
         Some("build-rules") => rules::build_rules(&root),
+        Some("fuzz") => edge::fuzz_command(&root, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -41,7 +44,8 @@ fn main() -> anyhow::Result<()> {
                  bench ingest [ARGS]  ingest load generator vs a bare server\n                       \
                  (ARGS: --rounds N, --seconds N, --random-ids)\n  \
                  build-tag            build the browser tag into client-wasm/dist and check its size budget\n  \
-                 build-rules          build the example and test rules into WASM components"
+                 build-rules          build the example and test rules into WASM components\n  \
+                 fuzz [--seconds N] [TARGET...]  run each fuzz target N seconds (default 60)"
             );
             bail!("unknown command");
         }
@@ -110,6 +114,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     tag::ensure_chromium()?;
     node::ensure_node_packages(root)?;
     let _pg = pg::start_test_cluster()?;
+    edge::ensure_nginx()?;
     // 3. What the tests load: the tag (fails over its size budget) and the
     //    rule components.
     tag::build_tag(root)?;
@@ -124,6 +129,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     let workspace = run_workspace_tests(root);
     let guests = test_guest_rules(root);
     let tag = tag::test_tag_wasm(root);
+    let fuzz = edge::fuzz(root, 3, &[]);
     eprintln!(
         "xtask test: finished in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -131,6 +137,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     workspace?;
     guests?;
     tag?;
+    fuzz?;
     Ok(())
 }
 
