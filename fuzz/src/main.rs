@@ -21,7 +21,7 @@ mod targets {
         };
     }
 
-    targets!(cookie, client_ip, normalize);
+    targets!(cookie, client_ip, normalize, tcf);
 }
 
 use std::sync::OnceLock;

@@ -63,11 +63,22 @@ pub fn fuzz_command(root: &Path, args: &[String]) -> anyhow::Result<()> {
 pub fn fuzz(root: &Path, seconds: u64, only: &[String]) -> anyhow::Result<()> {
     let target = crate::setup::target_dir(root);
     // 1. Build: the wrapper instruments the workspace crates only.
-    eprintln!("+ cargo build -p waymark-fuzz (SanitizerCoverage)");
+    //    `--workspace` keeps the dependencies' features those of the
+    //    ordinary build (`-p` would resolve others and rebuild wasmtime);
+    //    `--bin` builds only the fuzz binary, and the `libfuzzer` feature
+    //    gives the instrumented worker library its own artifact.
+    eprintln!("+ cargo build --workspace --bin waymark-fuzz --features waymark-fuzz/libfuzzer (SanitizerCoverage)");
     run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root)
-            .args(["build", "-p", "waymark-fuzz", "--bin", "waymark-fuzz"])
+            .args([
+                "build",
+                "--workspace",
+                "--bin",
+                "waymark-fuzz",
+                "--features",
+                "waymark-fuzz/libfuzzer",
+            ])
             .env(
                 "RUSTC_WORKSPACE_WRAPPER",
                 root.join("fuzz/rustc-wrapper.sh"),

@@ -227,7 +227,7 @@ fn sources_may_count_cookieless() {
     let config = with("").unwrap();
     assert!(!config.sources[0].cookieless);
     let config = Config::parse(
-        "[identity]\nkeys = [{ id = \"k1\", secret = \"0123456789abcdef0123456789abcdef\" }]\n[[sources]]\nname = \"web\"\nwrite_key = \"wk\"\ncookieless = true\n",
+        "[identity]\nkeys = [{ id = \"k1\", secret = \"0123456789abcdef0123456789abcdef\" }]\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_web\"\ncookieless = true\n",
     )
     .unwrap();
     assert!(config.sources[0].cookieless);
