@@ -117,6 +117,17 @@ impl CookieCodec {
         })
     }
 
+    /// The day key for cookieless visitor hashes on `date` (`YYYY-MM-DD`,
+    /// UTC): derived from the signing secret, so every worker of a fleet
+    /// with the same `[identity] keys` derives the same one, and it is
+    /// never stored.
+    pub fn cookieless_day_key(&self, date: &str) -> [u8; 32] {
+        let (_, secret) = &self.keys[0];
+        let mut m = mac(secret, b"waymark cookieless day key v1\0");
+        m.update(date.as_bytes());
+        m.finalize().into_bytes().into()
+    }
+
     /// The cookie's name.
     pub fn name(&self) -> &str {
         &self.name

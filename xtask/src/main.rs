@@ -2,6 +2,7 @@
 //!
 //! - `run`: build what the worker serves and start it on the embedded default.
 //! - `test`: install what is missing, build every part, run every test.
+//! - `fuzz`: run each coverage-guided fuzz target for a bounded time.
 //! - `bench ingest`: the ingest load generator against the real worker and a bare server.
 //! - `dist`: the release archive and its checksum.
 //!
@@ -10,6 +11,7 @@
 
 mod console;
 mod dist;
+mod edge;
 mod minify;
 mod node;
 mod pg;
@@ -36,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         Some("build-tag") => tag::build_tag(&root).map(|_| ()),
         Some("build-rules") => rules::build_rules(&root),
         Some("dist") => dist::dist(&root).map(|_| ()),
+        Some("fuzz") => edge::fuzz_command(&root, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -46,7 +49,8 @@ fn main() -> anyhow::Result<()> {
                  (ARGS: --rounds N, --seconds N, --random-ids)\n  \
                  build-tag            build the browser tag into client-wasm/dist and check its size budget\n  \
                  build-rules          build the example and test rules into WASM components\n  \
-                 dist                 release archive (one binary carrying its tag, example config, licences) and its SHA-256"
+                 dist                 release archive (one binary carrying its tag, example config, licences) and its SHA-256\n  \
+                 fuzz [--seconds N] [TARGET...]  run each fuzz target N seconds (default 60)"
             );
             bail!("unknown command");
         }
@@ -115,6 +119,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     tag::ensure_chromium()?;
     node::ensure_node_packages(root)?;
     let _pg = pg::start_test_cluster()?;
+    edge::ensure_nginx()?;
     // 3. What the tests load: the tag (fails over its size budget) and the
     //    rule components.
     tag::build_tag(root)?;
@@ -129,6 +134,9 @@ fn test(root: &Path) -> anyhow::Result<()> {
     let workspace = run_workspace_tests(root);
     let guests = test_guest_rules(root);
     let tag = tag::test_tag_wasm(root);
+    // NOTE: no fuzz smoke run here: the coverage-instrumented build is a
+    // second build of every crate (about 17 minutes on 2 cores), too much
+    // for CI's budget. `cargo xtask fuzz` runs the targets.
     eprintln!(
         "xtask test: finished in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{secret, ConfigError};
+use crate::http::client_ip::{Cidr, ClientIpHeader, ProxyTrust};
 
 /// `[server]`: the HTTP listener.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -15,11 +16,29 @@ pub struct ServerConfig {
     /// Address and port to listen on. Default: `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Header that carries the client IP when Waymark sits behind a CDN or
-    /// proxy you trust, such as `x-forwarded-for` (the left-most address is
-    /// used). Default: none, the connection's peer address is used.
+    /// Deprecated: use `trusted_proxies` and `client_ip_header`. Alone, it
+    /// names the client-IP header believed from loopback and private peers
+    /// only, read from the right. Default: none.
     #[serde(default)]
     pub trusted_proxy_header: Option<String>,
+    /// Address ranges of the proxies or CDN in front of Waymark, such as
+    /// `["10.0.0.0/8", "2001:db8::/32"]`. Only a peer in these ranges may set
+    /// the client IP (`client_ip_header`) and the scheme
+    /// (`x-forwarded-proto`, `Forwarded: proto=`). Default: none; the
+    /// connection's peer address is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Header a trusted proxy puts the client IP in: `x-forwarded-for`,
+    /// `forwarded`, `cf-connecting-ip`, `true-client-ip`,
+    /// `fastly-client-ip` or `x-real-ip`. For the first two the client is
+    /// the right-most address that is not a trusted proxy. Default:
+    /// `x-forwarded-for`.
+    #[serde(default = "default_client_ip_header")]
+    pub client_ip_header: ClientIpHeader,
+    /// Path every route is served under, such as `/metrics` when a CDN sends
+    /// one path of the site's own hostname to Waymark. Default: none (`/`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
     /// Directory served at `/` instead of the demo shop built into the
     /// binary. Default: none (the built-in demo shop, see `demo_site`).
     #[serde(default)]
@@ -53,6 +72,9 @@ impl Default for ServerConfig {
             site_dir: None,
             demo_site: default_demo_site(),
             tag_dir: None,
+            trusted_proxies: Vec::new(),
+            client_ip_header: default_client_ip_header(),
+            path_prefix: None,
             https: None,
             request_timeout_ms: default_request_timeout_ms(),
             max_concurrent_requests: default_max_concurrent_requests(),
@@ -63,10 +85,25 @@ impl Default for ServerConfig {
 impl ServerConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(header) = &self.trusted_proxy_header {
-            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            if ClientIpHeader::parse(header).is_none() {
                 return Err(ConfigError::invalid(
                     "server.trusted_proxy_header",
-                    format!("`{header}` is not a valid header name; use e.g. \"x-forwarded-for\""),
+                    format!("`{header}` is not a client-IP header Waymark reads; set trusted_proxies and client_ip_header (x-forwarded-for, forwarded, cf-connecting-ip, true-client-ip, fastly-client-ip or x-real-ip) instead"),
+                ));
+            }
+        }
+        if let Some(prefix) = &self.path_prefix {
+            let ok = prefix.len() > 1
+                && prefix.starts_with('/')
+                && !prefix.ends_with('/')
+                && !prefix.contains("//")
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "server.path_prefix",
+                    format!("`{prefix}` is not a path prefix; use one like \"/metrics\" (a leading slash, no trailing slash, letters, digits, - . _ ~)"),
                 ));
             }
         }
@@ -106,6 +143,44 @@ impl ServerConfig {
         }
         Ok(())
     }
+}
+
+impl ServerConfig {
+    /// Who may say who the client is: `trusted_proxies` with
+    /// `client_ip_header`, else the deprecated `trusted_proxy_header`
+    /// believed from private peers only, else nobody.
+    pub fn proxy_trust(&self) -> ProxyTrust<'_> {
+        if !self.trusted_proxies.is_empty() {
+            return ProxyTrust::new(&self.trusted_proxies, self.client_ip_header);
+        }
+        match self
+            .trusted_proxy_header
+            .as_deref()
+            .and_then(ClientIpHeader::parse)
+        {
+            Some(header) => ProxyTrust::legacy(header),
+            None => ProxyTrust::new(&[], self.client_ip_header),
+        }
+    }
+
+    /// Logs a warning for each deprecated key in use.
+    pub fn warn_deprecated(&self) {
+        if let Some(header) = &self.trusted_proxy_header {
+            tracing::warn!(
+                header = %header,
+                "The [server] trusted_proxy_header key is deprecated; set trusted_proxies (your proxies' CIDRs) and client_ip_header. Until then the header is believed only from loopback and private peers, read from the right."
+            );
+        }
+    }
+
+    /// `path_prefix`, or empty when routes are served at `/`.
+    pub fn prefix(&self) -> &str {
+        self.path_prefix.as_deref().unwrap_or("")
+    }
+}
+
+fn default_client_ip_header() -> ClientIpHeader {
+    ClientIpHeader::XForwardedFor
 }
 
 fn default_listen() -> SocketAddr {

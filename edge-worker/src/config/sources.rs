@@ -28,6 +28,12 @@ pub struct SourceConfig {
     /// Whether the worker sets the `wm_vid` visitor cookie for this source. Default: true.
     #[serde(default = "yes")]
     pub set_cookie: bool,
+    /// Whether events whose cookie purpose is not granted are still counted
+    /// without a cookie: under a visitor key hashed from (client IP, user
+    /// agent, source) with a key that changes every UTC day, never stored
+    /// and never linked in the identity graph. Default: false.
+    #[serde(default)]
+    pub cookieless: bool,
     /// Whether duplicate `messageId`s are answered 200 and not routed again. Default: true.
     #[serde(default = "yes")]
     pub dedup: bool,

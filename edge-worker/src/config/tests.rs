@@ -162,3 +162,73 @@ fn the_readme_reference_names_every_key() {
         "README.md's configuration reference does not mention: {missing:?}"
     );
 }
+
+#[test]
+fn edge_server_keys_parse_and_bad_ones_name_the_fix() {
+    let config = with(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\nclient_ip_header = \"cf-connecting-ip\"\npath_prefix = \"/metrics\"",
+    )
+    .unwrap();
+    assert_eq!(config.server.trusted_proxies.len(), 2);
+    assert_eq!(
+        config.server.client_ip_header,
+        crate::http::client_ip::ClientIpHeader::CfConnectingIp
+    );
+    assert_eq!(config.server.prefix(), "/metrics");
+    assert!(config
+        .server
+        .proxy_trust()
+        .trusts("10.1.2.3".parse().unwrap()));
+    assert!(!config
+        .server
+        .proxy_trust()
+        .trusts("8.8.8.8".parse().unwrap()));
+    // Nothing trusted by default.
+    let plain = with("").unwrap();
+    assert!(!plain
+        .server
+        .proxy_trust()
+        .trusts("127.0.0.1".parse().unwrap()));
+    // The deprecated key trusts private peers only.
+    let legacy = with("[server]\ntrusted_proxy_header = \"X-Forwarded-For\"").unwrap();
+    assert!(legacy
+        .server
+        .proxy_trust()
+        .trusts("127.0.0.1".parse().unwrap()));
+    assert!(!legacy
+        .server
+        .proxy_trust()
+        .trusts("203.0.113.1".parse().unwrap()));
+    for (extra, needle) in [
+        ("[server]\ntrusted_proxies = [\"10.0.0.0/40\"]", "0 to 32"),
+        ("[server]\ntrusted_proxies = [\"office\"]", "10.0.0.0/8"),
+        (
+            "[server]\nclient_ip_header = \"x-client-ip\"",
+            "x-client-ip",
+        ),
+        ("[server]\npath_prefix = \"metrics\"", "server.path_prefix"),
+        (
+            "[server]\npath_prefix = \"/metrics/\"",
+            "server.path_prefix",
+        ),
+        ("[server]\npath_prefix = \"/\"", "server.path_prefix"),
+        (
+            "[server]\ntrusted_proxy_header = \"x-client-ip\"",
+            "trusted_proxies",
+        ),
+    ] {
+        let err = with(extra).unwrap_err().to_string();
+        assert!(err.contains(needle), "{extra}: {err}");
+    }
+}
+
+#[test]
+fn sources_may_count_cookieless() {
+    let config = with("").unwrap();
+    assert!(!config.sources[0].cookieless);
+    let config = Config::parse(
+        "[identity]\nkeys = [{ id = \"k1\", secret = \"0123456789abcdef0123456789abcdef\" }]\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_web\"\ncookieless = true\n",
+    )
+    .unwrap();
+    assert!(config.sources[0].cookieless);
+}

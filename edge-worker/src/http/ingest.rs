@@ -22,7 +22,6 @@ use base64::Engine as _;
 use super::error::{ApiError, Problem};
 use super::AppState;
 use crate::event::EventType;
-use crate::stages::enrich::client_ip;
 use crate::stages::ingest::{body_bytes, split, BodyError, BodyHeaders};
 use crate::stages::RequestMeta;
 use crate::telemetry::ingest::UnknownWriteKey;
@@ -136,18 +135,11 @@ async fn handle(
         }
     }
     // 4. Run the pipeline; it returns once everything is durable.
+    let client = state.server.proxy_trust().resolve(peer.ip(), headers);
     let meta = RequestMeta {
-        client_ip: client_ip(
-            state
-                .server
-                .trusted_proxy_header
-                .as_deref()
-                .and_then(|h| headers.get(h))
-                .and_then(|v| v.to_str().ok()),
-            Some(peer.ip()),
-        ),
+        client_ip: Some(client.ip),
         cookie_header: header_str(header::COOKIE).map(str::to_owned),
-        https: is_https(state, headers),
+        https: state.server.https.unwrap_or(client.https),
     };
     let outcome = state.pipeline.ingest(&source, raw, &meta).await?;
     let mut response = if outcome.errors.is_empty() {
@@ -212,17 +204,6 @@ fn basic_auth_user(headers: &HeaderMap) -> Option<String> {
     let text = String::from_utf8(decoded).ok()?;
     let user = text.split(':').next().unwrap_or("");
     (!user.is_empty()).then(|| user.to_owned())
-}
-
-fn is_https(state: &AppState, headers: &HeaderMap) -> bool {
-    if let Some(yes) = state.server.https {
-        return yes;
-    }
-    state.server.trusted_proxy_header.is_some()
-        && headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 /// The browser-origin facts of a request.

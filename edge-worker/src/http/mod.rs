@@ -1,12 +1,14 @@
 //! The HTTP surface, assembled in one place.
 //!
 //! [`router`] merges the ingest, ops, tag, live and console routes and nests
-//! the admin API under `/admin`, then stacks the layers once, outermost first.
+//! the admin API under `/admin`, mounts the whole under `[server] path_prefix`
+//! when one is set, then stacks the layers once, outermost first.
 
 pub mod admin;
 pub mod admin_dlq;
 pub mod admin_profiles;
 pub mod admin_stats;
+pub mod client_ip;
 pub mod console;
 pub mod error;
 pub mod ingest;
@@ -50,14 +52,22 @@ pub struct AppState {
 /// Builds the whole router for `state`.
 pub fn router(state: AppState) -> Router {
     let server = Arc::clone(&state.server);
-    Router::new()
+    server.warn_deprecated();
+    let routes = Router::new()
         .merge(ingest::routes())
         .merge(ops::routes())
         .merge(live::routes())
         .merge(console::routes())
         .nest("/admin", admin::routes(state.clone()))
         .merge(segment::routes())
-        .merge(tag::routes(&server))
+        .merge(tag::routes(&server));
+    // The prefix applies here, once, so every route (and any added later)
+    // lives under it; nothing is served outside it.
+    let routes = match server.prefix() {
+        "" => routes,
+        prefix => Router::new().nest(prefix, routes),
+    };
+    routes
         .layer(
             ServiceBuilder::new()
                 // 1. Trace every request, with its matched route.

@@ -37,7 +37,18 @@ pub(crate) fn link_cached(
             return None;
         }
         let Some((anchor, rest)) = ev.keys.split_first() else {
-            out.push(Linked::Unlinked);
+            // A cookieless visitor: a session, no node.
+            let Some(key) = ev.session_key.as_deref() else {
+                out.push(Linked::Unlinked);
+                continue;
+            };
+            let previous = match activity.latest_session(key) {
+                Some(row) => Some(row),
+                None => Some(state.cached_session(key)?),
+            };
+            out.push(Linked::Session {
+                session: activity.advance(ev, previous, cx.session_timeout_ms),
+            });
             continue;
         };
         let profile_id = Arc::clone(state.nodes.get(anchor)?);
@@ -94,6 +105,16 @@ impl<'a> Activity<'a> {
         s.counts[type_index(ev.kind)] += 1;
         s.first_seen_ms = s.first_seen_ms.min(ev.ts_ms);
         s.last_seen_ms = s.last_seen_ms.max(ev.ts_ms);
+        self.advance(ev, previous, timeout_ms)
+    }
+
+    /// Moves `ev`'s session on from `previous`; `None` without a session key.
+    pub(super) fn advance(
+        &mut self,
+        ev: &'a EventIds,
+        previous: Option<SessionRow>,
+        timeout_ms: i64,
+    ) -> Option<Session> {
         let key = ev.session_key.as_deref()?;
         let (row, start) = advance_session(previous, ev.ts_ms, timeout_ms);
         self.sessions.insert(key, row);

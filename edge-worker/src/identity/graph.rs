@@ -79,6 +79,12 @@ pub(crate) struct EventIds {
 pub(crate) enum Linked {
     /// The event carried no identifier that may link.
     Unlinked,
+    /// A cookieless visitor: no identifier is linked, but the event's
+    /// session key (a daily visitor hash) moves a session on.
+    Session {
+        /// The visitor's session.
+        session: Option<Session>,
+    },
     /// One of its identifiers belongs to a deleted person: drop the event.
     Suppressed,
     /// The event belongs to a profile.
@@ -151,6 +157,19 @@ pub(crate) fn link_batch(
     for (ev, anchor) in events.iter().zip(&anchors) {
         let anchor = match anchor {
             Ok(anchor) => anchor,
+            Err(Linked::Unlinked) if ev.keys.is_empty() && ev.session_key.is_some() => {
+                let previous = match ev.session_key.as_deref() {
+                    Some(key) => match activity.latest_session(key) {
+                        Some(row) => Some(row),
+                        None => state.session(conn, key)?,
+                    },
+                    None => None,
+                };
+                out.push(Linked::Session {
+                    session: activity.advance(ev, previous, cx.session_timeout_ms),
+                });
+                continue;
+            }
             Err(linked) => {
                 out.push(linked.clone());
                 continue;

@@ -216,20 +216,6 @@ pub fn truncate_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The client address: the left-most entry of the trusted proxy header when
-/// configured and parseable, else the connection's peer.
-pub fn client_ip(proxy_header: Option<&str>, peer: Option<IpAddr>) -> Option<IpAddr> {
-    proxy_header
-        .and_then(|h| h.split(',').next())
-        .map(str::trim)
-        .and_then(|s| {
-            s.parse::<IpAddr>()
-                .ok()
-                .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        })
-        .or(peer)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,16 +322,5 @@ mod tests {
         assert_eq!(e.str("context.ip"), Some("198.51.100.0"));
         let v6: IpAddr = "2001:db8:85a3:1234:5678:8a2e:370:7334".parse().unwrap();
         assert_eq!(truncate_ip(v6).to_string(), "2001:db8:85a3::");
-    }
-
-    #[test]
-    fn proxy_header_left_most_address_wins() {
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(
-            client_ip(Some("198.51.100.7, 10.0.0.2"), Some(peer)),
-            Some("198.51.100.7".parse().unwrap())
-        );
-        assert_eq!(client_ip(Some("garbage"), Some(peer)), Some(peer));
-        assert_eq!(client_ip(None, Some(peer)), Some(peer));
     }
 }

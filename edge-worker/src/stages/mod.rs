@@ -32,6 +32,7 @@ use crate::telemetry::ingest::{DuplicatesDropped, EventsAccepted, EventsDropped,
 use crate::visitor::{CookieCodec, VisitorId};
 use consent::{purpose_state, ConsentState};
 use enrich::{Enricher, IpField};
+use identify::cookieless::CookielessKey;
 use ingest::RawBatch;
 use normalize::{normalize, NormalizeContext, Rejection};
 use outbox::{CommitBuilder, Outbox};
@@ -246,6 +247,7 @@ impl Pipeline {
         let mut cookie_consent = None;
         let mut consent_blocked = 0;
         let mut identified = Vec::with_capacity(batch.events.len());
+        let mut cookieless_key = None;
         for (index, raw) in batch.events.iter().enumerate() {
             // Normalize: a bad event is quarantined, the others go on.
             let mut event = match normalize(raw, &cx) {
@@ -263,11 +265,26 @@ impl Pipeline {
             // Enrich.
             self.enricher.enrich(&mut event, &ip);
             // Identify.
-            // A verified cookie wins over the client's id unless its purpose is denied.
-            let trusted = existing.is_some()
-                && purpose_state(&event, &self.cookie_purpose, &source.config.default_consent)
-                    != ConsentState::Denied;
-            identify::apply_visitor(&mut event, visitor.as_ref(), trusted);
+            let cookie_state =
+                purpose_state(&event, &self.cookie_purpose, &source.config.default_consent);
+            if source.config.cookieless && cookie_state != ConsentState::Granted {
+                // Counted without a cookie: the day's visitor key, nothing read or linked.
+                let key = cookieless_key.get_or_insert_with(|| {
+                    CookielessKey::new(
+                        self.cookies
+                            .cookieless_day_key(&now.format("%Y-%m-%d").to_string()),
+                    )
+                });
+                let agent = event.str("context.userAgent").unwrap_or("").to_owned();
+                let id = key.visitor(meta.client_ip, &agent, &source.name);
+                identify::cookieless::apply(&mut event, &id);
+            } else {
+                // A verified cookie wins over the client's id unless its purpose is denied.
+                let trusted = existing.is_some() && cookie_state != ConsentState::Denied;
+                identify::apply_visitor(&mut event, visitor.as_ref(), trusted);
+                // Only this stage marks an event cookieless (it is then not linked).
+                let _ = event.remove("context.waymark.cookieless");
+            }
             identified.push(event);
         }
         // Identify, once per request: the identity graph, profile and session.

@@ -7,6 +7,8 @@
 //! identity graph in one write, drops events of deleted people, and stamps
 //! the rest with `context.waymark.profileId` and `context.waymark.session`.
 
+pub mod cookieless;
+
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
@@ -115,13 +117,24 @@ pub async fn link(
                         && purpose_state(event, visit.cookie_purpose, visit.default_consent)
                             == ConsentState::Granted)
             });
-            event_ids(
+            let mut ids = event_ids(
                 event,
                 identity.rules(),
                 visit.visitor.map(VisitorId::as_str),
                 cookie,
                 now_ms,
-            )
+            );
+            if cookieless::is_cookieless(event) {
+                // Counted, never linked: no node, no traits, only a session
+                // under the day's visitor key.
+                ids.session_key = event.anonymous_id().map(|a| format!("cookieless:{a}"));
+                ids.keys.clear();
+                ids.traits.clear();
+                ids.previous_id = None;
+                ids.user_seed = false;
+                ids.cause = Cause::Event;
+            }
+            ids
         })
         .collect();
     let linked = identity.link(ids).await?;
@@ -133,6 +146,15 @@ pub async fn link(
                 session,
             } => {
                 event.stamp("profileId", Value::String(profile_id.to_string()));
+                if let Some(s) = session {
+                    event.stamp(
+                        "session",
+                        json!({ "id": s.id, "count": s.count, "start": s.start }),
+                    );
+                }
+                verdicts.push(Verdict::Keep);
+            }
+            Linked::Session { session } => {
                 if let Some(s) = session {
                     event.stamp(
                         "session",

@@ -1,0 +1,48 @@
+//! Waymark's coverage-guided fuzz targets, driven by libFuzzer.
+//!
+//! Each target is a file in `src/targets/` with `pub fn run(data: &[u8])`
+//! that must never panic, whatever the bytes. `cargo xtask fuzz` builds
+//! this binary with SanitizerCoverage for the workspace crates (on stable
+//! Rust: no sanitizer, which Rust's memory safety makes up for) and runs
+//! every target in turn for a bounded time, each with its own corpus under
+//! `target/fuzz-corpus/<name>` seeded from `fuzz/seeds/<name>`.
+//!
+//! Adding a target: one file in `src/targets/`, one name in [`targets!`].
+
+#![no_main]
+
+mod targets {
+    /// Declares the target modules and the name → entry point table.
+    macro_rules! targets {
+        ($($name:ident),* $(,)?) => {
+            $(pub mod $name;)*
+            /// Every target, by name.
+            pub const ALL: &[(&str, fn(&[u8]))] = &[$((stringify!($name), $name::run)),*];
+        };
+    }
+
+    targets!(cookie, client_ip, normalize, tcf);
+}
+
+use std::sync::OnceLock;
+
+/// The target chosen by `WAYMARK_FUZZ_TARGET`, once.
+fn target() -> fn(&[u8]) {
+    static CHOSEN: OnceLock<fn(&[u8])> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let name = std::env::var("WAYMARK_FUZZ_TARGET").unwrap_or_default();
+        match targets::ALL.iter().find(|(n, _)| *n == name) {
+            Some((_, run)) => *run,
+            None => {
+                let names: Vec<&str> = targets::ALL.iter().map(|(n, _)| *n).collect();
+                eprintln!(
+                    "set WAYMARK_FUZZ_TARGET to one of {}; `cargo xtask fuzz` does",
+                    names.join(", ")
+                );
+                std::process::exit(2);
+            }
+        }
+    })
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| target()(data));
