@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use browser::{at, free_port, root, tempdir, Browser};
+use browser::{at, free_port, tempdir, Browser};
 use serde_json::{json, Value};
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -69,83 +69,6 @@ a.consent={set:f("consent.set"),onChange:f("consent.onChange"),get:function(){re
 s=d.createElement("script");s.async=1;s.src="/metrics/wm.js";d.head.appendChild(s)}(window,document);
 waymark.page();
 </script></head><body>edge</body></html>"#;
-
-/// `waymark serve` under `/metrics` on a free port with its own data dir.
-struct EdgeWorker {
-    child: Child,
-    base: String,
-    data_dir: PathBuf,
-}
-
-impl EdgeWorker {
-    async fn start(toml: &str) -> anyhow::Result<EdgeWorker> {
-        let port = free_port();
-        let data_dir = tempdir("wm-edge")?;
-        let config = data_dir.join("waymark.toml");
-        std::fs::write(&config, toml)?;
-        let bin = std::env::var_os("WAYMARK_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target/debug/waymark"));
-        let child = Command::new(bin)
-            .current_dir(root())
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the waymark binary")?;
-        let w = EdgeWorker {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            data_dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(format!("{}/metrics/healthz", w.base)).await {
-                if r.status().is_success() {
-                    return Ok(w);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("worker did not answer /metrics/healthz within 20 s")
-    }
-
-    fn events(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.data_dir.join("events.ndjson")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    async fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
-                return Ok(e);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "no {what} event within 15 s; events so far: {:#?}",
-                    self.events()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for EdgeWorker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
 
 /// nginx as a child process with a throwaway config, stopped on drop.
 struct Nginx {
@@ -256,7 +179,9 @@ async fn behind_nginx_the_ip_is_the_browsers_the_cookie_is_secure_and_forged_hea
 ) {
     let _serial = browser::SERIAL.lock().await;
     browser::require_prerequisites().unwrap();
-    let worker = EdgeWorker::start(&worker_config()).await.unwrap();
+    let worker = browser::Worker::start_under(Some(&worker_config()), "/metrics")
+        .await
+        .unwrap();
     let nginx = Nginx::start(port_of(&worker.base)).unwrap();
     let b = Browser::start().await.unwrap();
 
@@ -346,7 +271,9 @@ async fn behind_nginx_the_ip_is_the_browsers_the_cookie_is_secure_and_forged_hea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookieless_visitors_are_counted_under_a_daily_key_without_a_cookie_or_a_profile() {
-    let worker = EdgeWorker::start(&worker_config()).await.unwrap();
+    let worker = browser::Worker::start_under(Some(&worker_config()), "/metrics")
+        .await
+        .unwrap();
     let nginx = Nginx::start(port_of(&worker.base)).unwrap();
     let url = format!("{}/metrics/v1/batch", nginx.base);
     let agent = "Mozilla/5.0 (X11; Linux x86_64) EdgeTest/1";

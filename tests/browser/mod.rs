@@ -80,6 +80,13 @@ pub struct Worker {
 impl Worker {
     /// Starts the worker on the embedded default, or on `config` (TOML).
     pub async fn start(config: Option<&str>) -> anyhow::Result<Worker> {
+        Worker::start_under(config, "").await
+    }
+
+    /// [`start`](Self::start) for a config whose `[server] path_prefix` is
+    /// `prefix` (`""` for none): readiness is asked under it.
+    #[allow(dead_code)] // not every browser test mounts under a prefix
+    pub async fn start_under(config: Option<&str>, prefix: &str) -> anyhow::Result<Worker> {
         let port = free_port();
         let data_dir = tempdir("wm-data")?;
         let mut cmd = Command::new(worker_bin());
@@ -103,14 +110,14 @@ impl Worker {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(format!("{}/healthz", w.base)).await {
+            if let Ok(r) = reqwest::get(format!("{}{prefix}/healthz", w.base)).await {
                 if r.status().is_success() {
                     return Ok(w);
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("worker did not answer /healthz within 20 s")
+        bail!("worker did not answer {prefix}/healthz within 20 s")
     }
 
     /// Events written to the file destination so far.
