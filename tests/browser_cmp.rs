@@ -4,7 +4,10 @@
 //! (`@iabtechlabtcf/core`). With `waitForConsent` the tag holds every event
 //! until the CMP answers, then sends them with the string in
 //! `context.consent.tcf` and the purposes mapped as the worker's default
-//! (`analytics` = TCF purposes 1 and 8, `marketing` = 1, 3 and 4).
+//! (`analytics` = TCF purposes 1 and 8, `marketing` = 1, 3 and 4). The
+//! worker then routes by the string itself (issue 13 point 4): the vendor
+//! with consent in it gets the events, a vendor without consent and a
+//! marketing destination do not.
 //! The packages come from `tests/node/cmp` (`cargo xtask test` runs `npm
 //! ci` there).
 
@@ -126,6 +129,35 @@ async fn the_tag_waits_for_the_iab_cmp_and_sends_its_tc_string() {
         .await
         .unwrap();
     assert_eq!(at(&after, "context.consent.tcf"), tc.as_str());
+    // The edge decided from the string: vendor 755 has consent for TCF 1
+    // and 8, so `measure` got what the local file got; vendor 12 has none
+    // and marketing (1, 3, 4) is not granted.
+    let lines = |name: &str| {
+        std::fs::read_to_string(w.data_dir.join(name))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|e| e["messageId"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lines("measure.ndjson").len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut measured = lines("measure.ndjson");
+    measured.sort();
+    let mut all: Vec<String> = [&page, &track, &after]
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap_or("").to_owned())
+        .collect();
+    all.sort();
+    assert!(
+        all.iter().all(|id| measured.contains(id)),
+        "the consented vendor missed events: {measured:?} vs {all:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(lines("other-vendor.ndjson"), Vec::<String>::new());
+    assert_eq!(lines("ads.ndjson"), Vec::<String>::new());
     assert_eq!(b.errors(), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&site);
 }
@@ -143,4 +175,24 @@ default_consent = { analytics = "pending", marketing = "pending" }
 name = "local-file"
 type = "file"
 path = "events.ndjson"
+
+[[destinations]]
+name = "measure"
+type = "file"
+path = "measure.ndjson"
+consent = ["analytics"]
+tcf_vendor_id = 755
+
+[[destinations]]
+name = "other-vendor"
+type = "file"
+path = "other-vendor.ndjson"
+consent = ["analytics"]
+tcf_vendor_id = 12
+
+[[destinations]]
+name = "ads"
+type = "file"
+path = "ads.ndjson"
+consent = ["marketing"]
 "#;

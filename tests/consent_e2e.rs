@@ -1,7 +1,11 @@
 //! Consent through the real worker: over random consent states, nothing
 //! reaches a destination without its purposes; a waiting destination holds
-//! pending events until the visitor grants (released) or denies (dropped).
+//! pending events until the visitor grants (released) or denies (dropped);
+//! TC strings made by IAB's own encoder and Consent Mode fields decide at the
+//! edge, and an unreadable TC string grants nothing without losing the event.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -154,9 +158,15 @@ consent_hold_secs = 2
         .collect();
     ids.sort();
     assert_eq!(ids, ["g1", "p1", "p2"]);
-    assert!(got
-        .iter()
-        .all(|e| e["context"]["consent"]["categoryPreferences"]["marketing"] == true));
+    // Released events are delivered as they were held: the store carries
+    // the releasing decision beside them and never edits their JSON.
+    for e in &got {
+        let stated = &e["context"]["consent"]["categoryPreferences"]["marketing"];
+        match e["messageId"].as_str() {
+            Some("g1") => assert_eq!(stated, &json!(true), "{e}"),
+            _ => assert!(stated.is_null(), "a held event was edited: {e}"),
+        }
+    }
     // The silent visitor's hold expires; a grant after expiry releases nothing.
     std::thread::sleep(Duration::from_secs(5));
     post(&worker, vec![ev("g2", "vis-silent", Some(true))]);
@@ -186,4 +196,116 @@ consent_hold_secs = 2
         );
     }
     let _ = Instant::now();
+}
+
+/// A TC string from IAB's own encoder (`tests/node/tcf/encode.js`, run
+/// under Node; `cargo xtask test` installs `@iabtechlabtcf/core`).
+fn iab_tc_string(purposes: &[u8], vendors: &[u16]) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node/tcf");
+    assert!(
+        dir.join("node_modules/@iabtechlabtcf/core").exists(),
+        "IAB's encoder is not installed: run `cargo xtask test` or `npm ci` in {}",
+        dir.display()
+    );
+    let want = json!({"purposes": purposes, "vendors": vendors}).to_string();
+    let out = Command::new("node")
+        .arg("encode.js")
+        .arg(want)
+        .current_dir(&dir)
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("ASCII")
+}
+
+#[test]
+fn tc_strings_and_consent_mode_decide_at_the_edge() {
+    let analytics = webhook::start("s");
+    let marketing = webhook::start("s");
+    let config = format!(
+        r#"
+[identity]
+keys = [{{ id = "k1", secret = "test-secret-0123456789abcdef0123456789" }}]
+[[sources]]
+name = "web"
+write_key = "wk_test"
+[[destinations]]
+name = "analytics"
+type = "webhook"
+url = "{}/hook"
+secret = "s"
+consent = ["analytics"]
+[[destinations]]
+name = "ads"
+type = "webhook"
+url = "{}/hook"
+secret = "s"
+consent = ["marketing"]
+tcf_vendor_id = 755
+"#,
+        analytics.base, marketing.base
+    );
+    let worker = Worker::start(&config);
+    let ev = |id: &str, consent: Value| {
+        json!({"type":"track","event":"E","anonymousId":format!("a-{id}"),"messageId":id,
+               "context":{"consent":consent}})
+    };
+    let ads_ok = iab_tc_string(&[1, 3, 4], &[755]);
+    let analytics_only = iab_tc_string(&[1, 3, 4, 8], &[12]);
+    post(
+        &worker,
+        vec![
+            // TCF 1, 3, 4 and vendor 755: marketing for the ads vendor; not analytics (needs 8).
+            ev("t1", json!({"tcf": ads_ok})),
+            // TCF 1, 3, 4, 8 without vendor 755: analytics; the ads vendor lacks consent.
+            ev("t2", json!({"tcf": {"tcString": analytics_only}})),
+            // Unreadable TC string: grants nothing, even beside granting preferences.
+            ev(
+                "t3",
+                json!({"tcf": "COgarbage!!", "categoryPreferences": {"analytics": true, "marketing": true}}),
+            ),
+            // Consent Mode alone.
+            ev("t4", json!({"gcm": {"analytics_storage": "granted"}})),
+            // Consent Mode denies what the preferences grant.
+            ev(
+                "t5",
+                json!({"gcm": {"ad_storage": "granted", "ad_user_data": "denied"},
+                            "categoryPreferences": {"marketing": true}}),
+            ),
+            // GPC denies what the TC string grants.
+            ev("t6", json!({"tcf": ads_ok, "gpc": true})),
+            // Preferences grant and the TC string agrees.
+            ev(
+                "t7",
+                json!({"tcf": ads_ok, "categoryPreferences": {"marketing": true}}),
+            ),
+        ],
+    );
+    let ids = |fake: &Fake, n: usize| {
+        fake.wait_for(n, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(500));
+        let mut ids: Vec<String> = fake
+            .events()
+            .iter()
+            .map(|e| e["messageId"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&analytics, 2), ["t2", "t4"]);
+    assert_eq!(ids(&marketing, 2), ["t1", "t7"]);
+    let metrics = client()
+        .get(worker.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("waymark_consent_signal_invalid_total{signal=\"tcf\"} 1"),
+        "{metrics}"
+    );
 }

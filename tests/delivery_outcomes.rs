@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use waymark::config::DestinationConfig;
+use waymark::consent::GrantedPurposes;
 use waymark::destinations::{self, BuildContext, Outcome};
 use waymark::storage::OutboxEntry;
 use waymark_tests::fakes::{amplitude, ga4, meta_capi, mixpanel, segment, webhook, Fake};
@@ -30,6 +31,9 @@ fn entry(i: usize, json: String) -> OutboxEntry {
         id: i as i64 + 1,
         source: "web".into(),
         message_id: format!("m-{i}"),
+        // What the edge decided for these events (Meta's IP and user-agent
+        // gate reads it).
+        granted: GrantedPurposes::from_stored("analytics,marketing"),
         json: Arc::from(json),
         enqueued_at_ms: 0,
         attempts: 0,

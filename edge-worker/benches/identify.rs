@@ -112,24 +112,21 @@ fn bench_identify(c: &mut Criterion) {
         &IdentityConfig::default(),
         Arc::clone(&store),
     ));
-    let defaults = Arc::new(std::collections::BTreeMap::new());
 
     let run = |first_visitor: usize, requests: usize, stride: usize| {
         let identity = Arc::clone(&identity);
-        let defaults = Arc::clone(&defaults);
         rt.block_on(async move {
             let mut tasks = Vec::with_capacity(requests);
             for r in 0..requests {
                 let identity = Arc::clone(&identity);
-                let defaults = Arc::clone(&defaults);
                 let visitor = (first_visitor + r * stride) % (identifiers / 2).max(1);
                 tasks.push(tokio::spawn(async move {
                     let mut events = request(visitor, r);
+                    let granted = vec![true; events.len()];
                     let visit = Visit {
                         visitor: None,
                         cookie_known: true,
-                        cookie_purpose: "analytics",
-                        default_consent: &defaults,
+                        cookie_granted: &granted,
                     };
                     link(&identity, &mut events, &visit).await.expect("link")
                 }));

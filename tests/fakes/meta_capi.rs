@@ -131,6 +131,26 @@ async fn events(
                 return Err("client_user_agent is required for website events".to_owned());
             }
         }
+        // Limited Data Use: `[]`, or `["LDU"]` with a country (0 or 1) and
+        // a state (0 or 1000).
+        if let Some(options) = e.get("data_processing_options") {
+            let ldu = match options.as_array().map(Vec::as_slice) {
+                Some([]) => false,
+                Some([v]) if v == "LDU" => true,
+                _ => return Err("data_processing_options must be [] or [\"LDU\"]".to_owned()),
+            };
+            if ldu {
+                let country = e
+                    .get("data_processing_options_country")
+                    .and_then(Value::as_i64);
+                let state_code = e
+                    .get("data_processing_options_state")
+                    .and_then(Value::as_i64);
+                if !matches!(country, Some(0 | 1)) || !matches!(state_code, Some(0 | 1000)) {
+                    return Err("LDU needs data_processing_options_country 0 or 1 and data_processing_options_state 0 or 1000".to_owned());
+                }
+            }
+        }
         if e.get("event_id")
             .and_then(Value::as_str)
             .is_some_and(|id| state.is_refused(id))

@@ -31,6 +31,11 @@ pub struct DestinationConfig {
     /// is dropped, in seconds. Default: 1800.
     #[serde(default)]
     pub consent_hold_secs: Option<u64>,
+    /// This vendor's IAB Global Vendor List id: when an event carries a TC
+    /// string, the vendor must also have the visitor's consent in it.
+    /// Default: none (only the purposes are checked).
+    #[serde(default)]
+    pub tcf_vendor_id: Option<u16>,
     /// Which events this destination receives. Default: all.
     #[serde(default)]
     pub filter: FilterConfig,
@@ -120,6 +125,12 @@ impl DestinationConfig {
                     ));
                 }
             }
+        }
+        if self.tcf_vendor_id == Some(0) {
+            return Err(ConfigError::invalid(
+                at("tcf_vendor_id"),
+                "0 is not a vendor id; use the vendor's id in IAB's Global Vendor List (1-65535)",
+            ));
         }
         for rule in &self.rules {
             if !rules.contains(&rule.as_str()) {

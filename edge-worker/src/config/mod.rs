@@ -5,6 +5,7 @@
 //! names it; [`Config::validate`] then checks what types cannot (references
 //! between sections, secrets present in the environment, limits in range).
 
+mod consent;
 mod destinations;
 mod identity;
 mod limits;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+pub use consent::{ConsentConfig, GcmConfig, TcfConfig};
 pub use destinations::{DeliveryConfig, DestinationConfig, FilterConfig};
 pub use identity::{CookieKeyConfig, IdentityConfig};
 pub use limits::LimitsConfig;
@@ -56,6 +58,9 @@ pub struct Config {
     /// Where events go.
     #[serde(default)]
     pub destinations: Vec<DestinationConfig>,
+    /// How the TC string and Consent Mode map onto Waymark's purposes.
+    #[serde(default)]
+    pub consent: ConsentConfig,
 }
 
 /// A WASM rule: a component file, its config and its failure policy.
@@ -168,6 +173,7 @@ impl Config {
         self.admin.validate()?;
         self.limits.validate()?;
         self.storage.validate()?;
+        self.consent.validate()?;
         if self.sources.is_empty() {
             return Err(ConfigError::invalid(
                 "sources",

@@ -275,6 +275,7 @@ mod tests {
             id,
             source: "web".into(),
             message_id: format!("m{id}"),
+            granted: Default::default(),
             json: Arc::from(json),
             enqueued_at_ms: 0,
             attempts: 0,

@@ -243,6 +243,7 @@ mod tests {
             id: i,
             source: "web".into(),
             message_id: format!("m{i}"),
+            granted: Default::default(),
             json: format!(r#"{{"messageId":"m{i}"}}"#).into(),
             enqueued_at_ms: 0,
             attempts: 0,

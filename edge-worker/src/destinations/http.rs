@@ -223,20 +223,6 @@ pub(crate) fn visitor_id(map: &Map<String, Value>) -> Option<&str> {
     str_at(map, "context.waymark.visitorId").or_else(|| str_at(map, "anonymousId"))
 }
 
-/// Whether the event grants `purpose` in `context.consent.categoryPreferences`
-/// (GPC denies `marketing`).
-pub(crate) fn grants(map: &Map<String, Value>, purpose: &str) -> bool {
-    if purpose == crate::stages::consent::GPC_DENIED_PURPOSE
-        && at(map, "context.consent.gpc").and_then(Value::as_bool) == Some(true)
-    {
-        return false;
-    }
-    at(map, "context.consent.categoryPreferences")
-        .and_then(|p| p.get(purpose))
-        .and_then(Value::as_bool)
-        == Some(true)
-}
-
 /// Lowercase hex SHA-256.
 pub(crate) fn sha256_hex(input: &str) -> String {
     use sha2::Digest;

@@ -15,8 +15,14 @@
 //!   values that already are SHA-256 hex (from a `hash-pii` rule) pass as
 //!   they are. `external_id` is the hashed `userId` or visitor.
 //!   `client_ip_address` and `client_user_agent` are sent only when the
-//!   event grants `ip_ua_purpose`.
+//!   edge granted the event `ip_ua_purpose` (the decision stored with it,
+//!   which includes the source's `default_consent`).
 //! - `custom_data` holds the properties, with `value` and `currency`.
+//! - With `ldu_purpose` set, an event the edge did not grant that purpose
+//!   (for example `marketing` denied by Global Privacy Control) carries
+//!   Meta's Limited Data Use flag (`data_processing_options: ["LDU"]`,
+//!   country and state `0`: Meta geolocates); a granted one carries
+//!   `data_processing_options: []`. Without it the field is not sent.
 //!
 //! Meta refuses a request that holds an invalid event with a 400 whose
 //! `error.error_data` names the event (`event_index`, with a `message`).
@@ -34,6 +40,7 @@ use super::http::Answer;
 use super::http::{self, default_timeout_ms, str_at};
 use super::{parse_settings, BuildContext, Destination, Outcome, SkipReason};
 use crate::config::ConfigError;
+use crate::consent::GrantedPurposes;
 use crate::storage::OutboxEntry;
 
 /// Meta's limit on events per request.
@@ -96,6 +103,11 @@ pub struct MetaCapiConfig {
     /// agent. Default: `marketing`.
     #[serde(default = "default_ip_ua_purpose")]
     pub ip_ua_purpose: String,
+    /// Purpose whose absence from the edge's decision marks the event for
+    /// Meta's Limited Data Use (`data_processing_options: ["LDU"]`).
+    /// Default: none (the field is not sent).
+    #[serde(default)]
+    pub ldu_purpose: Option<String>,
     /// Graph API version. Default: `v21.0`.
     #[serde(default = "default_api_version")]
     pub api_version: String,
@@ -184,6 +196,7 @@ impl MetaCapiConfig {
             url,
             action_source: self.action_source.clone(),
             ip_ua_purpose: self.ip_ua_purpose.clone(),
+            ldu_purpose: self.ldu_purpose.clone(),
             test_event_code: self.test_event_code.clone(),
         }))
     }
@@ -194,6 +207,7 @@ struct MetaCapiDestination {
     url: Url,
     action_source: String,
     ip_ua_purpose: String,
+    ldu_purpose: Option<String>,
     test_event_code: Option<String>,
 }
 
@@ -230,7 +244,12 @@ fn first_str<'a>(event: &'a Map<String, Value>, paths: &[&str]) -> Option<&'a st
 
 impl MetaCapiDestination {
     /// One Meta server event, or `None` when the call has none.
-    fn encode(&self, event: &Map<String, Value>, message_id: &str) -> Option<Value> {
+    fn encode(
+        &self,
+        event: &Map<String, Value>,
+        granted: &GrantedPurposes,
+        message_id: &str,
+    ) -> Option<Value> {
         let name = match str_at(event, "type").unwrap_or("track") {
             "track" => {
                 let n = str_at(event, "event").unwrap_or("event");
@@ -263,7 +282,7 @@ impl MetaCapiDestination {
         if let Some(id) = str_at(event, "userId").or_else(|| http::visitor_id(event)) {
             user.insert("external_id".into(), json!([http::sha256_hex(id)]));
         }
-        if http::grants(event, &self.ip_ua_purpose) {
+        if granted.contains(&self.ip_ua_purpose) {
             if let Some(ip) = str_at(event, "context.ip") {
                 user.insert("client_ip_address".into(), json!(ip));
             }
@@ -305,6 +324,15 @@ impl MetaCapiDestination {
         if let (Some(url), Some(map)) = (str_at(event, "context.page.url"), out.as_object_mut()) {
             map.insert("event_source_url".into(), json!(url));
         }
+        if let (Some(purpose), Some(map)) = (&self.ldu_purpose, out.as_object_mut()) {
+            if granted.contains(purpose) {
+                map.insert("data_processing_options".into(), json!([]));
+            } else {
+                map.insert("data_processing_options".into(), json!(["LDU"]));
+                map.insert("data_processing_options_country".into(), json!(0));
+                map.insert("data_processing_options_state".into(), json!(0));
+            }
+        }
         Some(out)
     }
 }
@@ -320,7 +348,7 @@ impl Destination for MetaCapiDestination {
             events,
             "meta_capi",
             MAX_EVENT_BYTES,
-            |event, entry| match self.encode(event, &entry.message_id) {
+            |event, entry| match self.encode(event, &entry.granted, &entry.message_id) {
                 Some(e) => Mapped::Event(e, ()),
                 None => Mapped::Skip(SkipReason::UnsupportedType),
             },
@@ -431,6 +459,7 @@ mod tests {
             url: Url::parse("http://127.0.0.1:9/v21.0/1/events").unwrap(),
             action_source: "website".into(),
             ip_ua_purpose: "marketing".into(),
+            ldu_purpose: None,
             test_event_code: None,
         }
     }
@@ -441,7 +470,10 @@ mod tests {
             "traits":{"email":"A@B.co"},"properties":{"revenue":9.5,"currency":"EUR"},
             "context":{"ip":"1.2.3.0","userAgent":"UA","page":{"url":"https://s.example/"},
                        "consent":{"categoryPreferences":{"marketing":true}}}});
-        let m = dest().encode(e.as_object().unwrap(), "m-1").unwrap();
+        let marketing = GrantedPurposes::from_stored("marketing");
+        let m = dest()
+            .encode(e.as_object().unwrap(), &marketing, "m-1")
+            .unwrap();
         assert_eq!(m["event_name"], "Purchase");
         assert_eq!(m["event_id"], "m-1");
         assert_eq!(m["event_time"], 1_714_557_600);
@@ -449,8 +481,10 @@ mod tests {
         assert_eq!(m["user_data"]["client_user_agent"], "UA");
         assert_eq!(m["custom_data"]["value"], 9.5);
         assert_eq!(m["event_source_url"], "https://s.example/");
+        // GPC: the edge did not grant marketing, whatever the event says.
         e["context"]["consent"]["gpc"] = json!(true);
-        let m = dest().encode(e.as_object().unwrap(), "m-1").unwrap();
+        let none = GrantedPurposes::default();
+        let m = dest().encode(e.as_object().unwrap(), &none, "m-1").unwrap();
         assert!(m["user_data"].get("client_ip_address").is_none());
         assert!(m["user_data"].get("client_user_agent").is_none());
     }
@@ -488,5 +522,43 @@ mod tests {
             json!({"error": {"message": "Invalid OAuth access token.", "code": 190}})
         ))
         .is_none());
+    }
+
+    #[test]
+    fn limited_data_use_follows_the_edge_decision_when_configured() {
+        let e = json!({"type":"track","event":"Order Completed","userId":"u1",
+            "timestamp":"2024-05-01T10:00:00Z",
+            "context":{"consent":{"categoryPreferences":{"marketing":true}}}});
+        let e = e.as_object().unwrap();
+        // Not configured: the field is not sent.
+        let plain = dest()
+            .encode(e, &GrantedPurposes::default(), "m-1")
+            .unwrap();
+        assert!(plain.get("data_processing_options").is_none());
+        let mut d = dest();
+        d.ldu_purpose = Some("marketing".into());
+        // The event claims marketing; the edge did not grant it: LDU.
+        let denied = d.encode(e, &GrantedPurposes::default(), "m-1").unwrap();
+        assert_eq!(denied["data_processing_options"], json!(["LDU"]));
+        assert_eq!(denied["data_processing_options_country"], json!(0));
+        assert_eq!(denied["data_processing_options_state"], json!(0));
+        let granted = GrantedPurposes::from_stored("analytics,marketing");
+        let open = d.encode(e, &granted, "m-1").unwrap();
+        assert_eq!(open["data_processing_options"], json!([]));
+        assert!(open.get("data_processing_options_country").is_none());
+    }
+
+    #[test]
+    fn a_purpose_granted_by_the_source_default_opens_the_ip_and_ua_gate() {
+        // The event says nothing about consent; the source's default
+        // granted marketing at the edge (the bug: the gate read the event).
+        let e = json!({"type":"track","event":"Order Completed","userId":"u1",
+            "timestamp":"2024-05-01T10:00:00Z","context":{"ip":"1.2.3.0","userAgent":"UA"}});
+        let granted = GrantedPurposes::from_stored("analytics,marketing");
+        let m = dest()
+            .encode(e.as_object().unwrap(), &granted, "m-1")
+            .unwrap();
+        assert_eq!(m["user_data"]["client_ip_address"], "1.2.3.0");
+        assert_eq!(m["user_data"]["client_user_agent"], "UA");
     }
 }

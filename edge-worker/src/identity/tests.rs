@@ -137,7 +137,8 @@ impl Graph {
 /// Puts events in the outbox of destination `d`, as one request.
 fn enqueue(conn: &Connection, events: &[(&str, &str)]) {
     let meta = crate::storage::outbox::PackMeta::new("d", "web", 0);
-    crate::storage::outbox::enqueue(conn, &meta, events).unwrap();
+    let events: Vec<(&str, &str, &str)> = events.iter().map(|(m, e)| (*m, "", *e)).collect();
+    crate::storage::outbox::enqueue(conn, &meta, &events).unwrap();
 }
 
 fn profile_id(linked: &Linked) -> String {

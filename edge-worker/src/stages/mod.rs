@@ -30,7 +30,7 @@ use crate::storage::{Storage, StorageError};
 use crate::telemetry::identity::{CookieRejected, VisitorMinted};
 use crate::telemetry::ingest::{DuplicatesDropped, EventsAccepted, EventsDropped, EventsRejected};
 use crate::visitor::{CookieCodec, VisitorId};
-use consent::{purpose_state, ConsentState};
+use consent::{ConsentPolicy, ConsentState};
 use enrich::{Enricher, IpField};
 use identify::cookieless::CookielessKey;
 use ingest::RawBatch;
@@ -109,6 +109,7 @@ pub struct Pipeline {
     cookie_purpose: String,
     cookies: CookieCodec,
     enricher: Enricher,
+    consent: ConsentPolicy,
     router: Router,
     outbox: Outbox,
     identity: crate::identity::Identity,
@@ -152,6 +153,7 @@ impl Pipeline {
             cookie_purpose: config.identity.cookie_purpose.clone(),
             cookies: CookieCodec::from_config(&config.identity)?,
             enricher,
+            consent: ConsentPolicy::from_config(config),
             router: Router::new(&config.destinations),
             identity: crate::identity::Identity::build(&config.identity, &storage)?,
             outbox: Outbox::new(storage),
@@ -248,6 +250,7 @@ impl Pipeline {
         let mut consent_blocked = 0;
         let mut identified = Vec::with_capacity(batch.events.len());
         let mut cookieless_key = None;
+        let mut decisions = Vec::with_capacity(batch.events.len());
         for (index, raw) in batch.events.iter().enumerate() {
             // Normalize: a bad event is quarantined, the others go on.
             let mut event = match normalize(raw, &cx) {
@@ -264,9 +267,12 @@ impl Pipeline {
             };
             // Enrich.
             self.enricher.enrich(&mut event, &ip);
+            // Consent, decided once from the signals the client sent: the
+            // stages below read this decision, and a rule that edits
+            // `context.consent` cannot grant anything.
+            let decision = self.consent.decide(&event, &source.config.default_consent);
             // Identify.
-            let cookie_state =
-                purpose_state(&event, &self.cookie_purpose, &source.config.default_consent);
+            let cookie_state = decision.state(&self.cookie_purpose);
             if source.config.cookieless && cookie_state != ConsentState::Granted {
                 // Counted without a cookie: the day's visitor key, nothing read or linked.
                 let key = cookieless_key.get_or_insert_with(|| {
@@ -286,27 +292,28 @@ impl Pipeline {
                 let _ = event.remove("context.waymark.cookieless");
             }
             identified.push(event);
+            decisions.push(decision);
         }
+        let cookie_granted: Vec<bool> = decisions
+            .iter()
+            .map(|d| d.grants(&self.cookie_purpose))
+            .collect();
         // Identify, once per request: the identity graph, profile and session.
         let visit = identify::Visit {
             visitor: visitor.as_ref(),
             cookie_known: existing.is_some(),
-            cookie_purpose: &self.cookie_purpose,
-            default_consent: &source.config.default_consent,
+            cookie_granted: &cookie_granted,
         };
         let verdicts = identify::link(&self.identity, &mut identified, &visit).await?;
         let mut suppressed = 0;
         let (mut rule_dropped, mut rule_quarantined) = (0, 0);
-        for (mut event, verdict) in identified.into_iter().zip(verdicts) {
+        for ((mut event, verdict), decision) in identified.into_iter().zip(verdicts).zip(decisions)
+        {
             if verdict != Verdict::Keep {
                 suppressed += 1;
                 continue;
             }
-            cookie_consent = Some(purpose_state(
-                &event,
-                &self.cookie_purpose,
-                &source.config.default_consent,
-            ));
+            cookie_consent = Some(decision.state(&self.cookie_purpose));
             // Rules: the source's chain may change, drop or quarantine the event.
             if !source.rules.is_empty() {
                 match source.rules.apply(&mut event) {
@@ -334,9 +341,9 @@ impl Pipeline {
                 }
             }
             // Route (consent per destination is decided here).
-            let routes = self.router.route(&event, &source.config);
+            let routes = self.router.route(&event, &decision);
             consent_blocked += routes.consent_blocked.len();
-            commit.accept(&event, routes.to);
+            commit.accept(&event, routes.to, decision.granted_purposes());
             commit.consent(&event, &routes.consent_blocked, routes.holds);
         }
 

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use super::normalize::Rejection;
 use super::route::HoldRoutes;
+use crate::consent::GrantedPurposes;
 use crate::event::Event;
 use crate::http::live::LiveStream;
 use crate::storage::{
@@ -44,12 +45,14 @@ impl CommitBuilder {
         }
     }
 
-    /// Adds an accepted event routed to `destinations`.
-    pub fn accept(&mut self, event: &Event, destinations: Vec<Arc<str>>) {
+    /// Adds an accepted event routed to `destinations`, with the purposes
+    /// the edge granted it (stored with it for the destinations to read).
+    pub fn accept(&mut self, event: &Event, destinations: Vec<Arc<str>>, granted: GrantedPurposes) {
         self.commit.accepted.push(AcceptedEvent {
             source: Arc::clone(&self.source),
             message_id: event.message_id().to_owned(),
             dedup: self.dedup,
+            granted,
             json: event.to_json().into(),
             destinations,
         });
@@ -94,7 +97,7 @@ impl CommitBuilder {
             self.settled.push(ConsentSettled {
                 destination: d,
                 visitor: visitor.to_owned(),
-                granted: granted.map(|p| p.to_vec()),
+                granted,
             });
         }
     }

@@ -15,6 +15,7 @@ use super::{
     Stored,
 };
 use crate::config::{StorageBackend, StorageConfig};
+use crate::consent::GrantedPurposes;
 use crate::time::now_ms;
 
 /// A store under test, with what keeps it alive.
@@ -109,6 +110,7 @@ pub(crate) fn accepted(source: &str, id: &str, destinations: &[&str]) -> Accepte
         source: source.into(),
         message_id: id.into(),
         dedup: true,
+        granted: GrantedPurposes::from_stored(&format!("analytics,{id}")),
         json: format!(r#"{{"messageId":"{id}"}}"#).into(),
         destinations: destinations.iter().map(|d| Arc::from(*d)).collect(),
     }
@@ -309,6 +311,10 @@ async fn dead_letters_are_listed_and_replayed(b: Backend) {
     assert_eq!(by_id("m2").attempts, 1);
     assert_eq!(by_id("m1").reason, "400: bad event");
     assert_eq!(by_id("m1").event.get(), r#"{"messageId":"m1"}"#);
+    // The edge's decision travelled with each entry, through a retry.
+    for e in &due {
+        assert_eq!(e.granted.as_str(), format!("analytics,{}", e.message_id));
+    }
     assert_eq!(
         s.replay_dead_letters("a", Some(vec![by_id("m2").id]))
             .await
@@ -319,6 +325,11 @@ async fn dead_letters_are_listed_and_replayed(b: Backend) {
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].message_id, "m2");
     assert_eq!(back[0].attempts, 0);
+    assert_eq!(
+        back[0].granted.as_str(),
+        "analytics,m2",
+        "a replayed letter keeps its decision"
+    );
     assert_eq!(s.replay_dead_letters("a", None).await.unwrap(), 1);
     assert_eq!(s.dead_letter_count("a").await.unwrap(), 0);
     assert_eq!(s.outbox_depth("a").await.unwrap(), 2);
@@ -386,6 +397,11 @@ async fn rule_quarantine_keeps_the_destination_and_requeues_to_it(b: Backend) {
         .expect("m1 requeued to a");
     assert_eq!(m1.attempts, 0);
     assert_eq!(&*m1.json, r#"{"messageId":"m1"}"#);
+    assert_eq!(
+        m1.granted.as_str(),
+        "analytics,m1",
+        "requeued with its decision"
+    );
     assert_eq!(s.outbox_depth("b").await.unwrap(), 1);
 }
 
@@ -492,7 +508,7 @@ async fn holds_release_on_grant_drop_on_denial_and_expire(b: Backend) {
                 ConsentSettled {
                     destination: "ads".into(),
                     visitor: "v1".into(),
-                    granted: Some(vec!["marketing".into()]),
+                    granted: Some(GrantedPurposes::from_stored("analytics,marketing")),
                 },
                 ConsentSettled {
                     destination: "ads".into(),
@@ -510,11 +526,13 @@ async fn holds_release_on_grant_drop_on_denial_and_expire(b: Backend) {
     let due = s.outbox_due("ads", now_ms(), 0, 10).await.unwrap();
     let ids: Vec<&str> = due.iter().map(|e| e.message_id.as_str()).collect();
     assert_eq!(ids, ["m1", "m2"]);
-    let event: serde_json::Value = serde_json::from_str(&due[0].json).unwrap();
-    assert_eq!(
-        event["context"]["consent"]["categoryPreferences"]["marketing"],
-        true
-    );
+    // Released with the deciding event's decision beside it; the held
+    // event itself is delivered as it was held, never edited.
+    for e in &due {
+        assert_eq!(e.granted.as_str(), "analytics,marketing");
+        let held = held("ads", "v1", &e.message_id);
+        assert_eq!(&*e.json, held.json.as_str());
+    }
     // Expiry.
     let soon = HashMap::from([(Arc::from("ads"), now_ms() + 1_000)]);
     s.commit_holds(HoldCommit {

@@ -48,6 +48,7 @@ impl Fleet {
                         source: "web".into(),
                         message_id: uuid::Uuid::new_v4().to_string(),
                         dedup: false,
+                        granted: Default::default(),
                         json: event.to_string().into(),
                         destinations: vec!["hook".into()],
                     }],

@@ -124,6 +124,9 @@ pub struct AcceptedEvent {
     pub message_id: String,
     /// Whether this source dedups on `messageId`.
     pub dedup: bool,
+    /// The purposes the edge granted the event (stored with it, read by
+    /// destinations instead of the event's own consent fields).
+    pub granted: crate::consent::GrantedPurposes,
     /// The event as JSON, shared by the packs of every destination.
     pub json: Arc<str>,
     /// Destinations the event goes to (may be empty: it is still deduped).
@@ -144,6 +147,13 @@ pub struct QuarantinedEvent {
 }
 
 /// Everything one ingest request writes, committed together before the ack.
+///
+/// # Design
+/// Consent holds and settlements are part of the same commit as the
+/// outbox and dedup (issue 12): were they a second write, a failure
+/// between the two would answer 503 after the dedup ids were durable, and
+/// the client's retry would be dropped as a duplicate with its holds never
+/// written.
 #[derive(Debug, Default)]
 pub struct IngestCommit {
     /// Events to route, in request order.
@@ -206,6 +216,10 @@ pub struct OutboxEntry {
     pub source: String,
     /// The event's `messageId`.
     pub message_id: String,
+    /// The purposes the edge granted the event, as decided at ingest (or,
+    /// for an event released from a consent hold, by the event that
+    /// released it). Destinations read this, never the event's own fields.
+    pub granted: crate::consent::GrantedPurposes,
     /// The event as JSON (shared with the outbox's pack cache).
     pub json: Arc<str>,
     /// When it was committed, in Unix milliseconds.

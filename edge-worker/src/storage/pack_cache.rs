@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct CachedEvent {
     /// The event's `messageId`.
     pub message_id: Arc<str>,
+    /// The purposes the edge granted.
+    pub granted: crate::consent::GrantedPurposes,
     /// The event as JSON.
     pub json: Arc<str>,
 }
@@ -121,6 +123,7 @@ mod tests {
         (0..n)
             .map(|i| CachedEvent {
                 message_id: Arc::from(format!("m{i}")),
+                granted: Default::default(),
                 json: Arc::from("x".repeat(json_len)),
             })
             .collect()

@@ -5,6 +5,7 @@
 //! counters) and carry only bounded labels: stage, source, destination,
 //! route, status and reason codes.
 
+pub(crate) mod consent;
 pub(crate) mod deliver;
 pub(crate) mod http;
 pub(crate) mod identity;

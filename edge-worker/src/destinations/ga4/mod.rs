@@ -35,6 +35,7 @@ use super::encode::{self, Mapped};
 use super::http::{self, default_timeout_ms, str_at};
 use super::{parse_settings, BuildContext, Destination, Outcome, SkipReason};
 use crate::config::ConfigError;
+use crate::consent::GrantedPurposes;
 use crate::storage::OutboxEntry;
 
 /// GA4's limit on events per request.
@@ -209,14 +210,22 @@ pub fn ga4_name(raw: &str) -> String {
     out
 }
 
-/// `GRANTED` / `DENIED` for a Consent Mode field, from `gcm` or the purpose.
-fn consent_signal(event: &Map<String, Value>, gcm_field: &str, purpose: &str) -> &'static str {
-    let gcm = http::at(event, &format!("context.consent.gcm.{gcm_field}")).and_then(Value::as_str);
-    let granted = match gcm {
-        Some(v) => v.eq_ignore_ascii_case("granted"),
-        None => http::grants(event, purpose),
+/// `GRANTED` / `DENIED` for a Consent Mode field: granted only when the
+/// edge granted the event `purpose` (the decision stored with it) and the
+/// event's own `gcm` field does not deny it (a denial only narrows).
+fn consent_signal(
+    event: &Map<String, Value>,
+    granted: &GrantedPurposes,
+    gcm_field: &str,
+    purpose: &str,
+) -> &'static str {
+    let gcm = http::at(event, &format!("context.consent.gcm.{gcm_field}"));
+    let denied = match gcm {
+        Some(Value::String(v)) => v.eq_ignore_ascii_case("denied"),
+        Some(Value::Bool(b)) => !b,
+        _ => false,
     };
-    if granted {
+    if granted.contains(purpose) && !denied {
         "GRANTED"
     } else {
         "DENIED"
@@ -245,6 +254,7 @@ fn session_id(event: &Map<String, Value>, time_ms: i64) -> Value {
 /// One GA4 event and the client it belongs to, or why the call has none.
 fn encode(
     event: &Map<String, Value>,
+    granted: &GrantedPurposes,
     ads_purpose: &str,
 ) -> Result<(String, Option<String>, Value, Value), SkipReason> {
     let kind = str_at(event, "type").unwrap_or("track");
@@ -293,8 +303,8 @@ fn encode(
         .to_owned();
     let user_id = str_at(event, "userId").map(str::to_owned);
     let consent = json!({
-        "ad_user_data": consent_signal(event, "ad_user_data", ads_purpose),
-        "ad_personalization": consent_signal(event, "ad_personalization", ads_purpose),
+        "ad_user_data": consent_signal(event, granted, "ad_user_data", ads_purpose),
+        "ad_personalization": consent_signal(event, granted, "ad_personalization", ads_purpose),
     });
     let ga_event = json!({
         "name": name,
@@ -338,12 +348,14 @@ impl Destination for Ga4Destination {
     }
 
     async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome> {
-        // 1. Encode; what GA4 would refuse is refused here, per event.
-        let mut batch = encode::encode_batch(events, "ga4", MAX_BODY_BYTES, |event, _| {
-            let (client_id, user_id, consent, ga_event) = match encode(event, &self.ads_purpose) {
-                Ok(encoded) => encoded,
-                Err(reason) => return Mapped::Skip(reason),
-            };
+        // 1. Encode; what GA4 would refuse is refused here, per event. The
+        //    consent signals are what the edge decided (`entry.granted`).
+        let mut batch = encode::encode_batch(events, "ga4", MAX_BODY_BYTES, |event, entry| {
+            let (client_id, user_id, consent, ga_event) =
+                match encode(event, &entry.granted, &self.ads_purpose) {
+                    Ok(encoded) => encoded,
+                    Err(reason) => return Mapped::Skip(reason),
+                };
             if user_id
                 .as_deref()
                 .is_some_and(|u| u.chars().count() > MAX_USER_ID_CHARS)

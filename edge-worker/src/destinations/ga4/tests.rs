@@ -33,7 +33,9 @@ fn events_map_to_client_consent_and_params() {
                     "consent": {"categoryPreferences": {"marketing": true}, "gcm": {"ad_personalization": "denied"}}},
         "properties": {"Total Price": 12.5, "nested": {"a": 1}, "note": "n".repeat(150)}
     });
-    let (client, user, consent, ga) = encode(event.as_object().unwrap(), "marketing").unwrap();
+    let marketing = GrantedPurposes::from_stored("analytics,marketing");
+    let (client, user, consent, ga) =
+        encode(event.as_object().unwrap(), &marketing, "marketing").unwrap();
     assert_eq!(client, "v1");
     assert_eq!(user.as_deref(), Some("u1"));
     assert_eq!(
@@ -48,7 +50,8 @@ fn events_map_to_client_consent_and_params() {
     let mut with_session = event.clone();
     with_session["context"]["waymark"]["session"] =
         json!({"id": 1_714_558_000_123i64, "count": 3, "start": false});
-    let (_, _, _, ga_session) = encode(with_session.as_object().unwrap(), "marketing").unwrap();
+    let (_, _, _, ga_session) =
+        encode(with_session.as_object().unwrap(), &marketing, "marketing").unwrap();
     assert_eq!(
         ga_session["params"]["session_id"],
         json!(1_714_558_000),
@@ -57,7 +60,33 @@ fn events_map_to_client_consent_and_params() {
     assert_eq!(ga["timestamp_micros"], json!(1_714_557_600_000_000i64));
     let identify = json!({"type":"identify","userId":"u1"});
     assert_eq!(
-        encode(identify.as_object().unwrap(), "marketing").err(),
+        encode(identify.as_object().unwrap(), &marketing, "marketing").err(),
         Some(SkipReason::UnsupportedType)
+    );
+}
+
+#[test]
+fn consent_is_what_the_edge_decided_not_what_the_event_says() {
+    // The event claims marketing, but the edge did not grant it (a TC
+    // string or GPC denied it): GA4 is told DENIED.
+    let event = json!({"type":"track","event":"Buy","anonymousId":"a1",
+        "context":{"consent":{"categoryPreferences":{"marketing":true}}}});
+    let (_, _, consent, _) = encode(
+        event.as_object().unwrap(),
+        &GrantedPurposes::default(),
+        "marketing",
+    )
+    .unwrap();
+    assert_eq!(
+        consent,
+        json!({"ad_user_data":"DENIED","ad_personalization":"DENIED"})
+    );
+    // Granted by the source's default, which the event never states.
+    let silent = json!({"type":"track","event":"Buy","anonymousId":"a1"});
+    let granted = GrantedPurposes::from_stored("marketing");
+    let (_, _, consent, _) = encode(silent.as_object().unwrap(), &granted, "marketing").unwrap();
+    assert_eq!(
+        consent,
+        json!({"ad_user_data":"GRANTED","ad_personalization":"GRANTED"})
     );
 }

@@ -45,6 +45,7 @@ fn rule_chains_change_and_drop_events() {
         id,
         source: "web".into(),
         message_id: format!("m{id}"),
+        granted: Default::default(),
         json: format!(r#"{{"type":"track","event":"{name}"}}"#).into(),
         enqueued_at_ms: 0,
         attempts: 0,
@@ -142,6 +143,7 @@ async fn lane_with(
             source: "web".into(),
             message_id: format!("m{i}"),
             dedup: true,
+            granted: Default::default(),
             json: format!(r#"{{"type":"track","messageId":"m{i}","event":"{name}"}}"#).into(),
             destinations: vec!["d".into()],
         })

@@ -9,13 +9,9 @@
 
 pub mod cookieless;
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value};
 
-use super::consent::{purpose_state, ConsentState};
 use super::Verdict;
-use crate::config::ConsentDefault;
 use crate::event::{Event, EventType};
 use crate::identity::graph::{Cause, EventIds, Linked};
 use crate::identity::key::{KeyRules, ANON, COOKIE, USER};
@@ -88,10 +84,9 @@ pub struct Visit<'a> {
     /// becomes an identifier only for events whose cookie purpose is granted,
     /// because otherwise no cookie is set and the id dies with the request.
     pub cookie_known: bool,
-    /// The consent purpose the cookie needs.
-    pub cookie_purpose: &'a str,
-    /// The source's consent defaults.
-    pub default_consent: &'a BTreeMap<String, ConsentDefault>,
+    /// Per event (in order), whether the cookie's purpose is granted, as
+    /// the consent decision says.
+    pub cookie_granted: &'a [bool],
 }
 
 /// Links one request's events into the identity graph and stamps them.
@@ -110,13 +105,13 @@ pub async fn link(
     let one_person = visit.cookie_known || is_one_person(events, visit.visitor);
     let ids = events
         .iter()
-        .map(|event| {
-            let cookie = visit.visitor.map(VisitorId::as_str).filter(|_| {
-                visit.cookie_known
-                    || (one_person
-                        && purpose_state(event, visit.cookie_purpose, visit.default_consent)
-                            == ConsentState::Granted)
-            });
+        .enumerate()
+        .map(|(i, event)| {
+            let granted = visit.cookie_granted.get(i).copied().unwrap_or(false);
+            let cookie = visit
+                .visitor
+                .map(VisitorId::as_str)
+                .filter(|_| visit.cookie_known || (one_person && granted));
             let mut ids = event_ids(
                 event,
                 identity.rules(),

@@ -112,12 +112,11 @@ async fn link_minted(bodies: Vec<Value>) -> Vec<String> {
             e
         })
         .collect();
-    let consent = BTreeMap::from([("analytics".to_owned(), ConsentDefault::Granted)]);
+    let granted = vec![true; events.len()];
     let visit = Visit {
         visitor: Some(&visitor),
         cookie_known: false,
-        cookie_purpose: "analytics",
-        default_consent: &consent,
+        cookie_granted: &granted,
     };
     link(&identity, &mut events, &visit).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);

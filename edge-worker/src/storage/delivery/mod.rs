@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 use serde::Serialize;
-use serde_json::Value;
 
 use super::outbox::{self, PackMeta};
 use super::sqlite::SqliteStorage;
@@ -44,6 +43,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE quarantine ADD COLUMN destination TEXT;
     ALTER TABLE quarantine ADD COLUMN rule TEXT;
     ALTER TABLE quarantine ADD COLUMN message_id TEXT;
+    "#,
+    // 3: a dead letter, and an event a destination's rules quarantined,
+    //    keep the purposes the edge granted the event, so a replay delivers
+    //    it under the same decision.
+    r#"
+    ALTER TABLE dead_letters ADD COLUMN granted TEXT NOT NULL DEFAULT '';
+    ALTER TABLE quarantine ADD COLUMN granted TEXT NOT NULL DEFAULT '';
     "#,
 ];
 
@@ -77,8 +83,8 @@ pub(crate) async fn outbox_quarantine(
                 }
             }
             let mut insert = conn.prepare_cached(
-                "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw, destination, rule, message_id)
-                 VALUES (?1, ?2, 'rule', ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw, destination, rule, message_id, granted)
+                 VALUES (?1, ?2, 'rule', ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut emptied = Vec::new();
             for ((rule, reason), ids) in groups {
@@ -91,7 +97,8 @@ pub(crate) async fn outbox_quarantine(
                         t.json,
                         t.destination,
                         rule,
-                        t.message_id
+                        t.message_id,
+                        t.granted
                     ])?;
                 }
                 emptied.extend(removed.emptied);
@@ -109,7 +116,7 @@ pub(crate) async fn quarantine_requeue(
         .write(move |conn| {
             let now = now_ms();
             let mut select = conn.prepare_cached(
-                "SELECT destination, source, message_id, raw FROM quarantine
+                "SELECT destination, source, message_id, raw, granted FROM quarantine
                  WHERE id = ?1 AND destination IS NOT NULL",
             )?;
             let mut delete = conn.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?;
@@ -121,9 +128,10 @@ pub(crate) async fn quarantine_requeue(
                         r.get::<_, String>(1)?,
                         r.get::<_, Option<String>>(2)?,
                         r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
                     ))
                 });
-                let (destination, source, message_id, raw) = match row {
+                let (destination, source, message_id, raw, granted) = match row {
                     Ok(row) => row,
                     Err(rusqlite::Error::QueryReturnedNoRows) => continue,
                     Err(e) => return Err(e.into()),
@@ -131,7 +139,8 @@ pub(crate) async fn quarantine_requeue(
                 // Requeued events start afresh: new age, no attempts.
                 let meta = PackMeta::new(&destination, &source, now);
                 let message_id = message_id.unwrap_or_default();
-                outbox::enqueue(conn, &meta, &[(message_id.as_str(), raw.as_str())])?;
+                let entry = (message_id.as_str(), granted.as_str(), raw.as_str());
+                outbox::enqueue(conn, &meta, &[entry])?;
                 delete.execute([id])?;
                 moved.push(id);
             }
@@ -186,9 +195,11 @@ pub struct ConsentSettled {
     pub destination: Arc<str>,
     /// The visitor.
     pub visitor: String,
-    /// `Some(purposes)`: granted, release with these purposes marked
-    /// granted on each event; `None`: denied, drop.
-    pub granted: Option<Vec<String>>,
+    /// `Some(purposes)`: granted, release each held event to the outbox
+    /// carrying these purposes (the deciding event's granted purposes) as
+    /// its consent decision; `None`: denied, drop. The event's JSON is
+    /// never edited.
+    pub granted: Option<crate::consent::GrantedPurposes>,
 }
 
 /// Holds to add and decisions to apply, in one durable write.
@@ -221,36 +232,6 @@ fn bump(list: &mut Vec<(Arc<str>, usize)>, destination: &Arc<str>, n: usize) {
         Some((_, c)) => *c += n,
         None => list.push((Arc::clone(destination), n)),
     }
-}
-
-/// Marks `purposes` granted in `context.consent.categoryPreferences` of a
-/// stored event, so that the released event says what allowed it.
-pub(crate) fn mark_granted(json: &str, purposes: &[String]) -> String {
-    let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(json) else {
-        return json.to_owned();
-    };
-    let context = event
-        .entry("context")
-        .or_insert_with(|| Value::Object(Default::default()));
-    let Some(prefs) = context
-        .as_object_mut()
-        .map(|c| {
-            c.entry("consent")
-                .or_insert_with(|| Value::Object(Default::default()))
-        })
-        .and_then(Value::as_object_mut)
-        .map(|c| {
-            c.entry("categoryPreferences")
-                .or_insert_with(|| Value::Object(Default::default()))
-        })
-        .and_then(Value::as_object_mut)
-    else {
-        return json.to_owned();
-    };
-    for p in purposes {
-        prefs.insert(p.clone(), Value::Bool(true));
-    }
-    serde_json::to_string(&event).unwrap_or_else(|_| json.to_owned())
 }
 
 pub(crate) async fn dead_letters(
@@ -307,7 +288,7 @@ pub(crate) async fn replay_dead_letters(
             let now = now_ms();
             // Replayed events start afresh: new age, no attempts.
             let mut select = conn.prepare_cached(
-                "SELECT id, source, message_id, event FROM dead_letters
+                "SELECT id, source, message_id, event, granted FROM dead_letters
                  WHERE destination = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))
                  ORDER BY id",
             )?;
@@ -319,13 +300,15 @@ pub(crate) async fn replay_dead_letters(
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut delete = conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
-            for (id, source, message_id, event) in &rows {
+            for (id, source, message_id, event, granted) in &rows {
                 let meta = PackMeta::new(&destination, source, now);
-                outbox::enqueue(conn, &meta, &[(message_id.as_str(), event.as_str())])?;
+                let entry = (message_id.as_str(), granted.as_str(), event.as_str());
+                outbox::enqueue(conn, &meta, &[entry])?;
                 delete.execute([id])?;
             }
             let moved = rows.len();
@@ -387,7 +370,7 @@ pub(crate) fn write_holds<'a>(
 
 /// Releases (to the outbox) or drops one visitor's holds for one destination.
 fn settle(conn: &Connection, s: &ConsentSettled, now: i64) -> Result<usize, StorageError> {
-    if let Some(purposes) = &s.granted {
+    if let Some(granted) = &s.granted {
         let mut select = conn.prepare_cached(
             "SELECT source, message_id, event FROM consent_holds
              WHERE destination = ?1 AND visitor = ?2 ORDER BY id",
@@ -402,9 +385,9 @@ fn settle(conn: &Connection, s: &ConsentSettled, now: i64) -> Result<usize, Stor
             })?
             .collect::<Result<Vec<_>, _>>()?;
         for (source, message_id, event) in &rows {
-            let marked = mark_granted(event, purposes);
             let meta = PackMeta::new(&s.destination, source, now);
-            outbox::enqueue(conn, &meta, &[(message_id.as_str(), marked.as_str())])?;
+            let entry = (message_id.as_str(), granted.as_str(), event.as_str());
+            outbox::enqueue(conn, &meta, &[entry])?;
         }
     }
     let n = conn.execute(
@@ -476,6 +459,3 @@ async fn count_for(
         })
         .await
 }
-
-#[cfg(test)]
-mod tests;

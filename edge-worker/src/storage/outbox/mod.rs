@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 
 use super::pack_cache::PackCache;
 use super::{OutboxEntry, StorageError};
+use crate::consent::GrantedPurposes;
 
 /// Events per pack at most; a larger request is split into several packs.
 pub(crate) const PACK_MAX: usize = 4_096;
@@ -43,13 +44,19 @@ fn index_of(key: i64) -> u32 {
     (key & ((1 << INDEX_BITS) - 1)) as u32
 }
 
-/// One event as stored in a pack: `{"i": index, "m": messageId, "e": event}`.
+/// One event as stored in a pack:
+/// `{"i": index, "m": messageId, "g": "granted,purposes", "e": event}`
+/// (`g` is absent in packs written before the consent decision was stored:
+/// nothing granted).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Packed<'a> {
     /// Index in the pack, stable while the event waits.
     pub i: u32,
     /// The event's `messageId`.
     pub m: String,
+    /// The purposes the edge granted ([`GrantedPurposes`]'s stored form).
+    #[serde(default)]
+    pub g: String,
     /// The event as JSON.
     #[serde(borrow)]
     pub e: &'a RawValue,
@@ -63,12 +70,14 @@ pub(crate) fn decode(events: &str) -> Result<Vec<Packed<'_>>, StorageError> {
 
 /// Writes a pack's `events` column and its `indices`. Runs on the writer
 /// for every pack, so it appends bytes rather than formatting.
-fn encode<'a>(events: impl Iterator<Item = (u32, &'a str, &'a str)>) -> (String, String, usize) {
+fn encode<'a>(
+    events: impl Iterator<Item = (u32, &'a str, &'a str, &'a str)>,
+) -> (String, String, usize) {
     let mut text: Vec<u8> = Vec::with_capacity(4_096);
     text.push(b'[');
     let mut indices: Vec<u8> = Vec::new();
     let mut n = 0;
-    for (i, message_id, json) in events {
+    for (i, message_id, granted, json) in events {
         if n > 0 {
             text.push(b',');
             indices.push(b',');
@@ -78,6 +87,10 @@ fn encode<'a>(events: impl Iterator<Item = (u32, &'a str, &'a str)>) -> (String,
         text.extend_from_slice(br#","m":"#);
         // NOTE: writing a string into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut text, message_id);
+        if !granted.is_empty() {
+            text.extend_from_slice(br#","g":"#);
+            let _ = serde_json::to_writer(&mut text, granted);
+        }
         text.extend_from_slice(br#","e":"#);
         text.extend_from_slice(json.as_bytes());
         text.push(b'}');
@@ -133,13 +146,13 @@ impl<'a> PackMeta<'a> {
     }
 }
 
-/// Enqueues `(messageId, event JSON)` pairs, in packs of at most
+/// Enqueues `(messageId, granted purposes, event JSON)` triples, in packs of at most
 /// [`PACK_MAX`]; returns the new packs' ids, one per chunk of [`PACK_MAX`]
 /// events in order.
 pub(crate) fn enqueue(
     conn: &Connection,
     meta: &PackMeta<'_>,
-    events: &[(&str, &str)],
+    events: &[(&str, &str, &str)],
 ) -> Result<Vec<i64>, StorageError> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO outbox_packs
@@ -152,7 +165,7 @@ pub(crate) fn enqueue(
             chunk
                 .iter()
                 .enumerate()
-                .map(|(i, (m, e))| (i as u32, *m, *e)),
+                .map(|(i, (m, g, e))| (i as u32, *m, *g, *e)),
         );
         insert.execute(params![
             meta.destination,
@@ -208,14 +221,16 @@ pub(crate) fn due(
             .into_iter()
             .filter(|&i| key(pack, i) > after_key)
             .collect();
-        let entry = |i: u32, message_id: String, json: Arc<str>| OutboxEntry {
-            id: key(pack, i),
-            source: source.clone(),
-            message_id,
-            json,
-            enqueued_at_ms,
-            attempts,
-        };
+        let entry =
+            |i: u32, message_id: String, granted: GrantedPurposes, json: Arc<str>| OutboxEntry {
+                id: key(pack, i),
+                source: source.clone(),
+                message_id,
+                granted,
+                json,
+                enqueued_at_ms,
+                attempts,
+            };
         let cached = cache
             .get(pack)
             .filter(|c| waiting.iter().all(|&i| (i as usize) < c.len()));
@@ -223,7 +238,12 @@ pub(crate) fn due(
             Some(events) => {
                 for i in waiting {
                     let e = &events[i as usize];
-                    out.push(entry(i, e.message_id.to_string(), Arc::clone(&e.json)));
+                    out.push(entry(
+                        i,
+                        e.message_id.to_string(),
+                        e.granted.clone(),
+                        Arc::clone(&e.json),
+                    ));
                     if out.len() == limit {
                         return Ok(out);
                     }
@@ -237,7 +257,8 @@ pub(crate) fn due(
                     if key(pack, p.i) <= after_key {
                         continue;
                     }
-                    out.push(entry(p.i, p.m, Arc::from(p.e.get())));
+                    let granted = GrantedPurposes::from_stored(&p.g);
+                    out.push(entry(p.i, p.m, granted, Arc::from(p.e.get())));
                     if out.len() == limit {
                         return Ok(out);
                     }
@@ -253,6 +274,7 @@ pub(crate) struct Taken {
     pub destination: String,
     pub source: String,
     pub message_id: String,
+    pub granted: String,
     pub json: String,
     pub enqueued_at_ms: i64,
     pub attempts: u32,
@@ -324,6 +346,7 @@ pub(crate) fn remove(conn: &Connection, keys: &[i64], keep: bool) -> Result<Remo
                     destination: destination.clone(),
                     source: source.clone(),
                     message_id: p.m.clone(),
+                    granted: p.g.clone(),
                     json: p.e.get().to_owned(),
                     enqueued_at_ms,
                     attempts,
@@ -340,7 +363,7 @@ pub(crate) fn remove(conn: &Connection, keys: &[i64], keep: bool) -> Result<Remo
             events
                 .iter()
                 .filter(|p| gone.binary_search(&p.i).is_err())
-                .map(|p| (p.i, p.m.as_str(), p.e.get())),
+                .map(|p| (p.i, p.m.as_str(), p.g.as_str(), p.e.get())),
         );
         conn.prepare_cached(
             "UPDATE outbox_packs SET events = ?2, indices = ?3, remaining = ?4 WHERE id = ?1",
@@ -383,9 +406,9 @@ pub(crate) fn retry(
             next_attempt_ms,
             last_error: Some(error),
         };
-        let events: Vec<(&str, &str)> = taken
+        let events: Vec<(&str, &str, &str)> = taken
             .iter()
-            .map(|t| (t.message_id.as_str(), t.json.as_str()))
+            .map(|t| (t.message_id.as_str(), t.granted.as_str(), t.json.as_str()))
             .collect();
         enqueue(conn, &meta, &events)?;
     }

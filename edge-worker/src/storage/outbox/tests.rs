@@ -12,10 +12,10 @@ fn enqueue_n(conn: &Connection, destination: &str, n: usize) {
         .iter()
         .map(|m| format!(r#"{{"messageId":"{m}"}}"#))
         .collect();
-    let events: Vec<(&str, &str)> = ids
+    let events: Vec<(&str, &str, &str)> = ids
         .iter()
         .zip(&jsons)
-        .map(|(m, j)| (m.as_str(), j.as_str()))
+        .map(|(m, j)| (m.as_str(), "", j.as_str()))
         .collect();
     enqueue(conn, &PackMeta::new(destination, "web", 1), &events).unwrap();
 }
@@ -95,12 +95,44 @@ fn a_partly_failed_pack_is_split_and_keeps_its_age() {
 fn message_ids_and_events_survive_the_encoding() {
     let conn = conn();
     let json = r#"{"messageId":"a\"b,c","emoji":"é"}"#;
-    enqueue(&conn, &PackMeta::new("a", "web", 1), &[("a\"b,c", json)]).unwrap();
+    enqueue(
+        &conn,
+        &PackMeta::new("a", "web", 1),
+        &[("a\"b,c", "", json)],
+    )
+    .unwrap();
     let all = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
     assert_eq!(
         (all[0].message_id.as_str(), &*all[0].json),
         ("a\"b,c", json)
     );
+}
+
+#[test]
+fn granted_purposes_are_stored_with_each_event_and_survive_splits() {
+    let conn = conn();
+    let meta = PackMeta::new("a", "web", 1);
+    let events = [
+        ("m0", "analytics,marketing", r#"{"messageId":"m0"}"#),
+        ("m1", "", r#"{"messageId":"m1"}"#),
+        ("m2", "marketing", r#"{"messageId":"m2"}"#),
+    ];
+    enqueue(&conn, &meta, &events).unwrap();
+    let all = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
+    let granted: Vec<&str> = all.iter().map(|e| e.granted.as_str()).collect();
+    assert_eq!(granted, ["analytics,marketing", "", "marketing"]);
+    // A partial retry moves part of the pack: the decision moves with it.
+    retry(&conn, &[all[2].id], 0, "HTTP 503").unwrap();
+    let again = due(&conn, &no_cache(), "a", 10, 0, 10).unwrap();
+    let by_id: Vec<(&str, &str)> = again
+        .iter()
+        .map(|e| (e.message_id.as_str(), e.granted.as_str()))
+        .collect();
+    assert!(by_id.contains(&("m2", "marketing")), "{by_id:?}");
+    assert!(by_id.contains(&("m0", "analytics,marketing")), "{by_id:?}");
+    // A pack written before the field existed reads as nothing granted.
+    let old = r#"[{"i":0,"m":"old","e":{"messageId":"old"}}]"#;
+    assert_eq!(decode(old).unwrap()[0].g, "");
 }
 
 /// Caches `destination`'s packs as the ingest commit does.
@@ -119,6 +151,7 @@ fn cache_packs(conn: &Connection, cache: &PackCache, destination: &str) {
             .into_iter()
             .map(|p| super::super::pack_cache::CachedEvent {
                 message_id: Arc::from(p.m.as_str()),
+                granted: crate::consent::GrantedPurposes::from_stored(&p.g),
                 json: Arc::from(p.e.get()),
             })
             .collect();
@@ -205,10 +238,11 @@ fn indices_are_written_in_decimal() {
         push_decimal(&mut out, i);
         assert_eq!(out, format!("x{i}").into_bytes());
     }
-    let (text, indices, n) = encode([(3, "a\"b", "{}"), (12, "c", "[1]")].into_iter());
+    let (text, indices, n) =
+        encode([(3, "a\"b", "", "{}"), (12, "c", "analytics", "[1]")].into_iter());
     assert_eq!(
         text,
-        r#"[{"i":3,"m":"a\"b","e":{}},{"i":12,"m":"c","e":[1]}]"#
+        r#"[{"i":3,"m":"a\"b","e":{}},{"i":12,"m":"c","g":"analytics","e":[1]}]"#
     );
     assert_eq!((indices.as_str(), n), ("3,12", 2));
 }

@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use super::ingest::insert_outbox;
+use super::ingest::{insert_outbox, OutboxRows};
 use super::PgStorage;
-use crate::storage::delivery::mark_granted;
 use crate::storage::{
     DeadLetter, HeldEvent, HoldCommit, HoldOutcome, QuarantineEntry, RuleQuarantine, StorageError,
 };
@@ -85,8 +84,8 @@ pub(super) async fn outbox_quarantine(
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
     tx.execute(
-        "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw, destination, rule, message_id)
-         SELECT o.source, o.enqueued_at_ms, 'rule', u.reason, o.event, o.destination, u.rule, o.message_id
+        "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw, destination, rule, message_id, granted)
+         SELECT o.source, o.enqueued_at_ms, 'rule', u.reason, o.event, o.destination, u.rule, o.message_id, o.granted
          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS u(ds, seq, rule, reason, n)
          JOIN outbox o ON o.ds = u.ds AND o.seq = u.seq
          WHERE NOT EXISTS (SELECT 1 FROM outbox_status s WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)
@@ -115,28 +114,28 @@ pub(super) async fn quarantine_requeue(
     let rows = tx
         .query(
             "DELETE FROM quarantine WHERE id = ANY($1) AND destination IS NOT NULL
-             RETURNING id, destination, source, coalesce(message_id, ''), raw",
+             RETURNING id, destination, source, coalesce(message_id, ''), raw, granted",
             &[&ids],
         )
         .await?;
-    let mut moved: Vec<(i64, String, String, String, String)> = rows
+    let mut moved: Vec<(i64, String, String, String, String, String)> = rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
         .collect();
     moved.sort_by_key(|m| m.0);
     let destinations: Vec<&str> = moved.iter().map(|m| m.1.as_str()).collect();
     let sources: Vec<&str> = moved.iter().map(|m| m.2.as_str()).collect();
     let message_ids: Vec<&str> = moved.iter().map(|m| m.3.as_str()).collect();
     let events: Vec<&str> = moved.iter().map(|m| m.4.as_str()).collect();
-    insert_outbox(
-        &tx,
-        &destinations,
-        &sources,
-        &message_ids,
-        &events,
-        now_ms(),
-    )
-    .await?;
+    let granted: Vec<&str> = moved.iter().map(|m| m.5.as_str()).collect();
+    let rows = OutboxRows {
+        destinations: &destinations,
+        sources: &sources,
+        message_ids: &message_ids,
+        events: &events,
+        granted: &granted,
+    };
+    insert_outbox(&tx, &rows, now_ms()).await?;
     tx.commit().await?;
     Ok(moved.iter().map(|m| m.0).collect())
 }
@@ -189,13 +188,13 @@ pub(super) async fn replay_dead_letters(
              WHERE id IN (SELECT id FROM dead_letters
                           WHERE destination = $1 AND ($2::bigint[] IS NULL OR id = ANY($2))
                           ORDER BY id FOR UPDATE)
-             RETURNING id, source, message_id, event",
+             RETURNING id, source, message_id, event, granted",
             &[&destination, &ids],
         )
         .await?;
-    let mut rows: Vec<(i64, String, String, String)> = rows
+    let mut rows: Vec<(i64, String, String, String, String)> = rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();
     rows.sort_by_key(|r| r.0);
     if !rows.is_empty() {
@@ -203,7 +202,15 @@ pub(super) async fn replay_dead_letters(
         let sources: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
         let ids: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
         let events: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
-        insert_outbox(&tx, &destinations, &sources, &ids, &events, now_ms()).await?;
+        let granted: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
+        let outbox = OutboxRows {
+            destinations: &destinations,
+            sources: &sources,
+            message_ids: &ids,
+            events: &events,
+            granted: &granted,
+        };
+        insert_outbox(&tx, &outbox, now_ms()).await?;
     }
     tx.commit().await?;
     Ok(rows.len() as u64)
@@ -281,20 +288,28 @@ pub(super) async fn write_holds<'a>(
             .await?;
         let n = rows.len();
         match &s.granted {
-            Some(purposes) => {
+            Some(decision) => {
                 let mut held: Vec<(i64, String, String, String)> = rows
                     .iter()
                     .map(|r| (r.get(0), r.get(1), r.get(2), r.get::<_, &str>(3).to_owned()))
                     .collect();
                 held.sort_by_key(|h| h.0);
-                let marked: Vec<String> =
-                    held.iter().map(|h| mark_granted(&h.3, purposes)).collect();
                 if !held.is_empty() {
+                    // Released with the deciding event's decision; the
+                    // held event's JSON is not edited.
                     let destinations: Vec<&str> = held.iter().map(|_| &*s.destination).collect();
                     let sources: Vec<&str> = held.iter().map(|h| h.1.as_str()).collect();
                     let ids: Vec<&str> = held.iter().map(|h| h.2.as_str()).collect();
-                    let events: Vec<&str> = marked.iter().map(String::as_str).collect();
-                    insert_outbox(tx, &destinations, &sources, &ids, &events, now).await?;
+                    let events: Vec<&str> = held.iter().map(|h| h.3.as_str()).collect();
+                    let granted: Vec<&str> = held.iter().map(|_| decision.as_str()).collect();
+                    let rows = OutboxRows {
+                        destinations: &destinations,
+                        sources: &sources,
+                        message_ids: &ids,
+                        events: &events,
+                        granted: &granted,
+                    };
+                    insert_outbox(tx, &rows, now).await?;
                 }
                 bump(&mut outcome.released, &s.destination, n);
             }

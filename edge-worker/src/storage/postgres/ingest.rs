@@ -106,6 +106,7 @@ pub(super) async fn commit_ingest(
     let mut sources: Vec<&str> = Vec::new();
     let mut ids: Vec<&str> = Vec::new();
     let mut events: Vec<&str> = Vec::new();
+    let mut granted: Vec<&str> = Vec::new();
     for (e, s) in commit.accepted.iter().zip(&stored) {
         if *s != Stored::Enqueued {
             continue;
@@ -115,10 +116,18 @@ pub(super) async fn commit_ingest(
             sources.push(&e.source);
             ids.push(&e.message_id);
             events.push(&e.json);
+            granted.push(e.granted.as_str());
         }
     }
     if !destinations.is_empty() {
-        insert_outbox(&tx, &destinations, &sources, &ids, &events, now).await?;
+        let rows = OutboxRows {
+            destinations: &destinations,
+            sources: &sources,
+            message_ids: &ids,
+            events: &events,
+            granted: &granted,
+        };
+        insert_outbox(&tx, &rows, now).await?;
     }
     // 5. The quarantine.
     if !commit.quarantined.is_empty() {
@@ -150,25 +159,39 @@ pub(super) async fn commit_ingest(
     Ok(IngestOutcome { stored, holds })
 }
 
+/// Outbox rows to append, one per index of each (equally long) column.
+pub(super) struct OutboxRows<'a> {
+    pub destinations: &'a [&'a str],
+    pub sources: &'a [&'a str],
+    pub message_ids: &'a [&'a str],
+    pub events: &'a [&'a str],
+    /// Each event's granted purposes ([`crate::consent::GrantedPurposes`]'s stored form).
+    pub granted: &'a [&'a str],
+}
+
 /// Appends outbox rows to the current dataset, in array order.
 pub(super) async fn insert_outbox(
     tx: &tokio_postgres::Transaction<'_>,
-    destinations: &[&str],
-    sources: &[&str],
-    ids: &[&str],
-    events: &[&str],
+    rows: &OutboxRows<'_>,
     now: i64,
 ) -> Result<(), StorageError> {
     // The transaction takes its id before it draws sequence numbers, so a
     // scan floor (queue.rs) that waits for older transactions waits for it.
     tx.execute("SELECT pg_current_xact_id()", &[]).await?;
     tx.execute(
-        "INSERT INTO outbox (ds, destination, source, message_id, event, enqueued_at_ms)
-         SELECT (SELECT max(ds) FROM datasets), destination, source, message_id, event, $1::bigint
-         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
-              WITH ORDINALITY AS u(destination, source, message_id, event, n)
+        "INSERT INTO outbox (ds, destination, source, message_id, event, enqueued_at_ms, granted)
+         SELECT (SELECT max(ds) FROM datasets), destination, source, message_id, event, $1::bigint, granted
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+              WITH ORDINALITY AS u(destination, source, message_id, event, granted, n)
          ORDER BY n",
-        &[&now, &destinations, &sources, &ids, &events],
+        &[
+            &now,
+            &rows.destinations,
+            &rows.sources,
+            &rows.message_ids,
+            &rows.events,
+            &rows.granted,
+        ],
     )
     .await?;
     Ok(())

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 
 use super::{partition, PgStorage};
+use crate::consent::GrantedPurposes;
 use crate::storage::{OutboxEntry, StorageError};
 use crate::time::now_ms;
 
@@ -216,7 +217,7 @@ impl PgStorage {
         let rows = client
             .query(
                 "SELECT o.ds, o.seq, o.source, o.message_id, o.event, o.enqueued_at_ms,
-                        coalesce(s.attempts, 0)
+                        coalesce(s.attempts, 0), o.granted
                  FROM outbox o
                  LEFT JOIN LATERAL (
                      SELECT done, attempts, next_attempt_ms FROM outbox_status s
@@ -242,6 +243,7 @@ impl PgStorage {
                 id: entry_id(r.get(0), r.get(1)),
                 source: r.get(2),
                 message_id: r.get(3),
+                granted: GrantedPurposes::from_stored(r.get::<_, &str>(7)),
                 json: Arc::from(r.get::<_, &str>(4)),
                 enqueued_at_ms: r.get(5),
                 attempts: r.get::<_, i32>(6).max(0) as u32,
@@ -299,11 +301,11 @@ impl PgStorage {
         let tx = client.transaction().await?;
         tx.execute(
             "INSERT INTO dead_letters
-               (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason)
+               (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason, granted)
              SELECT o.destination, o.source, o.message_id, o.event, o.enqueued_at_ms, $3::bigint,
                     coalesce((SELECT s.attempts FROM outbox_status s
                               WHERE s.ds = o.ds AND s.seq = o.seq ORDER BY s.id DESC LIMIT 1), 0) + 1,
-                    $4::text
+                    $4::text, o.granted
              FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u(ds, seq, n)
              JOIN outbox o ON o.ds = u.ds AND o.seq = u.seq
              WHERE NOT EXISTS (SELECT 1 FROM outbox_status s WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)

@@ -115,4 +115,12 @@ pub(crate) const CORE: &[&str] = &[
         checked_at_ms  bigint NOT NULL
     );
     "#,
+    // 2: the purposes the edge granted each event (issue 13), kept with it
+    //    in the outbox, the dead letters and a destination's quarantine, so
+    //    destinations and replays read the one decision made at ingest.
+    r#"
+    ALTER TABLE outbox ADD COLUMN granted text NOT NULL DEFAULT '';
+    ALTER TABLE dead_letters ADD COLUMN granted text NOT NULL DEFAULT '';
+    ALTER TABLE quarantine ADD COLUMN granted text NOT NULL DEFAULT '';
+    "#,
 ];

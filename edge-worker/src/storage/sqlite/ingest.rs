@@ -171,11 +171,11 @@ fn write_ingest(
             .map(|e| Arc::from(e.message_id.as_str()))
             .collect();
         for (destination, source, members) in &packs {
-            let events: Vec<(&str, &str)> = members
+            let events: Vec<(&str, &str, &str)> = members
                 .iter()
                 .map(|&i| {
                     let e = &commit.accepted[i];
-                    (e.message_id.as_str(), &*e.json)
+                    (e.message_id.as_str(), e.granted.as_str(), &*e.json)
                 })
                 .collect();
             let ids = outbox::enqueue(conn, &PackMeta::new(destination, source, now), &events)?;
@@ -184,6 +184,7 @@ fn write_ingest(
                     .iter()
                     .map(|&i| CachedEvent {
                         message_id: Arc::clone(&message_ids[i]),
+                        granted: commit.accepted[i].granted.clone(),
                         json: Arc::clone(&commit.accepted[i].json),
                     })
                     .collect();

@@ -249,8 +249,8 @@ impl DeliveryQueue for Arc<SqliteStorage> {
                 let now = now_ms();
                 let mut insert = conn.prepare_cached(
                     "INSERT INTO dead_letters
-                       (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                       (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason, granted)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 let removed = outbox::remove(conn, &ids, true)?;
                 for t in removed.taken {
@@ -262,7 +262,8 @@ impl DeliveryQueue for Arc<SqliteStorage> {
                         t.enqueued_at_ms,
                         now,
                         t.attempts + 1,
-                        reason
+                        reason,
+                        t.granted
                     ])?;
                 }
                 Ok(removed.emptied)

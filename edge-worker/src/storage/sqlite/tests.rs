@@ -7,6 +7,7 @@ fn accepted(id: &str, destinations: &[&str]) -> AcceptedEvent {
         source: "web".into(),
         message_id: id.into(),
         dedup: true,
+        granted: Default::default(),
         json: format!(r#"{{"messageId":"{id}"}}"#).into(),
         destinations: destinations.iter().map(|d| Arc::from(*d)).collect(),
     }
