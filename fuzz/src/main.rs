@@ -7,22 +7,13 @@
 //! every target in turn for a bounded time, each with its own corpus under
 //! `target/fuzz-corpus/<name>` seeded from `fuzz/seeds/<name>`.
 //!
-//! Adding a target: one file in `src/targets/`, one name in [`targets!`].
+//! Adding a target: one file in `src/targets/`, one name in `targets!`
+//! (`src/targets/mod.rs`). `tests/smoke.rs` runs every target briefly in
+//! the suite.
 
 #![no_main]
 
-mod targets {
-    /// Declares the target modules and the name → entry point table.
-    macro_rules! targets {
-        ($($name:ident),* $(,)?) => {
-            $(pub mod $name;)*
-            /// Every target, by name.
-            pub const ALL: &[(&str, fn(&[u8]))] = &[$((stringify!($name), $name::run)),*];
-        };
-    }
-
-    targets!(cookie, client_ip, normalize, tcf);
-}
+mod targets;
 
 use std::sync::OnceLock;
 

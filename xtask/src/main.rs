@@ -134,9 +134,11 @@ fn test(root: &Path) -> anyhow::Result<()> {
     let workspace = run_workspace_tests(root);
     let guests = test_guest_rules(root);
     let tag = tag::test_tag_wasm(root);
-    // NOTE: no fuzz smoke run here: the coverage-instrumented build is a
-    // second build of every crate (about 17 minutes on 2 cores), too much
-    // for CI's budget. `cargo xtask fuzz` runs the targets.
+    // NOTE: the fuzz targets' smoke run is `fuzz/tests/smoke.rs`, part of
+    // the workspace tests: seeds and seeded mutations on the ordinary
+    // build. The coverage-guided run (`cargo xtask fuzz`) needs a second,
+    // instrumented build of every crate (about 17 minutes on 2 cores), too
+    // much for CI's budget.
     eprintln!(
         "xtask test: finished in {:.0} s",
         started.elapsed().as_secs_f64()

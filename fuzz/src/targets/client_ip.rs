@@ -40,7 +40,7 @@ pub fn run(data: &[u8]) {
     if ip != peer {
         let text = String::from_utf8_lossy(rest);
         let written = text
-            .split(|c: char| c == ',' || c == '\n' || c == ';' || c == '=')
+            .split([',', '\n', ';', '='])
             .filter_map(|s| parse_addr(s.trim().trim_matches('"')))
             .any(|a| a == ip || a.to_canonical() == ip);
         assert!(written, "{ip} is neither the peer nor in {text:?}");
