@@ -8,6 +8,7 @@
 //! outbox and returns once they are durable; [`deliver`] runs one worker per
 //! destination that drains the outbox.
 
+pub mod admit;
 pub mod consent;
 pub mod deliver;
 pub mod enrich;
@@ -247,7 +248,6 @@ impl Pipeline {
         let ip = IpField::new(meta.client_ip, source.config.ip);
         let mut commit = CommitBuilder::new(&source.name, source.config.dedup);
         let mut cookie_consent = None;
-        let mut consent_blocked = 0;
         let mut identified = Vec::with_capacity(batch.events.len());
         let mut cookieless_key = None;
         let mut decisions = Vec::with_capacity(batch.events.len());
@@ -305,46 +305,21 @@ impl Pipeline {
             cookie_granted: &cookie_granted,
         };
         let verdicts = identify::link(&self.identity, &mut identified, &visit).await?;
+        let admit = admit::Admit {
+            source: &source.name,
+            rules: &source.rules,
+            router: &self.router,
+            live: self.outbox.live(),
+        };
+        let mut tally = admit::Tally::default();
         let mut suppressed = 0;
-        let (mut rule_dropped, mut rule_quarantined) = (0, 0);
-        for ((mut event, verdict), decision) in identified.into_iter().zip(verdicts).zip(decisions)
-        {
+        for ((event, verdict), decision) in identified.into_iter().zip(verdicts).zip(decisions) {
             if verdict != Verdict::Keep {
                 suppressed += 1;
                 continue;
             }
             cookie_consent = Some(decision.state(&self.cookie_purpose));
-            // Rules: the source's chain may change, drop or quarantine the event.
-            if !source.rules.is_empty() {
-                match source.rules.apply(&mut event) {
-                    Verdict::Keep => self.outbox.live().publish_event_from(
-                        &source.name,
-                        "transformed",
-                        &event,
-                        None,
-                    ),
-                    Verdict::Drop { reason } => {
-                        tracing::debug!(source = %source.name, reason = %reason, "Rule dropped an event.");
-                        rule_dropped += 1;
-                        continue;
-                    }
-                    Verdict::Quarantine { reason } => {
-                        let rejection = Rejection {
-                            reason: "rule",
-                            field: "rules".to_owned(),
-                            problem: reason,
-                        };
-                        commit.quarantine(&event.to_json(), &rejection);
-                        rule_quarantined += 1;
-                        continue;
-                    }
-                }
-            }
-            // Route (consent per destination is decided here).
-            let routes = self.router.route(&event, &decision);
-            consent_blocked += routes.consent_blocked.len();
-            commit.accept(&event, routes.to, decision.granted_purposes());
-            commit.consent(&event, &routes.consent_blocked, routes.holds);
+            admit.admit(event, &decision, &mut commit, &mut tally);
         }
 
         // Outbox: one durable commit for the whole request.
@@ -380,29 +355,7 @@ impl Pipeline {
             }
             .emit();
         }
-        for (reason, count) in [
-            ("rule", rule_dropped),
-            ("rule_quarantine", rule_quarantined),
-        ] {
-            if count > 0 {
-                EventsDropped {
-                    stage: "rules",
-                    source: &source.name,
-                    reason,
-                    count,
-                }
-                .emit();
-            }
-        }
-        if consent_blocked > 0 {
-            EventsDropped {
-                stage: "route",
-                source: &source.name,
-                reason: "consent",
-                count: consent_blocked,
-            }
-            .emit();
-        }
+        tally.emit(&source.name);
 
         // The cookie is set or refreshed only with its purpose granted, and
         // cleared once it is denied.
