@@ -20,6 +20,9 @@ pub(crate) mod pack_cache;
 mod postgres;
 pub(crate) mod schema;
 mod sqlite;
+pub mod syncs;
+#[cfg(test)]
+mod syncs_conformance;
 pub(crate) mod writer;
 
 #[cfg(test)]
@@ -27,7 +30,7 @@ mod conformance;
 
 use std::sync::Arc;
 
-pub use boundary::{DeliveryQueue, IngestStore, ReplayStore, Storage};
+pub use boundary::{DeliveryQueue, IngestStore, ReplayStore, Storage, SyncStore};
 pub use delivery::{
     ConsentSettled, DeadLetter, HeldEvent, HoldCommit, HoldOutcome, RuleQuarantine,
 };
