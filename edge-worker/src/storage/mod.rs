@@ -37,6 +37,17 @@ pub use delivery::{
 pub use postgres::PgStorage;
 pub use sqlite::SqliteStorage;
 
+/// Throwaway PostgreSQL databases for tests (`tests/pg.rs`), for modules
+/// outside `storage/` that test against PostgreSQL (the sync warehouses).
+#[cfg(test)]
+pub(crate) use postgres::test_db;
+
+/// A fresh temporary directory, for tests.
+#[cfg(test)]
+pub(crate) fn conformance_tempdir() -> std::path::PathBuf {
+    conformance::tempdir()
+}
+
 use crate::config::{StorageBackend, StorageConfig};
 
 /// Opens the store `[storage] backend` names. `dedup_window_secs` is
