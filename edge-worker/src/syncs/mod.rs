@@ -14,6 +14,7 @@
 //! planner; the run executor, the Hightouch-compatible API and the CLI
 //! build on them.
 
+pub mod api_types;
 pub mod hash;
 pub mod plan;
 pub mod warehouse;
