@@ -144,6 +144,11 @@ impl Planner {
         self.counts
     }
 
+    /// Heap bytes the tracked state holds (see [`TrackedState::heap_bytes`]).
+    pub fn state_bytes(&self) -> usize {
+        self.state.heap_bytes()
+    }
+
     /// The mapping the planner reads rows with.
     pub fn mapping(&self) -> &Mapping {
         &self.mapping

@@ -78,6 +78,11 @@ impl TrackedState {
         self.tracked == 0
     }
 
+    /// Heap bytes held (table and key arena), for logs and metrics.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.capacity() * (std::mem::size_of::<Slot>() + 1) + self.keys.capacity()
+    }
+
     /// Adds a page of keys read from the store
     /// (`SyncStore::state_page`).
     pub fn extend(&mut self, page: &[TrackedKey]) {

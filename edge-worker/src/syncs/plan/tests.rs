@@ -429,7 +429,8 @@ proptest! {
 
 /// How fast the planner diffs: a million tracked keys against a model with
 /// 1% of rows changed. Run with
-/// `cargo test --release -p waymark diff_throughput -- --ignored --nocapture`.
+/// `CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo test --workspace --lib diff_throughput -- --ignored --nocapture`
+/// (the worker's own code optimised as dependencies are).
 #[test]
 #[ignore]
 fn diff_throughput() {
@@ -474,12 +475,14 @@ fn diff_throughput() {
     for batch in rows {
         sent += planner.plan_batch(batch).send.len();
     }
+    let state_bytes = planner.state_bytes();
     let end = planner.finish().unwrap();
     let took = started.elapsed();
     assert_eq!(sent, n / 100);
     assert_eq!(end.counts.unchanged as usize, n - n / 100);
     println!(
-        "state of {n} keys loaded in {loaded:?}; diffed {n} rows in {took:?}: {:.0} rows/s",
-        n as f64 / took.as_secs_f64()
+        "state of {n} keys loaded in {loaded:?}; diffed {n} rows in {took:?}: {:.0} rows/s; state {:.1} MiB",
+        n as f64 / took.as_secs_f64(),
+        state_bytes as f64 / (1 << 20) as f64
     );
 }

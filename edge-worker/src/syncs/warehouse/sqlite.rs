@@ -99,6 +99,12 @@ impl Warehouse for SqliteWarehouse {
         tokio::task::spawn_blocking(move || {
             let conn = this.open()?;
             let stmt = conn.prepare(&query).map_err(|e| this.query_error(e))?;
+            if !stmt.readonly() {
+                return Err(WarehouseError::Query {
+                    warehouse: this.name.clone(),
+                    reason: "the query writes to the database, but a model is read-only".into(),
+                });
+            }
             Ok(columns_of(&stmt))
         })
         .await

@@ -120,7 +120,9 @@ async fn sqlite_errors_say_whether_the_file_or_the_query_is_wrong() {
     assert!(!err.is_retriable());
     let err = w.stream("select nope from users", 10).await.unwrap_err();
     assert!(matches!(err, WarehouseError::Query { .. }), "{err}");
-    // The model is read-only.
+    // The model is read-only: check refuses it, and a run cannot write.
+    let err = w.describe("delete from users").await.unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
     let err = match w.stream("delete from users returning id", 10).await {
         Ok(stream) => drain(stream).await.unwrap_err(),
         Err(e) => e,
