@@ -20,7 +20,9 @@ pub mod plan;
 pub mod warehouse;
 
 pub use hash::Mapping;
-pub use plan::{BatchPlan, FinalPlan, PlanError, PlanOptions, PlannedRow, Planner, TrackedState};
+pub use plan::{
+    load_state, BatchPlan, FinalPlan, PlanError, PlanOptions, PlannedRow, Planner, TrackedState,
+};
 pub use warehouse::{Row, RowStream, Warehouse, WarehouseError};
 
 pub use crate::storage::syncs::RowHash;
@@ -65,59 +67,4 @@ pub async fn check(config: &Config) -> Result<(), CheckError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(path: &std::path::Path, mapping: &str) -> Config {
-        Config::parse(&format!(
-            r#"
-[identity]
-keys = [{{ id = "k1", secret = "0123456789abcdef0123456789abcdef" }}]
-[[sources]]
-name = "web"
-write_key = "wk_test"
-[[destinations]]
-name = "hook"
-type = "webhook"
-url = "http://127.0.0.1:9/"
-[[warehouses]]
-name = "local"
-type = "sqlite"
-path = "{}"
-[[models]]
-name = "users"
-warehouse = "local"
-query = "select id, email from users"
-primary_key = "id"
-[[syncs]]
-name = "users-to-hook"
-model = "users"
-destination = "hook"
-call = "identify"
-mapping = {mapping}
-"#,
-            path.display()
-        ))
-        .expect("the config parses")
-    }
-
-    #[tokio::test]
-    async fn check_prepares_each_model_and_names_what_is_wrong() {
-        let path = crate::storage::conformance_tempdir().join("crm.db");
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute_batch("CREATE TABLE users (id INTEGER, email TEXT)")
-            .unwrap();
-        let good = config(&path, r#"{ userId = "id", "traits.email" = "email" }"#);
-        check(&good).await.expect("a good model checks");
-        let bad = config(&path, r#"{ userId = "id", "traits.plan" = "plan" }"#);
-        let err = check(&bad).await.unwrap_err().to_string();
-        assert!(
-            err.contains("`plan`") && err.contains("users-to-hook"),
-            "{err}"
-        );
-        let missing = config(&path.with_file_name("gone.db"), r#"{ userId = "id" }"#);
-        let err = check(&missing).await.unwrap_err().to_string();
-        assert!(err.contains("gone.db"), "{err}");
-    }
-}
+mod tests;

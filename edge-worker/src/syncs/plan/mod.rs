@@ -33,6 +33,26 @@ use super::hash::Mapping;
 use super::warehouse::Row;
 use crate::config::SyncMode;
 use crate::storage::syncs::{Change, InvalidRow, KeyStatus, RowCounts, RowHash};
+use crate::storage::{StorageError, SyncStore};
+
+/// Tracked keys read per page when a run loads a sync's state.
+pub const STATE_PAGE_KEYS: usize = 10_000;
+
+/// Loads the tracked state of `sync` from the store, a page at a time.
+pub async fn load_state(store: &dyn SyncStore, sync: i64) -> Result<TrackedState, StorageError> {
+    let mut state = TrackedState::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .state_page(sync, after.take(), STATE_PAGE_KEYS)
+            .await?;
+        state.extend(&page);
+        match page.last() {
+            Some(last) if page.len() == STATE_PAGE_KEYS => after = Some(last.key.clone()),
+            _ => return Ok(state),
+        }
+    }
+}
 
 /// Invalid rows a run lists with their reasons (all are counted).
 pub const INVALID_ROWS_LISTED: usize = 1_000;
