@@ -110,11 +110,11 @@ pub enum WarehouseError {
         reason: String,
     },
     /// A column the model or a sync needs is not in the query's result.
-    #[error("model {model}: {key} names column `{column}`, which the query does not return (it returns {columns}); fix the query or the {key}")]
+    #[error("model {model}: {key} names column `{column}`, which the query does not return (it returns {columns}); fix the query or that key")]
     MissingColumn {
         /// The model's name.
         model: String,
-        /// What needs it: `primary_key` or `mapping."traits.email"` of a sync.
+        /// What needs it: `primary_key`, or `sync <name> mapping."traits.email"`.
         key: String,
         /// The missing column.
         column: String,
@@ -190,7 +190,7 @@ pub fn check_columns(
         for (field, column) in &sync.mapping {
             if !seen.contains(column.as_str()) {
                 return Err(missing(
-                    format!("mapping.\"{field}\" of sync {}", sync.name),
+                    format!("sync {} mapping.\"{field}\"", sync.name),
                     column,
                 ));
             }
