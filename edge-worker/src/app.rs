@@ -188,14 +188,23 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(scratch);
     crate::visitor::CookieCodec::from_config(&config.identity)?;
     result?;
-    // The store: on its own thread, so a caller inside a runtime may call this too.
+    // The store and the warehouses: on a thread of their own, so a caller
+    // inside a runtime may call this too.
     let storage = config.storage.clone();
+    let syncs = config.clone();
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| Ok(rt.block_on(crate::storage::check(&storage))?))
+            .and_then(|rt| {
+                rt.block_on(async {
+                    crate::storage::check(&storage).await?;
+                    // Warehouses answer, queries prepare, mapped columns exist.
+                    crate::syncs::check(&syncs).await?;
+                    Ok(())
+                })
+            })
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the storage check panicked"))?

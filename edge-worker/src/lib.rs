@@ -28,6 +28,7 @@ pub mod identity;
 pub mod rules;
 pub mod stages;
 pub mod storage;
+pub mod syncs;
 pub(crate) mod telemetry;
 pub mod time;
 pub mod visitor;

@@ -11,6 +11,7 @@ mod identity;
 mod limits;
 mod server;
 mod sources;
+mod syncs;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,10 @@ pub use identity::{CookieKeyConfig, IdentityConfig};
 pub use limits::LimitsConfig;
 pub use server::{AdminConfig, ServerConfig, StorageBackend, StorageConfig};
 pub use sources::{ConsentDefault, IpPolicy, SourceConfig};
+pub use syncs::{
+    CronSchedule, ModelConfig, Schedule, SyncCall, SyncConfig, SyncMode, WarehouseConfig,
+    WarehouseKind, EXAMPLE as SYNCS_EXAMPLE, MIRROR_DESTINATIONS,
+};
 
 /// The embedded default configuration, used when `waymark serve` gets no `--config`.
 ///
@@ -61,6 +66,15 @@ pub struct Config {
     /// How the TC string and Consent Mode map onto Waymark's purposes.
     #[serde(default)]
     pub consent: ConsentConfig,
+    /// Databases that models read from (Reverse ETL).
+    #[serde(default)]
+    pub warehouses: Vec<WarehouseConfig>,
+    /// SQL queries over a warehouse, each with a primary key.
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    /// Models sent to destinations: call, mode, mapping and schedule.
+    #[serde(default)]
+    pub syncs: Vec<SyncConfig>,
 }
 
 /// A WASM rule: a component file, its config and its failure policy.
@@ -208,6 +222,12 @@ impl Config {
         for (i, destination) in self.destinations.iter().enumerate() {
             destination.validate(i, &rule_names)?;
         }
+        syncs::validate(
+            &self.warehouses,
+            &self.models,
+            &self.syncs,
+            &self.destinations,
+        )?;
         Ok(())
     }
 

@@ -6,6 +6,9 @@
 use std::sync::Arc;
 
 use super::identity;
+use super::syncs::{
+    ObjectId, ObjectKind, RowHash, RowOutcome, RunFilter, RunPlan, RunStatus, SyncRun, TrackedKey,
+};
 use super::{
     DeadLetter, HoldCommit, HoldOutcome, IngestCommit, IngestOutcome, OutboxEntry, QuarantineEntry,
     RuleQuarantine, StorageError,
@@ -135,9 +138,105 @@ pub trait ReplayStore: Send + Sync + 'static {
     async fn dead_letter_count(&self, destination: &str) -> Result<u64, StorageError>;
 }
 
+/// Sync state (issue #18): stable ids, per-key state and the runs of each
+/// sync. One run per sync is active at a time; the run executor drives a
+/// run through its statuses and the outbox reports each row's outcome.
+///
+/// # Design
+/// A key's state moves only when its destination settled the row
+/// ([`record_outcomes`](SyncStore::record_outcomes)), so a crash never
+/// marks as synced what was not sent. Each backend also offers that write
+/// as a function over an open transaction, for the outbox to call inside
+/// its own bookkeeping (`sqlite::syncs::record_outcomes`,
+/// `postgres::syncs::record_outcomes`).
+#[async_trait::async_trait]
+pub trait SyncStore: Send + Sync + 'static {
+    /// The numeric ids of `names` of `kind`, in order, created for names
+    /// not seen before; an id never changes or is reused. Called at start
+    /// for every configured sync, model and destination.
+    async fn object_ids(
+        &self,
+        kind: ObjectKind,
+        names: Vec<String>,
+    ) -> Result<Vec<ObjectId>, StorageError>;
+
+    /// Up to `limit` tracked keys of `sync` after `after` (in key order, from
+    /// the first when `None`). The planner reads the state page by page at
+    /// the start of a run; an empty page is the end.
+    async fn state_page(
+        &self,
+        sync: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<TrackedKey>, StorageError>;
+
+    /// Keys of `sync` whose last delivery was dead-lettered, at most `limit`.
+    async fn failed_keys(&self, sync: i64, limit: usize) -> Result<Vec<TrackedKey>, StorageError>;
+
+    /// Queues a run of `sync` and returns its id. A sync has at most one
+    /// queued run: a trigger while one waits returns that one (asking a
+    /// full resync makes it one). Called by the API, the CLI and schedules.
+    async fn queue_run(&self, sync: i64, full_resync: bool) -> Result<i64, StorageError>;
+
+    /// Starts the oldest queued run of `sync` (status `querying`, start time
+    /// set) unless a run of it is active; `None` when one is, or when none
+    /// is queued. Called by the run executor.
+    async fn start_run(&self, sync: i64) -> Result<Option<SyncRun>, StorageError>;
+
+    /// Moves an active run to another active status (`processing`,
+    /// `reporting`). Returns false when the run is not active.
+    async fn set_run_status(&self, run: i64, status: RunStatus) -> Result<bool, StorageError>;
+
+    /// Records what a run planned once its model has been read: query
+    /// size, planned counts and invalid rows.
+    async fn record_plan(&self, run: i64, plan: RunPlan) -> Result<(), StorageError>;
+
+    /// Records keys as synced without sending them (`update` mode's first
+    /// sight of a key: the destination is taken to have it).
+    async fn record_baseline(
+        &self,
+        sync: i64,
+        run: i64,
+        keys: Vec<(String, RowHash)>,
+    ) -> Result<(), StorageError>;
+
+    /// The delivery hook: moves each row's key state (delivered: synced
+    /// with its hash, or forgotten for a removal; dead-lettered: failed,
+    /// retried next run) and adds to its run's successful and failed
+    /// counts, in one durable write. An outcome older than the key's state
+    /// (a lower run) only counts.
+    async fn record_outcomes(&self, outcomes: Vec<RowOutcome>) -> Result<(), StorageError>;
+
+    /// Ends a queued or active run with a final status and, for `failed`,
+    /// the reason. Returns false when the run had already ended.
+    async fn finish_run(
+        &self,
+        run: i64,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<bool, StorageError>;
+
+    /// Marks every active run `interrupted`: the worker stopped during it.
+    /// Queued runs stay queued. Called once at start; returns how many.
+    async fn interrupt_runs(&self) -> Result<u64, StorageError>;
+
+    /// Runs of `sync`, newest first, as `filter` says.
+    async fn runs(&self, sync: i64, filter: RunFilter) -> Result<Vec<SyncRun>, StorageError>;
+
+    /// One run by id.
+    async fn run(&self, run: i64) -> Result<Option<SyncRun>, StorageError>;
+
+    /// Invalid rows a run recorded, at most `limit`.
+    async fn invalid_rows(
+        &self,
+        run: i64,
+        limit: usize,
+    ) -> Result<Vec<super::syncs::InvalidRow>, StorageError>;
+}
+
 /// Everything the worker persists, one value per backend: the ingest
-/// commit, the delivery queue, quarantine and dead-letter replay, and the
-/// identity store.
+/// commit, the delivery queue, quarantine and dead-letter replay, the
+/// identity store and the sync state store.
 ///
 /// Every write resolves only once it is durable. Errors mean the write did
 /// not happen; the caller answers 503 (ingest) or retries later (delivery).
@@ -145,4 +244,7 @@ pub trait Storage: IngestStore + DeliveryQueue + ReplayStore {
     /// The identity store on this backend (`crate::identity` keeps its
     /// graph, profiles and privacy log there).
     fn identity_store(&self) -> Arc<dyn identity::IdentityStore>;
+
+    /// The sync state store on this backend (issue #18).
+    fn sync_store(&self) -> Arc<dyn SyncStore>;
 }

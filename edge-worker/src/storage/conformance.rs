@@ -93,6 +93,12 @@ impl Backend {
         }
     }
 
+    /// The same store opened again, as a restarted worker (or, on
+    /// PostgreSQL, another worker) opens it.
+    pub(crate) fn reopen(&self) -> Arc<dyn Storage> {
+        super::open(&self.config, 86_400).expect("open the store again")
+    }
+
     /// Another worker on the same store (PostgreSQL only).
     pub(crate) fn second_worker(&self) -> Arc<dyn Storage> {
         super::open(&self.config, 86_400).expect("open a second worker")

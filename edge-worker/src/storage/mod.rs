@@ -20,6 +20,9 @@ pub(crate) mod pack_cache;
 mod postgres;
 pub(crate) mod schema;
 mod sqlite;
+pub mod syncs;
+#[cfg(test)]
+mod syncs_conformance;
 pub(crate) mod writer;
 
 #[cfg(test)]
@@ -27,12 +30,23 @@ mod conformance;
 
 use std::sync::Arc;
 
-pub use boundary::{DeliveryQueue, IngestStore, ReplayStore, Storage};
+pub use boundary::{DeliveryQueue, IngestStore, ReplayStore, Storage, SyncStore};
 pub use delivery::{
     ConsentSettled, DeadLetter, HeldEvent, HoldCommit, HoldOutcome, RuleQuarantine,
 };
 pub use postgres::PgStorage;
 pub use sqlite::SqliteStorage;
+
+/// Throwaway PostgreSQL databases for tests (`tests/pg.rs`), for modules
+/// outside `storage/` that test against PostgreSQL (the sync warehouses).
+#[cfg(test)]
+pub(crate) use postgres::test_db;
+
+/// A fresh temporary directory, for tests.
+#[cfg(test)]
+pub(crate) fn conformance_tempdir() -> std::path::PathBuf {
+    conformance::tempdir()
+}
 
 use crate::config::{StorageBackend, StorageConfig};
 

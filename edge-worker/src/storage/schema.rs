@@ -144,6 +144,7 @@ pub(crate) fn migrate_all(conn: &mut Connection) -> Result<(), super::StorageErr
     migrate(conn)?;
     migrate_module(conn, "identity", super::sqlite::identity::MIGRATIONS)?;
     migrate_module(conn, "delivery", super::delivery::MIGRATIONS)?;
+    migrate_module(conn, "syncs", super::sqlite::syncs::MIGRATIONS)?;
     Ok(())
 }
 

@@ -29,6 +29,10 @@ pub(crate) const MODULES: &[PgMigrations] = &[
         module: "identity",
         steps: super::identity::MIGRATIONS,
     },
+    PgMigrations {
+        module: "syncs",
+        steps: super::syncs::MIGRATIONS,
+    },
 ];
 
 /// The advisory lock key ("Waymark" in ASCII).

@@ -22,6 +22,7 @@ pub(crate) mod migrate;
 mod person;
 mod queue;
 pub(crate) mod schema;
+pub(crate) mod syncs;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -60,6 +61,8 @@ pub struct PgStorage {
     dedup_buckets: Mutex<Vec<i32>>,
     /// The identity store over the same pool.
     identity: Arc<identity::PgIdentity>,
+    /// The sync state store over the same pool.
+    syncs: Arc<syncs::PgSyncs>,
 }
 
 impl PgStorage {
@@ -121,8 +124,10 @@ impl PgStorage {
             pool.clone(),
             Arc::new(person::PgPersonEvents),
         ));
+        let syncs = Arc::new(syncs::PgSyncs::new(pool.clone()));
         let store = Arc::new(PgStorage {
             identity,
+            syncs,
             pool,
             owner: uuid::Uuid::now_v7().to_string(),
             lease_ms: config.lease_secs as i64 * 1_000,
@@ -438,6 +443,10 @@ impl ReplayStore for Arc<PgStorage> {
 impl Storage for Arc<PgStorage> {
     fn identity_store(&self) -> Arc<dyn super::identity::IdentityStore> {
         Arc::clone(&self.identity) as Arc<dyn super::identity::IdentityStore>
+    }
+
+    fn sync_store(&self) -> Arc<dyn super::SyncStore> {
+        Arc::clone(&self.syncs) as Arc<dyn super::SyncStore>
     }
 }
 

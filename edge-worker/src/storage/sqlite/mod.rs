@@ -7,6 +7,7 @@ use rusqlite::{params, Connection, OpenFlags};
 
 pub(crate) mod identity;
 mod ingest;
+pub(crate) mod syncs;
 
 use super::dedup::{self, RecentIds};
 use super::identity::IdentityStore;
@@ -394,6 +395,10 @@ impl ReplayStore for Arc<SqliteStorage> {
 impl Storage for Arc<SqliteStorage> {
     fn identity_store(&self) -> Arc<dyn IdentityStore> {
         Arc::new(identity::SqliteIdentity(Arc::clone(self)))
+    }
+
+    fn sync_store(&self) -> Arc<dyn super::SyncStore> {
+        Arc::new(syncs::SqliteSyncs(Arc::clone(self)))
     }
 }
 

@@ -1,0 +1,141 @@
+//! Five-field cron expressions (`minute hour day month weekday`, UTC), as
+//! Hightouch and crontab(5) write them: each field is `*` or a
+//! comma-separated list of `n`, `a-b`, `*/s` and `a-b/s`.
+
+/// A parsed cron expression: the minutes, hours, days, months and weekdays
+/// it fires on, one bit per value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CronSchedule {
+    /// Bit n set: fires in minute n (0 to 59).
+    pub minutes: u64,
+    /// Bit n set: fires in hour n (0 to 23).
+    pub hours: u32,
+    /// Bit n set: fires on day of month n (1 to 31).
+    pub days: u32,
+    /// Bit n set: fires in month n (1 to 12).
+    pub months: u16,
+    /// Bit n set: fires on weekday n (0 = Sunday to 6; 7 is read as 0).
+    pub weekdays: u8,
+    /// Whether the day field was `*` (crontab fires on either field
+    /// matching when both are restricted).
+    pub any_day: bool,
+    /// Whether the weekday field was `*`.
+    pub any_weekday: bool,
+}
+
+impl CronSchedule {
+    /// Parses `text`; the error says which field is wrong and how.
+    pub fn parse(text: &str) -> Result<CronSchedule, String> {
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let [minute, hour, day, month, weekday] = fields[..] else {
+            return Err(format!(
+                "`{text}` has {} fields; write five: minute hour day month weekday, e.g. \"0 * * * *\"",
+                fields.len()
+            ));
+        };
+        let mut weekdays = field("weekday", weekday, 0, 7)?;
+        if weekdays & (1 << 7) != 0 {
+            weekdays = (weekdays | 1) & !(1 << 7);
+        }
+        Ok(CronSchedule {
+            minutes: field("minute", minute, 0, 59)?,
+            hours: field("hour", hour, 0, 23)? as u32,
+            days: field("day", day, 1, 31)? as u32,
+            months: field("month", month, 1, 12)? as u16,
+            weekdays: weekdays as u8,
+            any_day: day == "*",
+            any_weekday: weekday == "*",
+        })
+    }
+}
+
+/// One field as a bit set of the values in `min..=max` it names.
+fn field(name: &str, text: &str, min: u32, max: u32) -> Result<u64, String> {
+    let bad = |why: &str| {
+        format!("the {name} field `{text}` {why}; use *, n, a-b, */s or a-b/s with values {min} to {max}")
+    };
+    let number = |s: &str| -> Result<u32, String> {
+        let n: u32 = s.parse().map_err(|_| bad("is not a number list"))?;
+        if n < min || n > max {
+            return Err(bad("is out of range"));
+        }
+        Ok(n)
+    };
+    let mut bits = 0u64;
+    for item in text.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => {
+                let step: u32 = step.parse().map_err(|_| bad("has a bad step"))?;
+                if step == 0 {
+                    return Err(bad("has a step of 0"));
+                }
+                (range, step)
+            }
+            None => (item, 1),
+        };
+        let (from, to) = if range == "*" {
+            (min, max)
+        } else if let Some((a, b)) = range.split_once('-') {
+            let (a, b) = (number(a)?, number(b)?);
+            if a > b {
+                return Err(bad("has a range that runs backwards"));
+            }
+            (a, b)
+        } else {
+            let n = number(range)?;
+            if step != 1 {
+                (n, max)
+            } else {
+                (n, n)
+            }
+        };
+        let mut v = from;
+        while v <= to {
+            bits |= 1 << v;
+            v += step;
+        }
+    }
+    Ok(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hourly_and_stepped_expressions_parse() {
+        let hourly = CronSchedule::parse("0 * * * *").unwrap();
+        assert_eq!(hourly.minutes, 1);
+        assert_eq!(hourly.hours, (1 << 24) - 1);
+        let s = CronSchedule::parse("*/15 9-17 1,15 */3 1-5").unwrap();
+        assert_eq!(s.minutes, 1 | 1 << 15 | 1 << 30 | 1 << 45);
+        assert_eq!(s.hours, ((1 << 18) - 1) & !((1 << 9) - 1));
+        assert_eq!(s.days, 1 << 1 | 1 << 15);
+        assert_eq!(s.months, 1 << 1 | 1 << 4 | 1 << 7 | 1 << 10);
+        assert_eq!(s.weekdays, 0b0011_1110);
+        assert!(!s.any_day && !s.any_weekday);
+    }
+
+    #[test]
+    fn sunday_may_be_written_as_seven() {
+        assert_eq!(CronSchedule::parse("0 0 * * 7").unwrap().weekdays, 1);
+    }
+
+    #[test]
+    fn bad_expressions_name_the_field() {
+        for (text, needle) in [
+            ("0 * * *", "4 fields"),
+            ("60 * * * *", "minute field"),
+            ("0 24 * * *", "hour field"),
+            ("0 0 0 * *", "day field"),
+            ("0 0 * 13 *", "month field"),
+            ("0 0 * * 8", "weekday field"),
+            ("*/0 * * * *", "step of 0"),
+            ("5-1 * * * *", "backwards"),
+            ("0 0 * jan *", "month field"),
+        ] {
+            let err = CronSchedule::parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}
