@@ -74,7 +74,9 @@ var imports = {
   R: () => add((k, a) => { X.r(k, add(a)); })
 };
 
-// env.js's functions: handles in, the result back as a handle.
+// env.js's functions: handles in, the result back as a handle. build-tag
+// writes __wm_env, which maps each import name (shortened to 0, 1, ...) to
+// its env.js function.
 for (let k in __wm_env) {
   let f = __wm_env[k];
   imports[k] = safe((...a) => add(f(...a.map((h) => H[h]))));

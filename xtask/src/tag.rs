@@ -10,7 +10,8 @@
 //! Steps: `cargo build` for wasm32 (no_std `bare` feature, `wasm-release`
 //! profile, own target dir `target/wasm`), `wasm-opt`
 //! ([`WASM_OPT_PASSES`]) between byte passes ([`drop_dead_table_entries`]
-//! before, [`strip_exports`] and [`blank_dead_data`] after); the glue is
+//! before, [`strip_exports`], [`blank_dead_data`] and [`shorten_env_imports`]
+//! after); the glue is
 //! `js/env.js` and the hand-written `js/glue.js` bundled as one ES module
 //! ([`bundle_glue`]) and minified with terser (`minify.rs`).
 //!
@@ -182,13 +183,14 @@ pub fn build_tag(root: &Path) -> anyhow::Result<TagSizes> {
         .arg(&opt))?;
     let wasm = strip_exports(&std::fs::read(&opt)?, &["__data_end", "__heap_base"])?;
     let wasm = blank_dead_data(&wasm)?;
+    let (wasm, env_renames) = shorten_env_imports(&wasm)?;
     let wasm_name = format!("waymark.{}.wasm", content_hash(&wasm));
 
     // 3. The glue: env.js and the hand-written js/glue.js (the ABI of
     //    src/bind/raw.rs) as one ES module, pointed at the hashed module.
     let env = std::fs::read_to_string(crate_dir.join("js/env.js"))?;
     let glue = std::fs::read_to_string(crate_dir.join("js/glue.js"))?;
-    let glue = bundle_glue(&glue, &env, &wasm_name)?;
+    let glue = bundle_glue(&glue, &env, &env_renames, &wasm_name)?;
     let glue = crate::minify::terser(&terser, &glue, crate::minify::Kind::Module)?;
     let glue_name = format!("waymark.{}.js", content_hash(glue.as_bytes()));
 
@@ -667,6 +669,83 @@ fn blank_rustc_paths(data: &mut [u8]) {
     }
 }
 
+/// (old, new) import names.
+pub type Renames = Vec<(String, String)>;
+
+/// Renames the imports of module `e` named `wm_*` (the functions of
+/// `js/env.js`, which keep their names in src/env.rs) to `0`, `1`, … in
+/// import order; returns the (old, new) pairs for [`bundle_glue`].
+pub fn shorten_env_imports(m: &[u8]) -> anyhow::Result<(Vec<u8>, Renames)> {
+    if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
+        bail!("wasm: not a wasm module");
+    }
+    let mut out = m[..8].to_vec();
+    let mut renames = Vec::new();
+    let mut i = 8;
+    while i < m.len() {
+        let id = m[i];
+        let start = i;
+        i += 1;
+        let size = leb(m, &mut i)? as usize;
+        let end = i + size;
+        if id != 2 {
+            out.extend_from_slice(m.get(start..end).context("wasm: truncated section")?);
+            i = end;
+            continue;
+        }
+        let mut j = i;
+        let mut b = Vec::new();
+        let n = leb(m, &mut j)?;
+        put_leb(&mut b, n);
+        for _ in 0..n {
+            let module = name(m, &mut j)?.to_string();
+            let mut field = name(m, &mut j)?.to_string();
+            let desc = j;
+            let kind = *m.get(j).context("wasm: import")?;
+            j += 1;
+            skip_import_desc(m, &mut j, kind)?;
+            if module == "e" && field.starts_with("wm_") {
+                let short = renames.len().to_string();
+                renames.push((std::mem::replace(&mut field, short.clone()), short));
+            }
+            for s in [&module, &field] {
+                put_leb(&mut b, s.len() as u32);
+                b.extend_from_slice(s.as_bytes());
+            }
+            b.extend_from_slice(&m[desc..j]);
+        }
+        out.push(2);
+        put_leb(&mut out, b.len() as u32);
+        out.extend_from_slice(&b);
+        i = end;
+    }
+    Ok((out, renames))
+}
+
+fn skip_import_desc(m: &[u8], j: &mut usize, kind: u8) -> anyhow::Result<()> {
+    match kind {
+        0 => {
+            leb(m, j)?;
+        }
+        1 => {
+            *j += 1;
+            if leb(m, j)? & 1 != 0 {
+                leb(m, j)?;
+            }
+            leb(m, j)?;
+        }
+        2 => {
+            if leb(m, j)? & 1 != 0 {
+                leb(m, j)?;
+            }
+            leb(m, j)?;
+        }
+        3 => *j += 2,
+        k => bail!("wasm: unknown import kind {k}"),
+    }
+    Ok(())
+}
+
 /// Removes the named exports. rustc exports the `__data_end` and
 /// `__heap_base` globals from every wasm32 cdylib; nothing reads them.
 pub fn strip_exports(m: &[u8], drop: &[&str]) -> anyhow::Result<Vec<u8>> {
@@ -713,23 +792,35 @@ pub fn strip_exports(m: &[u8], drop: &[&str]) -> anyhow::Result<Vec<u8>> {
 // ---- Glue passes ---------------------------------------------------------
 
 /// Puts `env.js` (its functions, un-exported, and `__wm_env`, the object
-/// js/glue.js wraps them from) in front of the glue and points the glue at
-/// the hashed module.
-pub fn bundle_glue(glue: &str, env: &str, wasm_name: &str) -> anyhow::Result<String> {
-    let env_fns: Vec<&str> = env
+/// js/glue.js wraps them from, keyed by their import names: `renames`
+/// from [`shorten_env_imports`]) in front of the glue and points the glue
+/// at the hashed module.
+pub fn bundle_glue(
+    glue: &str,
+    env: &str,
+    renames: &[(String, String)],
+    wasm_name: &str,
+) -> anyhow::Result<String> {
+    if !glue.contains("__WM_WASM__") || !glue.contains("__wm_env") {
+        bail!("client-wasm/js/glue.js: missing the __WM_WASM__ or __wm_env placeholder");
+    }
+    let exported: Vec<&str> = env
         .lines()
         .filter_map(|l| l.strip_prefix("export function "))
         .filter_map(|l| l.split('(').next())
         .collect();
-    if !glue.contains("__WM_WASM__") || !glue.contains("__wm_env") {
-        bail!("client-wasm/js/glue.js: missing the __WM_WASM__ or __wm_env placeholder");
+    if let Some((old, _)) = renames
+        .iter()
+        .find(|(old, _)| !exported.contains(&old.as_str()))
+    {
+        bail!("the module imports {old}, which client-wasm/js/env.js does not export");
     }
     let env_obj = format!(
         "{}\nvar __wm_env = {{ {} }};\n",
         env.replace("export function ", "function "),
-        env_fns
+        renames
             .iter()
-            .map(|f| format!("{f}: {f}"))
+            .map(|(old, new)| format!("{new}: {old}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -782,11 +873,41 @@ mod tests {
     fn the_glue_gets_env_and_the_module_name() {
         let env = "// c\nexport function wm_a(x) { return x; }\n";
         let glue = "Object.keys(__wm_env); fetch('__WM_WASM__');";
-        let out = bundle_glue(glue, env, "waymark.1.wasm").unwrap();
+        let renames = [("wm_a".to_string(), "0".to_string())];
+        let out = bundle_glue(glue, env, &renames, "waymark.1.wasm").unwrap();
         assert!(out.contains("function wm_a(x)"));
-        assert!(out.contains("var __wm_env = { wm_a: wm_a };"));
+        assert!(out.contains("var __wm_env = { 0: wm_a };"));
         assert!(out.contains("fetch('waymark.1.wasm')"));
         assert!(!out.contains("export"));
+        let missing = [("wm_b".to_string(), "0".to_string())];
+        assert!(bundle_glue(glue, env, &missing, "w").is_err());
+    }
+
+    #[test]
+    fn env_imports_get_short_names_and_others_keep_theirs() {
+        // (import "e" "a" (func)) (import "e" "wm_load" (func)) (import "x" "wm_y" (memory 1))
+        let mut imports = vec![3];
+        for (module, field, desc) in [
+            ("e", "a", &[0u8, 0][..]),
+            ("e", "wm_load", &[0, 0]),
+            ("x", "wm_y", &[2, 0, 1]),
+        ] {
+            for s in [module, field] {
+                imports.push(s.len() as u8);
+                imports.extend_from_slice(s.as_bytes());
+            }
+            imports.extend_from_slice(desc);
+        }
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.push(2);
+        put_leb(&mut m, imports.len() as u32);
+        m.extend_from_slice(&imports);
+        let (out, renames) = shorten_env_imports(&m).unwrap();
+        assert_eq!(renames, [("wm_load".to_string(), "0".to_string())]);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("\u{1}e\u{1}0") && text.contains("wm_y") && !text.contains("wm_load")
+        );
     }
 
     #[test]
