@@ -1,10 +1,9 @@
 //! Segment analytics.js argument shapes: optional properties, options and
 //! callback, in the positions analytics.js accepts them.
 
+use crate::bind::{Array, JsValue};
 use crate::event::Call;
 use crate::js::at;
-use js_sys::Array;
-use wasm_bindgen::JsValue;
 
 /// Splits the callback off: the first function argument is the callback,
 /// the other arguments keep their order.

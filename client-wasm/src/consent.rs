@@ -6,10 +6,9 @@
 //! `navigator.globalPrivacyControl`. Each one only updates the fields it
 //! knows; the last writer wins per field.
 
+use crate::bind::{JsCast, JsValue, Object, Reflect};
 use crate::env::{wm_gpc, wm_load, wm_save};
 use crate::js::{at, get, is, is_dict, set, set_some};
-use js_sys::{Object, Reflect};
-use wasm_bindgen::{JsCast, JsValue};
 
 /// The four Google Consent Mode v2 fields carried in `context.consent.gcm`.
 const GCM_FIELDS: [&str; 4] = [

@@ -2,10 +2,9 @@
 //! browser context (page, locale, screen, timezone, library, userAgent and
 //! UTM campaign).
 
+use crate::bind::{date_iso, JsCast, JsValue, Object};
 use crate::env::{wm_ctx, wm_uuid};
 use crate::js::{get, is_dict, now_iso, set, set_some, set_str};
-use js_sys::Object;
-use wasm_bindgen::{JsCast, JsValue};
 
 /// The library name sent in `context.library.name`.
 pub const LIBRARY: &str = "waymark-tag";
@@ -54,8 +53,9 @@ pub fn base(kind: &str, anonymous_id: &JsValue, user_id: &JsValue, options: &JsV
         }
         set_some(&e, "integrations", &get(options, "integrations"));
         let ts = get(options, "timestamp");
-        if let Some(d) = ts.dyn_ref::<js_sys::Date>() {
-            set(&e, "timestamp", &d.to_iso_string());
+        let iso = date_iso(&ts);
+        if !iso.is_undefined() {
+            set(&e, "timestamp", &iso);
         } else if ts.is_string() {
             set(&e, "timestamp", &ts);
         }

@@ -1,9 +1,9 @@
-//! Small helpers over `js_sys` so the rest of the tag reads like plain code.
+//! Small helpers over the JS boundary (`bind`) so the rest of the tag reads like plain code.
 //!
 //! Every helper swallows JS exceptions: the tag must never throw into the page.
 
-use js_sys::{Array, Date, Function, Object, Reflect, JSON};
-use wasm_bindgen::{JsCast, JsValue};
+pub use crate::bind::{log, now_iso, stringify, warn};
+use crate::bind::{Array, Function, JsCast, JsValue, Object, Reflect};
 
 /// `o[k]`, or `undefined` when `o` is not an object or the getter throws.
 pub fn get(o: &JsValue, k: &str) -> JsValue {
@@ -53,35 +53,9 @@ pub fn dict_copy(v: &JsValue) -> Object {
     }
 }
 
-/// `JSON.stringify(v)`; `undefined` when it throws (cycles, BigInt).
-pub fn stringify(v: &JsValue) -> JsValue {
-    JSON::stringify(v).map_or(JsValue::UNDEFINED, JsValue::from)
-}
-
-/// The current time as an ISO-8601 string, as Segment's `timestamp` wants it.
-pub fn now_iso() -> JsValue {
-    Date::new_0().to_iso_string().into()
-}
-
 /// Calls `f(arg)`, swallowing whatever the site's callback throws.
 pub fn call(f: &Function, arg: &JsValue) {
     let _ = f.call1(&JsValue::UNDEFINED, arg);
-}
-
-/// `console.warn("waymark", code, detail)`: the tag's error output, printed
-/// in debug mode only.
-#[cold]
-pub fn warn(code: &str, detail: &JsValue) {
-    web_sys::console::warn_3(
-        &JsValue::from_str("waymark"),
-        &JsValue::from_str(code),
-        detail,
-    );
-}
-
-/// `console.log("waymark", what, detail)`, in debug mode.
-pub fn log(what: &JsValue, detail: &JsValue) {
-    web_sys::console::log_3(&JsValue::from_str("waymark"), what, detail);
 }
 
 /// A number option: numbers and numeric strings (from `data-*`

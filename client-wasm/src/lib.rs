@@ -38,6 +38,7 @@
 extern crate alloc;
 
 mod args;
+mod bind;
 mod consent;
 mod env;
 mod event;
@@ -60,8 +61,6 @@ pub mod testing {
     pub use crate::transport::{backoff_ms, retry_after_ms};
 }
 
-use wasm_bindgen::prelude::wasm_bindgen;
-
 #[cfg(all(feature = "bare", target_arch = "wasm32"))]
 #[global_allocator]
 static ALLOC: heap::Global = heap::Global(core::cell::UnsafeCell::new(heap::Heap::new()));
@@ -76,7 +75,24 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 
 /// Entry point run by wasm-bindgen's `init`: starts the tag when the loader
 /// defined `window.waymark`, and does nothing otherwise (tests, double load).
-#[wasm_bindgen(start)]
+#[cfg(feature = "std")]
+#[wasm_bindgen::prelude::wasm_bindgen(start)]
 pub fn start() {
     tag::start();
+}
+
+/// Export `s`, which `js/glue.js` calls once the module is instantiated:
+/// starts the tag as [`start`] does in the `std` build.
+#[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
+#[export_name = "s"]
+pub extern "C" fn start() {
+    tag::start();
+}
+
+/// Export `r`, the router that `js/glue.js`'s one JS callback calls with a
+/// kind (`env::kind`) and a handle it hands over.
+#[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
+#[export_name = "r"]
+pub extern "C" fn route(kind: u32, arg: u32) {
+    tag::route(kind, bind::JsValue::from_handle(arg));
 }

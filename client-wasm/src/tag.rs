@@ -8,6 +8,7 @@
 //! borrow that is busy anyway (a `toJSON` calling the API mid-send) leaves
 //! the call queued instead of panicking.
 
+use crate::bind::{self, Array, Function, JsCast, JsValue, Object};
 use crate::consent::ConsentState;
 use crate::env::{kind, wm_capture, wm_listen, wm_load, wm_page, wm_save, wm_uuid};
 use crate::event::{self, Call};
@@ -15,9 +16,6 @@ use crate::js::{self, at, get, set, set_some};
 use crate::{args, transport};
 use alloc::string::String;
 use core::cell::RefCell;
-use js_sys::{Array, Function, Object};
-use wasm_bindgen::closure::Closure;
-use wasm_bindgen::{JsCast, JsValue};
 
 /// localStorage keys.
 const KEY_ANON: &str = "wm_aid";
@@ -82,7 +80,7 @@ struct Tag {
 
 /// The `window.waymark` array, when the loader defined it.
 fn global() -> Option<Array> {
-    get(&js_sys::global(), "waymark").dyn_into::<Array>().ok()
+    get(&bind::global(), "waymark").dyn_into::<Array>().ok()
 }
 
 /// Queues `[method, args]` as the API stubs do and handles it at once.
@@ -117,7 +115,7 @@ fn drain() {
 }
 
 /// Where every JS-side hook reports (see `env::kind`).
-fn route(k: u32, arg: JsValue) {
+pub(crate) fn route(k: u32, arg: JsValue) {
     match k {
         kind::DRAIN => drain(),
         kind::HIDDEN => {
@@ -170,9 +168,7 @@ pub fn start() {
         options: o.clone(),
     };
     // 3. The one callback every JS hook reports to.
-    let router: Function = Closure::<dyn FnMut(u32, JsValue)>::new(route)
-        .into_js_value()
-        .unchecked_into();
+    let router: Function = bind::router(route);
     // 4. Identity, consent and queues saved by earlier pages.
     let mut anonymous_id = wm_load(KEY_ANON);
     if !anonymous_id.is_string() {
@@ -434,10 +430,5 @@ fn id_string(v: &JsValue) -> JsValue {
     if v.is_string() {
         return v.clone();
     }
-    match v.dyn_ref::<js_sys::Number>() {
-        Some(n) => n
-            .to_string_with_radix(10)
-            .map_or(JsValue::UNDEFINED, JsValue::from),
-        None => JsValue::UNDEFINED,
-    }
+    bind::number_string(v)
 }

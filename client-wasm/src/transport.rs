@@ -16,11 +16,10 @@
 //! flight when the page went away is sent again by the next page; the
 //! worker deduplicates on `messageId` (DESIGN.md §2).
 
+use crate::bind::{now_ms, parse_date, random, Array, Function, JsCast, JsValue, Object};
 use crate::env::{wm_beacon, wm_load, wm_online, wm_save, wm_send, wm_size, wm_timer};
 use crate::js::{at, now_iso, set, stringify};
 use crate::tag::Config;
-use js_sys::{Array, Date, Function, Object};
-use wasm_bindgen::{JsCast, JsValue};
 
 /// localStorage key of the send queue.
 pub const KEY_QUEUE: &str = "wm_q";
@@ -98,7 +97,7 @@ impl Sender {
         if self.inflight > 0 || self.queue.length() == 0 || !wm_online() {
             return;
         }
-        let wait = self.retry_at - Date::now();
+        let wait = self.retry_at - now_ms();
         if wait > 0.0 {
             return self.schedule(wait as i32, true);
         }
@@ -118,7 +117,7 @@ impl Sender {
             || ((400..500).contains(&status) && status != 408 && status != 429);
         if !done {
             let hint = at(arg, 1).as_string();
-            self.fail(hint.and_then(|s| retry_after_ms(&s, Date::now())));
+            self.fail(hint.and_then(|s| retry_after_ms(&s, now_ms())));
             return None;
         }
         self.remove(0, n);
@@ -134,8 +133,8 @@ impl Sender {
     /// A try failed: wait `delay_ms` or the next backoff step, then retry.
     fn fail(&mut self, delay_ms: Option<f64>) {
         self.attempt = self.attempt.saturating_add(1);
-        let d = delay_ms.unwrap_or_else(|| backoff_ms(self.attempt, js_sys::Math::random()));
-        self.retry_at = Date::now() + d;
+        let d = delay_ms.unwrap_or_else(|| backoff_ms(self.attempt, random()));
+        self.retry_at = now_ms() + d;
         self.schedule(d as i32, true);
     }
 
@@ -218,7 +217,7 @@ pub fn retry_after_ms(v: &str, now: f64) -> Option<f64> {
     let ms = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         f64::from(v.parse::<u32>().ok()?) * 1000.0
     } else {
-        let at = Date::parse(v);
+        let at = parse_date(v);
         if !at.is_finite() {
             return None;
         }

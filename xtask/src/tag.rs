@@ -8,28 +8,30 @@
 //!   module) and the module, content-hashed and served as immutable.
 //!
 //! Steps: `cargo build` for wasm32 (no_std `bare` feature, `wasm-release`
-//! profile, own target dir `target/wasm`), `wasm-bindgen --target web`, two
-//! byte-level passes over the module (see [`shrink_module`]), `wasm-opt`
-//! ([`WASM_OPT_PASSES`]), then the glue is bundled with `js/env.js`, given short import
-//! names, lightly minified and pointed at the hashed module.
+//! profile, own target dir `target/wasm`), `wasm-opt`
+//! ([`WASM_OPT_PASSES`]) between byte passes ([`drop_dead_table_entries`]
+//! before, [`strip_exports`], [`blank_dead_data`] and [`shorten_env_imports`]
+//! after); the glue is
+//! `js/env.js` and the hand-written `js/glue.js` bundled as one ES module
+//! ([`bundle_glue`]) and minified with terser (`minify.rs`).
 //!
 //! # Design
-//! The budget (issue 15) is 15.5 KB gzipped (goal 12 KB) for loader + glue + wasm. The two
-//! byte passes are what wasm-bindgen's own output leaves on the table:
-//! since wasm-bindgen 0.2.10x the function table is never garbage-collected,
-//! so ~40 unused closure invoke shims stay alive through it; and every
-//! import is named `__wbg_<name>_<16 hex digits>` twice (module and glue),
-//! which gzip cannot compress.
+//! The budget (issue 15) is 12 KB gzipped for loader + glue + wasm. The
+//! shipped build does not use wasm-bindgen: its generated glue and the
+//! adapters it adds to the module (externref table, string passing both
+//! ways, closure shims kept alive by a function table it never
+//! garbage-collects) were about a quarter of the tag. `src/bind/raw.rs` and
+//! `js/glue.js` are a hand-written handle ABI instead; the `std` build keeps
+//! wasm-bindgen for the wasm-bindgen-test suite (`test_tag_wasm`).
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
 
-/// Gzipped bytes allowed for loader + glue + wasm together.
-pub const BUDGET_GZ: usize = 15 * 1024 + 512;
+/// Gzipped bytes allowed for loader + glue + wasm together (issue 15's goal).
+pub const BUDGET_GZ: usize = 12 * 1024;
 /// Gzipped bytes allowed for the inline snippet.
 pub const SNIPPET_BUDGET_GZ: usize = 1024;
 
@@ -129,12 +131,12 @@ pub fn build_tag(root: &Path) -> anyhow::Result<TagSizes> {
     let crate_dir = root.join("client-wasm");
     let target = root.join("target/wasm");
     ensure_wasm_target()?;
-    ensure_wasm_bindgen(&crate_dir)?;
     ensure_wasm_opt()?;
     let terser = crate::minify::ensure_terser(root)?;
 
-    // 1. The module, without std's panic formatting (`bare`). Names stay in
-    //    (strip=false) for the table pass; wasm-opt strips them at the end.
+    // 1. The module, without std's panic formatting and without
+    //    wasm-bindgen (`bare`). Names stay in (strip=false) so `twiggy` can
+    //    read this file; wasm-opt strips them from what ships.
     run(Command::new(cargo())
         .current_dir(root)
         .args([
@@ -157,31 +159,16 @@ pub fn build_tag(root: &Path) -> anyhow::Result<TagSizes> {
         .env("CARGO_PROFILE_WASM_RELEASE_STRIP", "false"))?;
     let raw = target.join("wasm32-unknown-unknown/wasm-release/waymark_tag.wasm");
 
-    // 2. wasm-bindgen: the ES-module glue and the module it expects.
-    let pkg = target.join("pkg");
-    let _ = std::fs::remove_dir_all(&pkg);
-    run(Command::new("wasm-bindgen")
-        .args([
-            "--target",
-            "web",
-            "--no-typescript",
-            "--keep-debug",
-            "--out-dir",
-        ])
-        .arg(&pkg)
-        .arg(&raw))?;
-
-    // 3. Drop dead table entries and shorten import names.
-    let module = std::fs::read(pkg.join("waymark_tag_bg.wasm"))?;
-    let (module, renames) = shrink_module(&module)?;
-    let shrunk = pkg.join("shrunk.wasm");
-    std::fs::write(&shrunk, &module)?;
-
-    // 4. wasm-opt, with the features rustc enables by default. Flattening
+    // 2. wasm-opt, with the features rustc enables by default. Flattening
     //    and re-looping before two -Oz rounds, run to a fixed point, then
     //    merging look-alike functions: 227 B gzipped less than one -Oz
     //    (measured; see client-wasm/README.md "Where the bytes go").
-    let opt = pkg.join("opt.wasm");
+    let pkg = target.join("pkg");
+    let _ = std::fs::remove_dir_all(&pkg);
+    std::fs::create_dir_all(&pkg)?;
+    let shrunk = pkg.join("shrunk.wasm");
+    std::fs::write(&shrunk, drop_dead_table_entries(&std::fs::read(&raw)?)?)?;
+    let opt = pkg.join("waymark_tag.wasm");
     run(Command::new("wasm-opt")
         .args(WASM_OPT_PASSES)
         // The target_features section only guides later tools: 100 B gzip.
@@ -194,17 +181,20 @@ pub fn build_tag(root: &Path) -> anyhow::Result<TagSizes> {
         .arg(&shrunk)
         .arg("-o")
         .arg(&opt))?;
-    let wasm = fix_table_exports(&std::fs::read(&opt)?)?;
+    let wasm = strip_exports(&std::fs::read(&opt)?, &["__data_end", "__heap_base"])?;
+    let wasm = blank_dead_data(&wasm)?;
+    let (wasm, env_renames) = shorten_env_imports(&wasm)?;
     let wasm_name = format!("waymark.{}.wasm", content_hash(&wasm));
 
-    // 5. The glue: env.js inlined, short names, pointed at the hashed module.
-    let glue = std::fs::read_to_string(pkg.join("waymark_tag.js"))?;
+    // 3. The glue: env.js and the hand-written js/glue.js (the ABI of
+    //    src/bind/raw.rs) as one ES module, pointed at the hashed module.
     let env = std::fs::read_to_string(crate_dir.join("js/env.js"))?;
-    let glue = bundle_glue(&glue, &env, &renames, &wasm_name)?;
+    let glue = std::fs::read_to_string(crate_dir.join("js/glue.js"))?;
+    let glue = bundle_glue(&glue, &env, &env_renames, &wasm_name)?;
     let glue = crate::minify::terser(&terser, &glue, crate::minify::Kind::Module)?;
     let glue_name = format!("waymark.{}.js", content_hash(glue.as_bytes()));
 
-    // 6. The loader, templated with the glue's name.
+    // 4. The loader, templated with the glue's name.
     let loader = std::fs::read_to_string(crate_dir.join("js/loader.js"))?;
     if !loader.contains("__WM_GLUE__") {
         bail!("client-wasm/js/loader.js: missing the __WM_GLUE__ placeholder");
@@ -228,7 +218,7 @@ pub fn build_tag(root: &Path) -> anyhow::Result<TagSizes> {
     )?;
     let snippet = std::fs::read_to_string(crate_dir.join("js/snippet.html"))?;
 
-    // 7. dist/: replaced as a whole so stale hashed files do not pile up.
+    // 5. dist/: replaced as a whole so stale hashed files do not pile up.
     let dist = crate_dir.join("dist");
     let _ = std::fs::remove_dir_all(&dist);
     std::fs::create_dir_all(dist.join("wm"))?;
@@ -326,7 +316,9 @@ pub fn ensure_wasm_target() -> anyhow::Result<()> {
 }
 
 /// Installs the wasm-bindgen CLI pinned (`=x.y.z`) in client-wasm/Cargo.toml
-/// when the one on PATH is missing or another version.
+/// when the one on PATH is missing or another version. Only the
+/// wasm-bindgen-test suite needs it (its `wasm-bindgen-test-runner`); the
+/// tag that ships is built without wasm-bindgen.
 pub fn ensure_wasm_bindgen(crate_dir: &Path) -> anyhow::Result<()> {
     let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml"))?;
     let version = manifest
@@ -484,254 +476,250 @@ fn name<'a>(b: &'a [u8], i: &mut usize) -> anyhow::Result<&'a str> {
     Ok(std::str::from_utf8(s)?)
 }
 
-fn put_name(out: &mut Vec<u8>, s: &str) {
-    put_leb(out, s.len() as u32);
-    out.extend_from_slice(s.as_bytes());
-}
+/// Function-table entries that are never called through the table, by
+/// name: `Display` impls referenced by panic messages, which are only
+/// called when a message is formatted, and the `bare` panic handler formats
+/// nothing.
+const DEAD_TABLE_ENTRIES: [&str; 1] = ["fmt"];
 
-/// Function-table entries that are never called through the table in the
-/// `bare` build, by name:
-/// - wasm-bindgen's closure invoke shims (the glue calls them as exports);
-/// - `Display` impls referenced by panic messages, which are only called
-///   when a message is formatted, and the `bare` panic handler formats
-///   nothing;
-/// - js-sys's JSPI task waker (the tag runs no futures).
-const DEAD_TABLE_ENTRIES: [&str; 3] = [
-    "closures::_::invoke",
-    "::fmt::Display>::fmt",
-    "jspi::task_waker",
-];
-
-/// Short import names: import module → short module, and each field of
-/// the glue module (`__wbg_*`) → a short field. The glue is rewritten with
-/// the same map.
-#[derive(Debug, Default)]
-pub struct Renames {
-    /// (old module, new module).
-    pub modules: Vec<(String, String)>,
-    /// old field → new field, for fields of the glue module.
-    pub fields: HashMap<String, String>,
-}
-
-/// The two byte passes over wasm-bindgen's output (see the module docs):
-/// - function-table entries that are never called through the table
-///   ([`DEAD_TABLE_ENTRIES`]) are pointed at the table's first other entry,
-///   so wasm-opt can drop the functions;
-/// - import modules and glue import fields get short names.
-///
-/// Needs the name section (`--keep-debug`) to recognise the shims.
-pub fn shrink_module(m: &[u8]) -> anyhow::Result<(Vec<u8>, Renames)> {
+/// Points function-table entries named in [`DEAD_TABLE_ENTRIES`] at
+/// function 0 (an import, which stays anyway), so wasm-opt can drop them
+/// and the formatting code behind them. Needs the name section.
+pub fn drop_dead_table_entries(m: &[u8]) -> anyhow::Result<Vec<u8>> {
     if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
         bail!("wasm: not a wasm module");
     }
-    // Pass 1: find sections, imported function count and function names.
+    // Pass 1: function names.
     let mut sections = Vec::new();
+    let mut names = std::collections::HashMap::new();
     let mut i = 8;
-    let mut imported_funcs = 0u32;
-    let mut names: HashMap<u32, String> = HashMap::new();
     while i < m.len() {
         let id = m[i];
         let start = i;
         i += 1;
         let size = leb(m, &mut i)? as usize;
-        let body = i;
-        let end = body + size;
-        if id == 2 {
-            let mut j = body;
-            for _ in 0..leb(m, &mut j)? {
-                name(m, &mut j)?;
-                name(m, &mut j)?;
-                let kind = *m.get(j).context("wasm: import")?;
+        let end = i + size;
+        let mut j = i;
+        if id == 0 && name(m, &mut j)? == "name" {
+            while j < end {
+                let sub = m[j];
                 j += 1;
-                skip_import_desc(m, &mut j, kind)?;
-                if kind == 0 {
-                    imported_funcs += 1;
-                }
-            }
-        }
-        if id == 0 {
-            let mut j = body;
-            if name(m, &mut j)? == "name" {
-                while j < end {
-                    let sub = m[j];
-                    j += 1;
-                    let sub_end = leb(m, &mut j)? as usize + j;
-                    if sub == 1 {
-                        for _ in 0..leb(m, &mut j)? {
-                            let idx = leb(m, &mut j)?;
-                            names.insert(idx, name(m, &mut j)?.to_string());
-                        }
+                let sub_end = leb(m, &mut j)? as usize + j;
+                if sub == 1 {
+                    for _ in 0..leb(m, &mut j)? {
+                        let idx = leb(m, &mut j)?;
+                        names.insert(idx, name(m, &mut j)?.to_string());
                     }
-                    j = sub_end;
                 }
+                j = sub_end;
             }
         }
-        sections.push((id, start, body, end));
+        sections.push((id, start, i, end));
         i = end;
     }
-    let _ = imported_funcs;
-    let is_shim = |f: u32| {
+    let dead = |f: u32| {
         names
             .get(&f)
             .is_some_and(|n| DEAD_TABLE_ENTRIES.iter().any(|d| n.contains(d)))
     };
-
-    // Pass 2: rewrite the import (2) and element (9) sections.
+    // Pass 2: rewrite the element section.
     let mut out = m[..8].to_vec();
-    let mut renames = Renames::default();
     for &(id, start, body, end) in &sections {
-        let new_body = match id {
-            2 => {
-                let mut j = body;
-                let mut b = Vec::new();
-                let n = leb(m, &mut j)?;
-                put_leb(&mut b, n);
-                for _ in 0..n {
-                    let module = name(m, &mut j)?.to_string();
-                    let field = name(m, &mut j)?.to_string();
-                    let desc_start = j + 1;
-                    let kind = m[j];
-                    j += 1;
-                    skip_import_desc(m, &mut j, kind)?;
-                    let short_module = match renames.modules.iter().find(|(old, _)| *old == module)
-                    {
-                        Some((_, new)) => new.clone(),
-                        None => {
-                            let new = short_id(renames.modules.len());
-                            renames.modules.push((module.clone(), new.clone()));
-                            new
-                        }
-                    };
-                    let short_field = if field.starts_with("__wbg_") {
-                        let next = short_id(renames.fields.len());
-                        renames.fields.entry(field.clone()).or_insert(next).clone()
-                    } else {
-                        field.clone()
-                    };
-                    put_name(&mut b, &short_module);
-                    put_name(&mut b, &short_field);
-                    b.push(kind);
-                    b.extend_from_slice(&m[desc_start..j]);
-                }
-                Some(b)
-            }
-            9 => {
-                let mut j = body;
-                let mut b = Vec::new();
-                let n = leb(m, &mut j)?;
-                put_leb(&mut b, n);
-                for _ in 0..n {
-                    let flags = leb(m, &mut j)?;
-                    if flags != 0 {
-                        // Only the plain active segment that rustc emits is
-                        // understood; leave anything else untouched.
-                        return Ok((m.to_vec(), Renames::default()));
-                    }
-                    put_leb(&mut b, flags);
-                    let expr = j;
-                    while *m.get(j).context("wasm: element offset")? != 0x0b {
-                        j += 1;
-                    }
-                    j += 1;
-                    b.extend_from_slice(&m[expr..j]);
-                    let count = leb(m, &mut j)?;
-                    let mut funcs = Vec::with_capacity(count as usize);
-                    for _ in 0..count {
-                        funcs.push(leb(m, &mut j)?);
-                    }
-                    let keep = funcs.iter().copied().find(|f| !is_shim(*f));
-                    put_leb(&mut b, count);
-                    for f in funcs {
-                        put_leb(&mut b, if is_shim(f) { keep.unwrap_or(f) } else { f });
-                    }
-                }
-                Some(b)
-            }
-            _ => None,
-        };
-        match new_body {
-            Some(b) => {
-                out.push(id);
-                put_leb(&mut out, b.len() as u32);
-                out.extend_from_slice(&b);
-            }
-            None => out.extend_from_slice(&m[start..end]),
+        if id != 9 {
+            out.extend_from_slice(&m[start..end]);
+            continue;
         }
+        let mut j = body;
+        let mut b = Vec::new();
+        let n = leb(m, &mut j)?;
+        put_leb(&mut b, n);
+        for _ in 0..n {
+            let flags = leb(m, &mut j)?;
+            if flags != 0 {
+                // Only the plain active segment rustc emits is understood.
+                return Ok(m.to_vec());
+            }
+            put_leb(&mut b, flags);
+            let expr = j;
+            while *m.get(j).context("wasm: element offset")? != 0x0b {
+                j += 1;
+            }
+            j += 1;
+            b.extend_from_slice(&m[expr..j]);
+            let count = leb(m, &mut j)?;
+            put_leb(&mut b, count);
+            for _ in 0..count {
+                let f = leb(m, &mut j)?;
+                put_leb(&mut b, if dead(f) { 0 } else { f });
+            }
+        }
+        out.push(9);
+        put_leb(&mut out, b.len() as u32);
+        out.extend_from_slice(&b);
     }
-    Ok((out, renames))
+    Ok(out)
 }
 
-/// Points each exported table at a table of the type its name implies.
+/// Zeroes the bytes of dead panic strings in the data section, then drops
+/// the zeros a segment ends with (memory starts zeroed): the
+/// `/rustc/<commit>/library/…rs` paths of panic locations, alloc's
+/// `capacity overflow` and `memory allocation of … bytes failed`, and the
+/// `00`..`99` digit table of integer formatting.
 ///
-/// NOTE: Debian bookworm's binaryen (108) writes the export of
-/// wasm-bindgen's `__wbindgen_externrefs` table with the index of the
-/// function table (the code itself keeps using the right table), and
-/// `init` then fails with "WebAssembly.Table.set(): Argument 1 is invalid
-/// for table". This re-points that export at the module's one externref
-/// table, and fails if there is not exactly one.
-pub fn fix_table_exports(m: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = m.to_vec();
+/// # Design
+/// These bytes are only read when a panic message is formatted. The `bare`
+/// panic handler formats nothing, and once [`drop_dead_table_entries`] has
+/// unhooked the `Display` impls no formatting code is left in the module
+/// (`twiggy top` on `target/wasm/pkg/shrunk.wasm` after wasm-opt shows
+/// none). wasm-opt cannot do this: it does not split data segments.
+/// About 310 B gzipped (issue 15).
+pub fn blank_dead_data(m: &[u8]) -> anyhow::Result<Vec<u8>> {
+    if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
+        bail!("wasm: not a wasm module");
+    }
+    let digits: Vec<u8> = (0..100)
+        .flat_map(|n: u8| [b'0' + n / 10, b'0' + n % 10])
+        .collect();
+    let messages: [&[u8]; 4] = [
+        &digits,
+        b"capacity overflow",
+        b"memory allocation of ",
+        b" bytes failed",
+    ];
+    let mut out = m[..8].to_vec();
     let mut i = 8;
-    let mut externref_tables = Vec::new();
-    let mut table_count = 0u32;
     while i < m.len() {
         let id = m[i];
+        let start = i;
         i += 1;
         let size = leb(m, &mut i)? as usize;
         let end = i + size;
-        if id == 2 {
-            let mut j = i;
-            for _ in 0..leb(m, &mut j)? {
-                name(m, &mut j)?;
-                name(m, &mut j)?;
-                let kind = m[j];
+        if id != 11 {
+            out.extend_from_slice(m.get(start..end).context("wasm: truncated section")?);
+            i = end;
+            continue;
+        }
+        let mut j = i;
+        let mut b = Vec::new();
+        let n = leb(m, &mut j)?;
+        put_leb(&mut b, n);
+        for _ in 0..n {
+            let flags = leb(m, &mut j)?;
+            if flags != 0 {
+                // Only the active memory-0 segments rustc emits are understood.
+                return Ok(m.to_vec());
+            }
+            put_leb(&mut b, flags);
+            let expr = j;
+            while *m.get(j).context("wasm: data offset")? != 0x0b {
                 j += 1;
-                if kind == 1 {
-                    if m.get(j) == Some(&0x6f) {
-                        externref_tables.push(table_count);
-                    }
-                    table_count += 1;
-                }
-                skip_import_desc(m, &mut j, kind)?;
             }
-        }
-        if id == 4 {
-            let mut j = i;
-            for _ in 0..leb(m, &mut j)? {
-                if m.get(j) == Some(&0x6f) {
-                    externref_tables.push(table_count);
-                }
-                table_count += 1;
-                skip_import_desc(m, &mut j, 1)?;
+            j += 1;
+            b.extend_from_slice(&m[expr..j]);
+            let len = leb(m, &mut j)? as usize;
+            let mut data = m.get(j..j + len).context("wasm: truncated data")?.to_vec();
+            j += len;
+            for msg in messages {
+                blank_all(&mut data, msg, msg.len());
             }
-        }
-        if id == 7 {
-            let mut j = i;
-            for _ in 0..leb(m, &mut j)? {
-                let field = name(m, &mut j)?.to_string();
-                let kind = m[j];
-                j += 1;
-                let at = j;
-                let idx = leb(m, &mut j)?;
-                if kind == 1 && field == "__wbindgen_externrefs" {
-                    let [want] = externref_tables[..] else {
-                        bail!(
-                            "wasm: expected one externref table, found {}",
-                            externref_tables.len()
-                        );
-                    };
-                    if idx != want {
-                        if j - at != 1 || want > 127 {
-                            bail!("wasm: cannot re-point the externref table export in place");
-                        }
-                        out[at] = want as u8;
-                    }
-                }
+            blank_rustc_paths(&mut data);
+            while data.last() == Some(&0) {
+                data.pop();
             }
+            put_leb(&mut b, data.len() as u32);
+            b.extend_from_slice(&data);
         }
+        out.push(11);
+        put_leb(&mut out, b.len() as u32);
+        out.extend_from_slice(&b);
         i = end;
     }
     Ok(out)
+}
+
+/// Zeroes `len` bytes at every occurrence of `needle` in `data`.
+fn blank_all(data: &mut [u8], needle: &[u8], len: usize) {
+    let mut at = 0;
+    while let Some(p) = data
+        .get(at..)
+        .and_then(|d| d.windows(needle.len()).position(|w| w == needle))
+    {
+        let from = at + p;
+        data[from..from + len].fill(0);
+        at = from + len;
+    }
+}
+
+/// Zeroes each `/rustc/…/library/….rs` path.
+fn blank_rustc_paths(data: &mut [u8]) {
+    let mut at = 0;
+    while let Some(p) = data
+        .get(at..)
+        .and_then(|d| d.windows(7).position(|w| w == b"/rustc/"))
+    {
+        let from = at + p;
+        let Some(len) = data[from..].windows(3).position(|w| w == b".rs") else {
+            return;
+        };
+        let path = &data[from..from + len];
+        if !path.contains(&0) && path.windows(9).any(|w| w == b"/library/") {
+            data[from..from + len + 3].fill(0);
+        }
+        at = from + len + 3;
+    }
+}
+
+/// (old, new) import names.
+pub type Renames = Vec<(String, String)>;
+
+/// Renames the imports of module `e` named `wm_*` (the functions of
+/// `js/env.js`, which keep their names in src/env.rs) to `0`, `1`, … in
+/// import order; returns the (old, new) pairs for [`bundle_glue`].
+pub fn shorten_env_imports(m: &[u8]) -> anyhow::Result<(Vec<u8>, Renames)> {
+    if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
+        bail!("wasm: not a wasm module");
+    }
+    let mut out = m[..8].to_vec();
+    let mut renames = Vec::new();
+    let mut i = 8;
+    while i < m.len() {
+        let id = m[i];
+        let start = i;
+        i += 1;
+        let size = leb(m, &mut i)? as usize;
+        let end = i + size;
+        if id != 2 {
+            out.extend_from_slice(m.get(start..end).context("wasm: truncated section")?);
+            i = end;
+            continue;
+        }
+        let mut j = i;
+        let mut b = Vec::new();
+        let n = leb(m, &mut j)?;
+        put_leb(&mut b, n);
+        for _ in 0..n {
+            let module = name(m, &mut j)?.to_string();
+            let mut field = name(m, &mut j)?.to_string();
+            let desc = j;
+            let kind = *m.get(j).context("wasm: import")?;
+            j += 1;
+            skip_import_desc(m, &mut j, kind)?;
+            if module == "e" && field.starts_with("wm_") {
+                let short = renames.len().to_string();
+                renames.push((std::mem::replace(&mut field, short.clone()), short));
+            }
+            for s in [&module, &field] {
+                put_leb(&mut b, s.len() as u32);
+                b.extend_from_slice(s.as_bytes());
+            }
+            b.extend_from_slice(&m[desc..j]);
+        }
+        out.push(2);
+        put_leb(&mut out, b.len() as u32);
+        out.extend_from_slice(&b);
+        i = end;
+    }
+    Ok((out, renames))
 }
 
 fn skip_import_desc(m: &[u8], j: &mut usize, kind: u8) -> anyhow::Result<()> {
@@ -741,18 +729,16 @@ fn skip_import_desc(m: &[u8], j: &mut usize, kind: u8) -> anyhow::Result<()> {
         }
         1 => {
             *j += 1;
-            let flags = leb(m, j)?;
-            leb(m, j)?;
-            if flags & 1 != 0 {
+            if leb(m, j)? & 1 != 0 {
                 leb(m, j)?;
             }
+            leb(m, j)?;
         }
         2 => {
-            let flags = leb(m, j)?;
-            leb(m, j)?;
-            if flags & 1 != 0 {
+            if leb(m, j)? & 1 != 0 {
                 leb(m, j)?;
             }
+            leb(m, j)?;
         }
         3 => *j += 2,
         k => bail!("wasm: unknown import kind {k}"),
@@ -760,109 +746,88 @@ fn skip_import_desc(m: &[u8], j: &mut usize, kind: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `a`, `b`, ..., `z`, `A`, ..., `Z`, `aa`, ...: valid JS identifiers.
-fn short_id(mut n: usize) -> String {
-    const C: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    let mut s = String::new();
-    loop {
-        s.push(C[n % C.len()] as char);
-        n /= C.len();
-        if n == 0 {
-            return s;
-        }
-        n -= 1;
+/// Removes the named exports. rustc exports the `__data_end` and
+/// `__heap_base` globals from every wasm32 cdylib; nothing reads them.
+pub fn strip_exports(m: &[u8], drop: &[&str]) -> anyhow::Result<Vec<u8>> {
+    if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
+        bail!("wasm: not a wasm module");
     }
+    let mut out = m[..8].to_vec();
+    let mut i = 8;
+    while i < m.len() {
+        let id = m[i];
+        let start = i;
+        i += 1;
+        let size = leb(m, &mut i)? as usize;
+        let end = i + size;
+        if id != 7 {
+            out.extend_from_slice(m.get(start..end).context("wasm: truncated section")?);
+            i = end;
+            continue;
+        }
+        let mut j = i;
+        let mut kept = Vec::new();
+        let mut count = 0u32;
+        for _ in 0..leb(m, &mut j)? {
+            let at = j;
+            let field = name(m, &mut j)?.to_string();
+            j += 1;
+            leb(m, &mut j)?;
+            if !drop.contains(&field.as_str()) {
+                kept.extend_from_slice(&m[at..j]);
+                count += 1;
+            }
+        }
+        let mut body = Vec::new();
+        put_leb(&mut body, count);
+        body.extend_from_slice(&kept);
+        out.push(7);
+        put_leb(&mut out, body.len() as u32);
+        out.extend_from_slice(&body);
+        i = end;
+    }
+    Ok(out)
 }
 
 // ---- Glue passes ---------------------------------------------------------
 
-/// Inlines `env.js` into the glue (wasm-bindgen emits it as a separate
-/// snippet module), applies the import renames, points the default module
-/// URL at the hashed wasm and appends the bootstrap that starts the tag,
-/// or calls the loader's fallback (`waymark.x`) when the module cannot load.
-pub fn bundle_glue(glue: &str, env: &str, r: &Renames, wasm_name: &str) -> anyhow::Result<String> {
-    let env_fns: Vec<&str> = env
+/// Puts `env.js` (its functions, un-exported, and `__wm_env`, the object
+/// js/glue.js wraps them from, keyed by their import names: `renames`
+/// from [`shorten_env_imports`]) in front of the glue and points the glue
+/// at the hashed module.
+pub fn bundle_glue(
+    glue: &str,
+    env: &str,
+    renames: &[(String, String)],
+    wasm_name: &str,
+) -> anyhow::Result<String> {
+    if !glue.contains("__WM_WASM__") || !glue.contains("__wm_env") {
+        bail!("client-wasm/js/glue.js: missing the __WM_WASM__ or __wm_env placeholder");
+    }
+    let exported: Vec<&str> = env
         .lines()
         .filter_map(|l| l.strip_prefix("export function "))
         .filter_map(|l| l.split('(').next())
         .collect();
-    let mut out = String::new();
-    for line in glue.lines() {
-        let t = line.trim();
-        // `import { a, b } from './snippets/..'` and `import * as importN from "./snippets/.."`.
-        if t.starts_with("import ") && t.contains("/snippets/") {
-            if let Some(alias) = t
-                .strip_prefix("import * as ")
-                .and_then(|x| x.split(' ').next())
-            {
-                out.push_str(&format!("const {alias} = __wm_env;\n"));
-            }
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
+    if let Some((old, _)) = renames
+        .iter()
+        .find(|(old, _)| !exported.contains(&old.as_str()))
+    {
+        bail!("the module imports {old}, which client-wasm/js/env.js does not export");
     }
-    let env_body: String = env.replace("export function ", "function ");
     let env_obj = format!(
-        "{env_body}\nconst __wm_env = {{ {} }};\n",
-        env_fns
+        "{}\nvar __wm_env = {{ {} }};\n",
+        env.replace("export function ", "function "),
+        renames
             .iter()
-            .map(|f| format!("{f}: {f}"))
+            .map(|(old, new)| format!("{new}: {old}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut out = format!("{env_obj}{out}");
-    // Import module keys in the imports object.
-    for (old, new) in &r.modules {
-        out = out.replace(&format!("\"{old}\":"), &format!("\"{new}\":"));
-    }
-    // Field names: the object keys `__wbg_x_<hash>: function`.
-    for (old, new) in &r.fields {
-        out = out.replace(&format!("{old}:"), &format!("{new}:"));
-    }
-    if !out.contains("'waymark_tag_bg.wasm'") {
-        bail!("glue: default module URL not found; wasm-bindgen output changed shape");
-    }
-    out = out.replace("'waymark_tag_bg.wasm'", &format!("'{wasm_name}'"));
-    out.push_str(
-        "\n__wbg_init().catch(function () { var a = window.waymark; a && a.x && a.x(); });\n",
-    );
-    Ok(minify_js(&out))
-}
-
-/// Conservative minification: drops comments on their own lines, block
-/// comments, blank lines and indentation. Safe for wasm-bindgen's glue and
-/// our hand-written ES5 (no multi-line strings or template literals).
-pub fn minify_js(src: &str) -> String {
-    let mut out = String::with_capacity(src.len());
-    let mut in_block = false;
-    for line in src.lines() {
-        let mut t = line.trim();
-        if in_block {
-            match t.find("*/") {
-                Some(p) => {
-                    in_block = false;
-                    t = t[p + 2..].trim();
-                }
-                None => continue,
-            }
-        }
-        if t.starts_with("/*") {
-            match t.find("*/") {
-                Some(p) => t = t[p + 2..].trim(),
-                None => {
-                    in_block = true;
-                    continue;
-                }
-            }
-        }
-        if t.is_empty() || t.starts_with("//") {
-            continue;
-        }
-        out.push_str(t);
-        out.push('\n');
-    }
-    out
+    Ok(format!(
+        "{env_obj}{}",
+        glue.replace("__WM_WASM__", wasm_name)
+    ))
 }
 
 #[cfg(test)]
@@ -870,18 +835,79 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_ids_are_unique_identifiers() {
-        let ids: std::collections::HashSet<String> = (0..3000).map(short_id).collect();
-        assert_eq!(ids.len(), 3000);
-        assert!(ids
-            .iter()
-            .all(|s| s.chars().all(|c| c.is_ascii_alphabetic())));
+    fn strip_exports_drops_only_the_named_exports() {
+        // (module (global i32 (i32.const 0)) (export "a" (global 0)) (export "__heap_base" (global 0)))
+        let m: Vec<u8> = [
+            &b"\0asm\x01\0\0\0"[..],
+            &[6, 6, 1, 0x7f, 0, 0x41, 0, 0x0b],
+            &[7, 19, 2, 1, b'a', 3, 0, 11],
+            b"__heap_base",
+            &[3, 0],
+        ]
+        .concat();
+        let out = strip_exports(&m, &["__heap_base"]).unwrap();
+        assert_eq!(&out[..16], &m[..16]);
+        assert_eq!(&out[16..], &[7, 5, 1, 1, b'a', 3, 0]);
     }
 
     #[test]
-    fn minify_keeps_code_and_drops_comments() {
-        let js = "/* a\n b */\n  var x = 1; // keep\n// drop\n\n  f(x);\n";
-        assert_eq!(minify_js(js), "var x = 1; // keep\nf(x);\n");
+    fn dead_panic_strings_are_zeroed_and_trailing_zeros_dropped() {
+        let mut data = b"keep/rustc/0123/library/alloc/src/lib.rs\0capacity overflow".to_vec();
+        data.extend((0..100u8).flat_map(|n| [b'0' + n / 10, b'0' + n % 10]));
+        // (data (i32.const 16) <data>)
+        let mut seg = vec![1, 0, 0x41, 16, 0x0b];
+        put_leb(&mut seg, data.len() as u32);
+        seg.extend_from_slice(&data);
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.push(11);
+        put_leb(&mut m, seg.len() as u32);
+        m.extend_from_slice(&seg);
+        let out = blank_dead_data(&m).unwrap();
+        assert_eq!(
+            &out[8..],
+            &[11, 10, 1, 0, 0x41, 16, 0x0b, 4, b'k', b'e', b'e', b'p']
+        );
+    }
+
+    #[test]
+    fn the_glue_gets_env_and_the_module_name() {
+        let env = "// c\nexport function wm_a(x) { return x; }\n";
+        let glue = "Object.keys(__wm_env); fetch('__WM_WASM__');";
+        let renames = [("wm_a".to_string(), "0".to_string())];
+        let out = bundle_glue(glue, env, &renames, "waymark.1.wasm").unwrap();
+        assert!(out.contains("function wm_a(x)"));
+        assert!(out.contains("var __wm_env = { 0: wm_a };"));
+        assert!(out.contains("fetch('waymark.1.wasm')"));
+        assert!(!out.contains("export"));
+        let missing = [("wm_b".to_string(), "0".to_string())];
+        assert!(bundle_glue(glue, env, &missing, "w").is_err());
+    }
+
+    #[test]
+    fn env_imports_get_short_names_and_others_keep_theirs() {
+        // (import "e" "a" (func)) (import "e" "wm_load" (func)) (import "x" "wm_y" (memory 1))
+        let mut imports = vec![3];
+        for (module, field, desc) in [
+            ("e", "a", &[0u8, 0][..]),
+            ("e", "wm_load", &[0, 0]),
+            ("x", "wm_y", &[2, 0, 1]),
+        ] {
+            for s in [module, field] {
+                imports.push(s.len() as u8);
+                imports.extend_from_slice(s.as_bytes());
+            }
+            imports.extend_from_slice(desc);
+        }
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.push(2);
+        put_leb(&mut m, imports.len() as u32);
+        m.extend_from_slice(&imports);
+        let (out, renames) = shorten_env_imports(&m).unwrap();
+        assert_eq!(renames, [("wm_load".to_string(), "0".to_string())]);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("\u{1}e\u{1}0") && text.contains("wm_y") && !text.contains("wm_load")
+        );
     }
 
     #[test]
