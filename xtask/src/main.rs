@@ -84,7 +84,8 @@ fn cargo() -> String {
 }
 
 fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
-    // 1. The tag the demo site loads (installs wasm-bindgen and wasm-opt when missing).
+    // 1. The tag the demo site loads (installs the wasm32 target, wasm-opt
+    //    and terser when missing; wasm-bindgen only for the test suite).
     tag::build_tag(root)?;
     // 2. The worker, built exactly as `cargo xtask test` builds it (step 4
     //    there): `cargo run -p waymark` would resolve other dependency
