@@ -116,7 +116,8 @@ impl ConsentState {
 
     /// A Google Consent Mode command's parameters (`gtag('consent',
     /// 'default'|'update', params)`). `analytics_storage` maps to the
-    /// `analytics` purpose, `ad_storage` to `marketing`. Only `update` is a
+    /// `analytics` purpose, `ad_storage` with `ad_user_data` to
+    /// `marketing`, as the worker's default `[consent.gcm]`. Only `update` is a
     /// decision; `default` only fills fields nothing has set yet (a
     /// default must not undo a saved choice or a CMP's answer) and does not
     /// make consent known.
@@ -128,13 +129,19 @@ impl ConsentState {
                 set(&self.gcm, f, &v);
             }
         }
-        for (field, purpose) in [
-            ("analytics_storage", "analytics"),
-            ("ad_storage", "marketing"),
+        // The worker's default `[consent.gcm]` mapping: a purpose is granted
+        // when all its fields are, denied when any is, else left alone.
+        for (purpose, fields) in [
+            ("analytics", &["analytics_storage"][..]),
+            ("marketing", &["ad_storage", "ad_user_data"][..]),
         ] {
-            let v = get(params, field);
-            if v.is_string() && unset(&self.prefs, purpose) {
-                set(&self.prefs, purpose, &JsValue::from_bool(is(&v, "granted")));
+            if !fields.iter().any(|f| get(params, f).is_string()) || !unset(&self.prefs, purpose) {
+                continue;
+            }
+            let denied = fields.iter().any(|f| is(&get(&self.gcm, f), "denied"));
+            let granted = fields.iter().all(|f| is(&get(&self.gcm, f), "granted"));
+            if denied || granted {
+                set(&self.prefs, purpose, &JsValue::from_bool(!denied));
             }
         }
         self.known |= decision;
