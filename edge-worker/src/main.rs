@@ -60,6 +60,35 @@ enum Command {
         #[command(subcommand)]
         command: RuleCommand,
     },
+    /// Reverse-ETL syncs: list them, plan a run.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Print the configured syncs, one JSON object per line.
+    List {
+        /// Path of waymark.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Read the sync's model, diff it against what was synced, and print the plan.
+    Run {
+        /// The sync's name (its slug).
+        name: String,
+        #[command(flatten)]
+        store: DataDir,
+        /// Plan every current row as added (Hightouch's `fullResync`).
+        #[arg(long)]
+        full: bool,
+        /// Print the plan and send nothing. Required for now: this build
+        /// plans syncs but does not send them yet (issue 18).
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,9 +149,9 @@ struct DataDir {
 }
 
 impl DataDir {
-    /// The store `[storage]` names (the embedded one, or the fleet's
-    /// PostgreSQL database), with `--data-dir` overriding the directory.
-    fn open(&self) -> anyhow::Result<std::sync::Arc<dyn waymark::Storage>> {
+    /// The config (`--config`, else the embedded default), with
+    /// `--data-dir` overriding the directory.
+    fn config(&self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::embedded_default(),
@@ -130,6 +159,13 @@ impl DataDir {
         if let Some(dir) = &self.data_dir {
             config = config.with_data_dir(dir.clone());
         }
+        Ok(config)
+    }
+
+    /// The store `[storage]` names (the embedded one, or the fleet's
+    /// PostgreSQL database), with `--data-dir` overriding the directory.
+    fn open(&self) -> anyhow::Result<std::sync::Arc<dyn waymark::Storage>> {
+        let config = self.config()?;
         Ok(waymark::storage::open(
             &config.storage,
             config.limits.dedup_window_secs,
@@ -285,6 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Sync { command } => sync_command(command),
         Command::Rule {
             command:
                 RuleCommand::Test {
@@ -302,4 +339,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `waymark sync ...`.
+fn sync_command(command: SyncCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match command {
+            SyncCommand::List { config } => {
+                let config = Config::load(&config)?;
+                for s in &config.syncs {
+                    let line = serde_json::json!({
+                        "name": s.name, "model": s.model, "destination": s.destination,
+                        "call": s.call, "mode": s.mode, "schedule": s.schedule,
+                        "disabled": s.disabled,
+                    });
+                    println!("{line}");
+                }
+                eprintln!("{} sync(s)", config.syncs.len());
+            }
+            SyncCommand::Run {
+                name,
+                store,
+                full,
+                dry_run,
+            } => {
+                if !dry_run {
+                    anyhow::bail!(
+                        "`waymark sync run` sends nothing yet: this build plans syncs but does not deliver them (issue 18). Add --dry-run to see the plan"
+                    );
+                }
+                let config = store.config()?;
+                let storage = store.open()?;
+                let plan = waymark::syncs::dry_run::dry_run(
+                    &config,
+                    storage.sync_store().as_ref(),
+                    &name,
+                    full,
+                )
+                .await?;
+                println!("{}", serde_json::to_string(&plan)?);
+                eprintln!(
+                    "{name}: {} row(s) read; would send {} added, {} changed, {} removed ({} retried); {} unchanged, {} invalid. Nothing was sent.",
+                    plan.query_size,
+                    plan.planned.added,
+                    plan.planned.changed,
+                    plan.planned.removed,
+                    plan.retried,
+                    plan.unchanged,
+                    plan.invalid
+                );
+            }
+        }
+        Ok(())
+    })
 }

@@ -116,7 +116,8 @@ pub struct RowOutcome {
 }
 
 /// Added, changed and removed counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RowCounts {
     /// Keys new to the destination.
     pub added: u64,
@@ -271,7 +272,7 @@ pub struct RunPlan {
 }
 
 /// A row not sent because of its primary key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InvalidRow {
     /// The key as text (empty when null).
     pub key: String,

@@ -10,11 +10,13 @@
 //! through the destination's outbox, whose outcomes move the state
 //! (`SyncStore::record_outcomes`).
 //!
-//! The pieces here are the warehouse boundary, the fingerprint and the
-//! planner; the run executor, the Hightouch-compatible API and the CLI
-//! build on them.
+//! The pieces here are the warehouse boundary, the fingerprint, the
+//! planner and a dry run ([`dry_run::dry_run`], `waymark sync run NAME
+//! --dry-run`); the run executor and the Hightouch-compatible API build on
+//! them.
 
 pub mod api_types;
+pub mod dry_run;
 pub mod hash;
 pub mod plan;
 pub mod warehouse;

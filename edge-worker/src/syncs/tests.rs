@@ -175,3 +175,47 @@ async fn a_second_run_plans_against_what_the_first_run_delivered() {
     let (third, _) = run(98).await;
     assert!(third.is_empty(), "{third:?}");
 }
+
+/// A dry run plans as a run would, lists invalid keys, and writes nothing:
+/// a second dry run plans the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_reports_the_plan_and_changes_nothing() {
+    use crate::config::StorageConfig;
+
+    let dir = crate::storage::conformance_tempdir();
+    let path = dir.join("crm.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE users (id INTEGER, email TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10)
+             INSERT INTO users SELECT i, 'u' || i || '@example.com' FROM n;
+             INSERT INTO users VALUES (NULL, 'nobody@example.com'), (3, 'again@example.com');",
+        )
+        .unwrap();
+    let config = config(&path, r#"{ userId = "id", "traits.email" = "email" }"#);
+    let store = crate::storage::open(
+        &StorageConfig {
+            data_dir: dir.join("store"),
+            ..StorageConfig::default()
+        },
+        86_400,
+    )
+    .unwrap()
+    .sync_store();
+    for full in [false, false, true] {
+        let plan = dry_run::dry_run(&config, store.as_ref(), "users-to-hook", full)
+            .await
+            .unwrap();
+        assert_eq!(plan.query_size, 12);
+        assert_eq!(plan.planned.added, 10, "{plan:?}");
+        assert_eq!((plan.planned.changed, plan.planned.removed), (0, 0));
+        assert_eq!(plan.invalid, 2);
+        assert_eq!(plan.invalid_rows.len(), 2, "{plan:?}");
+    }
+    let err = dry_run::dry_run(&config, store.as_ref(), "nope", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`nope`") && err.contains("sync list"), "{err}");
+}

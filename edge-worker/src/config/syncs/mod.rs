@@ -149,7 +149,7 @@ pub struct SyncConfig {
 }
 
 /// The Segment call a sync's rows become.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncCall {
     /// `identify`: mapped to `userId`/`anonymousId` and `traits.*`.
@@ -161,7 +161,9 @@ pub enum SyncCall {
 }
 
 /// Which planned rows a sync sends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     /// Added and changed rows.
@@ -177,7 +179,7 @@ pub enum SyncMode {
 }
 
 /// When a sync runs by itself.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Schedule {
     /// Every this many seconds.
