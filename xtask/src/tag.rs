@@ -486,78 +486,59 @@ const DEAD_TABLE_ENTRIES: [&str; 1] = ["fmt"];
 /// function 0 (an import, which stays anyway), so wasm-opt can drop them
 /// and the formatting code behind them. Needs the name section.
 pub fn drop_dead_table_entries(m: &[u8]) -> anyhow::Result<Vec<u8>> {
-    if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
-        bail!("wasm: not a wasm module");
-    }
-    // Pass 1: function names.
-    let mut sections = Vec::new();
+    // Pass 1: function names, from the `name` custom section.
     let mut names = std::collections::HashMap::new();
-    let mut i = 8;
-    while i < m.len() {
-        let id = m[i];
-        let start = i;
-        i += 1;
-        let size = leb(m, &mut i)? as usize;
-        let end = i + size;
-        let mut j = i;
-        if id == 0 && name(m, &mut j)? == "name" {
-            while j < end {
-                let sub = m[j];
+    for_each_section(m, |id, body, _| {
+        let mut j = 0;
+        if id == 0 && name(body, &mut j)? == "name" {
+            while j < body.len() {
+                let sub = body[j];
                 j += 1;
-                let sub_end = leb(m, &mut j)? as usize + j;
+                let sub_end = leb(body, &mut j)? as usize + j;
                 if sub == 1 {
-                    for _ in 0..leb(m, &mut j)? {
-                        let idx = leb(m, &mut j)?;
-                        names.insert(idx, name(m, &mut j)?.to_string());
+                    for _ in 0..leb(body, &mut j)? {
+                        let idx = leb(body, &mut j)?;
+                        names.insert(idx, name(body, &mut j)?.to_string());
                     }
                 }
                 j = sub_end;
             }
         }
-        sections.push((id, start, i, end));
-        i = end;
-    }
+        Ok(())
+    })?;
     let dead = |f: u32| {
         names
             .get(&f)
             .is_some_and(|n| DEAD_TABLE_ENTRIES.iter().any(|d| n.contains(d)))
     };
     // Pass 2: rewrite the element section.
-    let mut out = m[..8].to_vec();
-    for &(id, start, body, end) in &sections {
-        if id != 9 {
-            out.extend_from_slice(&m[start..end]);
-            continue;
-        }
-        let mut j = body;
+    rewrite_section(m, 9, |body| {
+        let mut j = 0;
         let mut b = Vec::new();
-        let n = leb(m, &mut j)?;
+        let n = leb(body, &mut j)?;
         put_leb(&mut b, n);
         for _ in 0..n {
-            let flags = leb(m, &mut j)?;
+            let flags = leb(body, &mut j)?;
             if flags != 0 {
                 // Only the plain active segment rustc emits is understood.
-                return Ok(m.to_vec());
+                return Ok(None);
             }
             put_leb(&mut b, flags);
             let expr = j;
-            while *m.get(j).context("wasm: element offset")? != 0x0b {
+            while *body.get(j).context("wasm: element offset")? != 0x0b {
                 j += 1;
             }
             j += 1;
-            b.extend_from_slice(&m[expr..j]);
-            let count = leb(m, &mut j)?;
+            b.extend_from_slice(&body[expr..j]);
+            let count = leb(body, &mut j)?;
             put_leb(&mut b, count);
             for _ in 0..count {
-                let f = leb(m, &mut j)?;
+                let f = leb(body, &mut j)?;
                 put_leb(&mut b, if dead(f) { 0 } else { f });
             }
         }
-        out.push(9);
-        put_leb(&mut out, b.len() as u32);
-        out.extend_from_slice(&b);
-    }
-    Ok(out)
+        Ok(Some(b))
+    })
 }
 
 /// Zeroes the bytes of dead panic strings in the data section, then drops
@@ -574,9 +555,6 @@ pub fn drop_dead_table_entries(m: &[u8]) -> anyhow::Result<Vec<u8>> {
 /// none). wasm-opt cannot do this: it does not split data segments.
 /// About 310 B gzipped (issue 15).
 pub fn blank_dead_data(m: &[u8]) -> anyhow::Result<Vec<u8>> {
-    if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
-        bail!("wasm: not a wasm module");
-    }
     let digits: Vec<u8> = (0..100)
         .flat_map(|n: u8| [b'0' + n / 10, b'0' + n % 10])
         .collect();
@@ -586,38 +564,29 @@ pub fn blank_dead_data(m: &[u8]) -> anyhow::Result<Vec<u8>> {
         b"memory allocation of ",
         b" bytes failed",
     ];
-    let mut out = m[..8].to_vec();
-    let mut i = 8;
-    while i < m.len() {
-        let id = m[i];
-        let start = i;
-        i += 1;
-        let size = leb(m, &mut i)? as usize;
-        let end = i + size;
-        if id != 11 {
-            out.extend_from_slice(m.get(start..end).context("wasm: truncated section")?);
-            i = end;
-            continue;
-        }
-        let mut j = i;
+    rewrite_section(m, 11, |body| {
+        let mut j = 0;
         let mut b = Vec::new();
-        let n = leb(m, &mut j)?;
+        let n = leb(body, &mut j)?;
         put_leb(&mut b, n);
         for _ in 0..n {
-            let flags = leb(m, &mut j)?;
+            let flags = leb(body, &mut j)?;
             if flags != 0 {
                 // Only the active memory-0 segments rustc emits are understood.
-                return Ok(m.to_vec());
+                return Ok(None);
             }
             put_leb(&mut b, flags);
             let expr = j;
-            while *m.get(j).context("wasm: data offset")? != 0x0b {
+            while *body.get(j).context("wasm: data offset")? != 0x0b {
                 j += 1;
             }
             j += 1;
-            b.extend_from_slice(&m[expr..j]);
-            let len = leb(m, &mut j)? as usize;
-            let mut data = m.get(j..j + len).context("wasm: truncated data")?.to_vec();
+            b.extend_from_slice(&body[expr..j]);
+            let len = leb(body, &mut j)? as usize;
+            let mut data = body
+                .get(j..j + len)
+                .context("wasm: truncated data")?
+                .to_vec();
             j += len;
             for msg in messages {
                 blank_all(&mut data, msg, msg.len());
@@ -629,12 +598,8 @@ pub fn blank_dead_data(m: &[u8]) -> anyhow::Result<Vec<u8>> {
             put_leb(&mut b, data.len() as u32);
             b.extend_from_slice(&data);
         }
-        out.push(11);
-        put_leb(&mut out, b.len() as u32);
-        out.extend_from_slice(&b);
-        i = end;
-    }
-    Ok(out)
+        Ok(Some(b))
+    })
 }
 
 /// Zeroes `len` bytes at every occurrence of `needle` in `data`.
@@ -676,34 +641,19 @@ pub type Renames = Vec<(String, String)>;
 /// `js/env.js`, which keep their names in src/env.rs) to `0`, `1`, … in
 /// import order; returns the (old, new) pairs for [`bundle_glue`].
 pub fn shorten_env_imports(m: &[u8]) -> anyhow::Result<(Vec<u8>, Renames)> {
-    if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
-        bail!("wasm: not a wasm module");
-    }
-    let mut out = m[..8].to_vec();
     let mut renames = Vec::new();
-    let mut i = 8;
-    while i < m.len() {
-        let id = m[i];
-        let start = i;
-        i += 1;
-        let size = leb(m, &mut i)? as usize;
-        let end = i + size;
-        if id != 2 {
-            out.extend_from_slice(m.get(start..end).context("wasm: truncated section")?);
-            i = end;
-            continue;
-        }
-        let mut j = i;
+    let out = rewrite_section(m, 2, |body| {
+        let mut j = 0;
         let mut b = Vec::new();
-        let n = leb(m, &mut j)?;
+        let n = leb(body, &mut j)?;
         put_leb(&mut b, n);
         for _ in 0..n {
-            let module = name(m, &mut j)?.to_string();
-            let mut field = name(m, &mut j)?.to_string();
+            let module = name(body, &mut j)?.to_string();
+            let mut field = name(body, &mut j)?.to_string();
             let desc = j;
-            let kind = *m.get(j).context("wasm: import")?;
+            let kind = *body.get(j).context("wasm: import")?;
             j += 1;
-            skip_import_desc(m, &mut j, kind)?;
+            skip_import_desc(body, &mut j, kind)?;
             if module == "e" && field.starts_with("wm_") {
                 let short = renames.len().to_string();
                 renames.push((std::mem::replace(&mut field, short.clone()), short));
@@ -712,13 +662,10 @@ pub fn shorten_env_imports(m: &[u8]) -> anyhow::Result<(Vec<u8>, Renames)> {
                 put_leb(&mut b, s.len() as u32);
                 b.extend_from_slice(s.as_bytes());
             }
-            b.extend_from_slice(&m[desc..j]);
+            b.extend_from_slice(&body[desc..j]);
         }
-        out.push(2);
-        put_leb(&mut out, b.len() as u32);
-        out.extend_from_slice(&b);
-        i = end;
-    }
+        Ok(Some(b))
+    })?;
     Ok((out, renames))
 }
 
@@ -749,44 +696,78 @@ fn skip_import_desc(m: &[u8], j: &mut usize, kind: u8) -> anyhow::Result<()> {
 /// Removes the named exports. rustc exports the `__data_end` and
 /// `__heap_base` globals from every wasm32 cdylib; nothing reads them.
 pub fn strip_exports(m: &[u8], drop: &[&str]) -> anyhow::Result<Vec<u8>> {
-    if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
-        bail!("wasm: not a wasm module");
-    }
-    let mut out = m[..8].to_vec();
-    let mut i = 8;
-    while i < m.len() {
-        let id = m[i];
-        let start = i;
-        i += 1;
-        let size = leb(m, &mut i)? as usize;
-        let end = i + size;
-        if id != 7 {
-            out.extend_from_slice(m.get(start..end).context("wasm: truncated section")?);
-            i = end;
-            continue;
-        }
-        let mut j = i;
+    rewrite_section(m, 7, |body| {
+        let mut j = 0;
         let mut kept = Vec::new();
         let mut count = 0u32;
-        for _ in 0..leb(m, &mut j)? {
+        for _ in 0..leb(body, &mut j)? {
             let at = j;
-            let field = name(m, &mut j)?.to_string();
+            let field = name(body, &mut j)?.to_string();
             j += 1;
-            leb(m, &mut j)?;
+            leb(body, &mut j)?;
             if !drop.contains(&field.as_str()) {
-                kept.extend_from_slice(&m[at..j]);
+                kept.extend_from_slice(&body[at..j]);
                 count += 1;
             }
         }
-        let mut body = Vec::new();
-        put_leb(&mut body, count);
-        body.extend_from_slice(&kept);
-        out.push(7);
-        put_leb(&mut out, body.len() as u32);
-        out.extend_from_slice(&body);
-        i = end;
+        let mut b = Vec::new();
+        put_leb(&mut b, count);
+        b.extend_from_slice(&kept);
+        Ok(Some(b))
+    })
+}
+
+/// Calls `visit` with each section's id, body and whole bytes (header
+/// included, as written), in order.
+fn for_each_section(
+    m: &[u8],
+    mut visit: impl FnMut(u8, &[u8], &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if m.get(..8) != Some(b"\0asm\x01\0\0\0") {
+        bail!("wasm: not a wasm module");
     }
-    Ok(out)
+    let mut i = 8;
+    while i < m.len() {
+        let (start, id) = (i, m[i]);
+        i += 1;
+        let size = leb(m, &mut i)? as usize;
+        let body = m.get(i..i + size).context("wasm: truncated section")?;
+        visit(id, body, &m[start..i + size])?;
+        i += size;
+    }
+    Ok(())
+}
+
+/// Copies module `m`, replacing the body of each section with id `id` by
+/// what `rewrite` makes of it. `rewrite` answers `None` for a section it
+/// does not understand, and then the module is returned unchanged.
+fn rewrite_section(
+    m: &[u8],
+    id: u8,
+    mut rewrite: impl FnMut(&[u8]) -> anyhow::Result<Option<Vec<u8>>>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut out = m.get(..8).unwrap_or_default().to_vec();
+    let mut unchanged = false;
+    for_each_section(m, |section, body, raw| {
+        let new = if section == id && !unchanged {
+            rewrite(body)?
+        } else {
+            None
+        };
+        match new {
+            Some(b) => {
+                out.push(section);
+                put_leb(&mut out, b.len() as u32);
+                out.extend_from_slice(&b);
+            }
+            None => {
+                unchanged |= section == id;
+                out.extend_from_slice(raw);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(if unchanged { m.to_vec() } else { out })
 }
 
 // ---- Glue passes ---------------------------------------------------------

@@ -130,8 +130,12 @@ pub(crate) fn commit(events: Vec<AcceptedEvent>) -> IngestCommit {
     }
 }
 
+/// `conformance!(a, b)`: `a::sqlite`, `a::postgres`, … for each behaviour;
+/// `conformance!("prefix_"; a, b)` names each test's PostgreSQL database
+/// with the prefix (other suites use it so database names never clash).
 macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {$(
+    ($($name:ident),* $(,)?) => { conformance!(""; $($name),*); };
+    ($prefix:literal; $($name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
@@ -139,11 +143,12 @@ macro_rules! conformance {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$name(super::Backend::postgres(stringify!($name))).await;
+                super::$name(super::Backend::postgres(concat!($prefix, stringify!($name)))).await;
             }
         }
     )*};
 }
+pub(crate) use conformance;
 
 conformance!(
     dedup_is_per_source_and_first_in_a_request_wins,

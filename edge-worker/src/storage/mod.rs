@@ -34,6 +34,9 @@ pub use boundary::{DeliveryQueue, IngestStore, ReplayStore, Storage, SyncStore};
 pub use delivery::{
     ConsentSettled, DeadLetter, HeldEvent, HoldCommit, HoldOutcome, RuleQuarantine,
 };
+/// PostgreSQL's own message for an error, for error texts (the warehouse
+/// reader shares it).
+pub(crate) use postgres::describe as pg_error_message;
 pub use postgres::PgStorage;
 pub use sqlite::SqliteStorage;
 

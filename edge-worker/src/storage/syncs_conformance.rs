@@ -5,29 +5,15 @@
 
 use std::sync::Arc;
 
-use super::conformance::Backend;
+use super::conformance::{conformance, Backend};
 use super::syncs::{
     Change, Delivery, InvalidRow, KeyStatus, ObjectKind, RowCounts, RowHash, RowOutcome, RunFilter,
     RunPlan, RunStatus,
 };
 use super::SyncStore;
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::sqlite()).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::postgres(concat!("syncs_", stringify!($name)))).await;
-            }
-        }
-    )*};
-}
-
 conformance!(
+    "syncs_";
     ids_are_stable_across_restarts_and_never_reused,
     a_trigger_during_a_run_queues_one_more_and_no_more,
     delivered_rows_move_state_and_dead_letters_are_marked_for_retry,

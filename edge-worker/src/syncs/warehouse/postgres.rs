@@ -15,6 +15,7 @@ use tokio_postgres::NoTls;
 
 use super::{Row, RowStream, Warehouse, WarehouseError, BATCHES_AHEAD};
 use crate::config::{ConfigError, WarehouseConfig};
+use crate::storage::pg_error_message;
 
 /// A PostgreSQL database models are read from.
 pub struct PgWarehouse {
@@ -58,7 +59,7 @@ impl PgWarehouse {
                     warehouse: self.name.clone(),
                     reason: format!(
                         "cannot connect to PostgreSQL: {}; check the URL, the credentials and that the server is running",
-                        describe(&e)
+                        pg_error_message(&e)
                     ),
                 })?;
         tokio::spawn(async move {
@@ -71,12 +72,12 @@ impl PgWarehouse {
         if e.as_db_error().is_none() || e.is_closed() {
             WarehouseError::Unavailable {
                 warehouse: self.name.clone(),
-                reason: format!("the connection failed: {}", describe(e)),
+                reason: format!("the connection failed: {}", pg_error_message(e)),
             }
         } else {
             WarehouseError::Query {
                 warehouse: self.name.clone(),
-                reason: describe(e),
+                reason: pg_error_message(e),
             }
         }
     }
@@ -87,23 +88,6 @@ impl PgWarehouse {
 fn as_json_rows(query: &str) -> String {
     let inner = query.trim().trim_end_matches(';').trim_end();
     format!("SELECT to_jsonb(m) FROM (\n{inner}\n) AS m")
-}
-
-/// The server's message when there is one (`Display` says only "db error").
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => db.message().to_owned(),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
-    }
 }
 
 /// A row's values in `columns` order, from its `jsonb` object.
