@@ -180,6 +180,23 @@ impl TestDb {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Runs `sql` on this database with `psql`; returns its unaligned
+    /// output (`|` between columns).
+    pub fn psql(&self, sql: &str) -> io::Result<String> {
+        let psql = bin_dir()
+            .map(|b| b.join("psql"))
+            .unwrap_or_else(|| PathBuf::from("psql"));
+        let out = Command::new(psql)
+            .args(["-X", "-A", "-q", "-t", "-d", &self.url, "-c", sql])
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 /// A fresh database named after `name_hint`, in the run's shared cluster
