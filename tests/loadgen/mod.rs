@@ -124,7 +124,7 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// One ~600-byte track event with a unique messageId, as a JSON value (for
+/// One ~750-byte track event with a unique messageId, as a JSON value (for
 /// benches that add fields per event; the generator itself patches bytes).
 pub fn bench_event(i: u64, worker: usize) -> serde_json::Value {
     serde_json::json!({

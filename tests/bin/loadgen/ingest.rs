@@ -1,6 +1,6 @@
 //! The batch benchmark: the bare server, the SQLite worker and (with
 //! `--backend postgres`) `--workers` workers on a throwaway PostgreSQL, in
-//! alternating rounds of the same load (20 track events of ~600 B per
+//! alternating rounds of the same load (20 track events of ~750 B per
 //! request, file destination), with CPU per request and per event from
 //! /proc and a check that every acked event reached the file.
 
@@ -46,7 +46,7 @@ pub fn ingest(runtime: &tokio::runtime::Runtime, args: &[String]) -> anyhow::Res
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     println!(
         "ingest benchmark: {concurrency} connections, POST /v1/batch of 20 track events \
-         (~600 B each, {ids} message ids), file destination, {rounds} rounds of {secs} s \
+         (~750 B each, {ids} message ids), file destination, {rounds} rounds of {secs} s \
          against each server, nothing pinned ({cores} cores)\n"
     );
     let cluster = if postgres {
