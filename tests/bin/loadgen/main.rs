@@ -113,13 +113,28 @@ fn saturation(report: &Report, cpus: &[usize]) -> String {
         let idle = cpus.iter().filter_map(|c| report.idle.get(*c)).sum();
         (idle, cpus.len())
     };
+    // What neither the bare server nor (machine-wide) the generator used.
+    let generator = if cpus.is_empty() {
+        report.generator.cores()
+    } else {
+        0.0
+    };
+    let others = (of as f64 - idle - cores - generator).max(0.0);
+    let contended = if others > 0.1 * of as f64 {
+        format!(
+            "  ** other processes took {others:.2} cores of those {of}: a contended run, \
+             compare its ratio with care **"
+        )
+    } else {
+        String::new()
+    };
     if idle > 0.1 * of as f64 {
         format!(
             "  ** bare server NOT saturated ({cores:.2} cores used, {idle:.2} of {of} left idle): \
-             the ratio is an upper bound **"
+             the ratio is an upper bound **{contended}"
         )
     } else {
-        format!("  (saturated: {idle:.2} of {of} cores idle)")
+        format!("  (saturated: {idle:.2} of {of} cores idle){contended}")
     }
 }
 
