@@ -99,3 +99,30 @@ impl CpuMeter {
         }
     }
 }
+
+/// Idle time (idle plus iowait) of each CPU so far, in ticks, from `/proc/stat`.
+pub fn idle_ticks() -> Vec<u64> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Idle cores of each CPU between two [`idle_ticks`] readings `wall` apart.
+pub fn idle_cores(before: &[u64], after: &[u64], wall: Duration) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(*b) as f64 / TICKS_PER_SEC / wall.as_secs_f64().max(1e-9))
+        .collect()
+}

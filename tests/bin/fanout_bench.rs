@@ -80,13 +80,8 @@ fn main() -> anyhow::Result<()> {
 
     // 1. Maximum ingest rate.
     let max = rt.block_on(loadgen::run(Load {
-        bases: vec![worker.base.clone()],
-        write_key: "wk_bench".into(),
-        concurrency: 32,
-        batch: 20,
         duration: Duration::from_secs(secs),
-        warmup: Duration::from_secs(2),
-        random_ids: false,
+        ..Load::batch(vec![worker.base.clone()], "wk_bench")
     }));
     println!("max ingest: {max}");
     std::thread::sleep(Duration::from_secs(5));

@@ -3,7 +3,9 @@
 //! - `run`: build what the worker serves and start it on the embedded default.
 //! - `test`: install what is missing, build every part, run every test.
 //! - `fuzz`: run each coverage-guided fuzz target for a bounded time.
-//! - `bench ingest`: the ingest load generator against the real worker and a bare server.
+//! - `bench ingest`: the batch path against the real worker and a bare server.
+//! - `bench edge`: one event per request on one core (worker and sink on
+//!   CPU 0, the generator on CPU 1), against the same bare server.
 //! - `dist`: the release archive and its checksum.
 //!
 //! Each command installs its own prerequisites, so a fresh machine needs
@@ -47,6 +49,8 @@ fn main() -> anyhow::Result<()> {
                  test                 install prerequisites and run every test\n  \
                  bench ingest [ARGS]  ingest load generator vs a bare server\n                       \
                  (ARGS: --rounds N, --seconds N, --random-ids)\n  \
+                 bench edge [ARGS]    one page event per request on one core, worker vs a bare server\n                       \
+                 (ARGS: --seconds N, --concurrency N)\n  \
                  build-tag            build the browser tag into client-wasm/dist and check its size budget\n  \
                  build-rules          build the example and test rules into WASM components\n  \
                  dist                 release archive (one binary carrying its tag, example config, licences) and its SHA-256\n  \
@@ -185,34 +189,40 @@ fn test_guest_rules(root: &Path) -> anyhow::Result<()> {
 }
 
 fn bench(root: &Path, what: Option<&str>, extra: &[String]) -> anyhow::Result<()> {
-    match what {
-        Some("ingest") => {
-            if extra.iter().any(|a| a == "postgres") {
-                pg::ensure_postgres()?;
-            }
-            sh(
-                root,
-                &cargo(),
-                &[
-                    "build",
-                    "--release",
-                    "-p",
-                    "waymark",
-                    "-p",
-                    "waymark-tests",
-                    "--bins",
-                ],
-            )?;
-            let target = setup::target_dir(root);
-            let waymark = target.join("release/waymark");
-            let loadgen = target.join("release/waymark-loadgen");
-            let mut args = vec!["ingest", "--waymark", waymark.to_str().unwrap_or("waymark")];
-            args.extend(extra.iter().map(String::as_str));
-            sh(root, loadgen.to_str().unwrap_or("waymark-loadgen"), &args)
-        }
-        _ => bail!(
-            "usage: cargo xtask bench ingest [--rounds N] [--seconds N] [--random-ids] \
-             [--backend postgres [--workers N] [--soak SECS]]"
-        ),
+    let usage = "usage: cargo xtask bench ingest [--rounds N] [--seconds N] [--random-ids] \
+                 [--backend postgres [--workers N] [--soak SECS]]\n       \
+                 cargo xtask bench edge [--seconds N] [--concurrency N]";
+    let Some(what @ ("ingest" | "edge")) = what else {
+        bail!("{usage}");
+    };
+    if extra.iter().any(|a| a == "postgres") {
+        pg::ensure_postgres()?;
     }
+    // The edge bench runs the `rename` example rule.
+    if what == "edge" {
+        rules::build_rules(root)?;
+    }
+    sh(
+        root,
+        &cargo(),
+        &[
+            "build",
+            "--release",
+            "-p",
+            "waymark",
+            "-p",
+            "waymark-tests",
+            "--bins",
+        ],
+    )?;
+    let target = setup::target_dir(root);
+    let waymark = target.join("release/waymark");
+    let loadgen = target.join("release/waymark-loadgen");
+    let rule = target.join("rules/components/rename.wasm");
+    let mut args = vec![what, "--waymark", waymark.to_str().unwrap_or("waymark")];
+    if what == "edge" {
+        args.extend(["--rule", rule.to_str().unwrap_or("rename.wasm")]);
+    }
+    args.extend(extra.iter().map(String::as_str));
+    sh(root, loadgen.to_str().unwrap_or("waymark-loadgen"), &args)
 }
