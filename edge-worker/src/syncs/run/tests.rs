@@ -124,3 +124,41 @@ fn the_final_status_follows_the_settled_counts() {
     assert_eq!(final_status(10, 8, 0), RunStatus::Warning);
     assert_eq!(final_status(10, 0, 10), RunStatus::Failed);
 }
+
+fn entry(source: &str, json: String) -> crate::storage::OutboxEntry {
+    crate::storage::OutboxEntry {
+        id: 1,
+        source: source.into(),
+        message_id: "m".into(),
+        granted: Default::default(),
+        json: json.into(),
+        enqueued_at_ms: 0,
+        attempts: 0,
+    }
+}
+
+#[test]
+fn a_settled_sync_entry_is_its_rows_outcome() {
+    use crate::storage::syncs::Delivery;
+    let call = row_call(
+        &sync(SyncCall::Identify),
+        4,
+        9,
+        &mapping(),
+        &planned(Change::Changed),
+    );
+    let sync_entry = entry("sync:users-to-hook", call.to_string());
+    // The same event from an ordinary source is not looked at.
+    let other = entry("web", call.to_string());
+    let garbage = entry("sync:x", "not json".into());
+    let failed = Delivery::DeadLettered {
+        reason: "500".into(),
+    };
+    let outcomes = outcomes_of([&sync_entry, &other, &garbage], &failed);
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].sync, 4);
+    assert_eq!(outcomes[0].run, 9);
+    assert_eq!(outcomes[0].key, "7");
+    assert_eq!(outcomes[0].change, Change::Changed);
+    assert_eq!(outcomes[0].delivery, failed);
+}
