@@ -4,11 +4,11 @@
 
 use serde::Serialize;
 
-use super::plan::{load_state, PlanError, PlanOptions, Planner};
-use super::warehouse::{self, WarehouseError};
-use super::Mapping;
+use super::plan::PlanError;
+use super::run::{prepare, Prepared};
+use super::warehouse::WarehouseError;
 use crate::config::{Config, ConfigError};
-use crate::storage::syncs::{InvalidRow, ObjectKind, RowCounts, RunFilter};
+use crate::storage::syncs::{InvalidRow, RowCounts};
 use crate::storage::{StorageError, SyncStore};
 
 /// Invalid rows a dry run lists (the rest are counted).
@@ -67,50 +67,12 @@ pub async fn dry_run(
     name: &str,
     full: bool,
 ) -> Result<DryRun, DryRunError> {
-    let sync = config
-        .syncs
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| DryRunError::UnknownSync(name.to_owned()))?;
-    // References were checked when the config loaded.
-    let model = config
-        .models
-        .iter()
-        .find(|m| m.name == sync.model)
-        .ok_or_else(|| DryRunError::UnknownSync(name.to_owned()))?;
-    let (index, warehouse) = config
-        .warehouses
-        .iter()
-        .enumerate()
-        .find(|(_, w)| w.name == model.warehouse)
-        .ok_or_else(|| DryRunError::UnknownSync(name.to_owned()))?;
-    let id = store
-        .object_ids(ObjectKind::Sync, vec![sync.name.clone()])
-        .await?
-        .first()
-        .map(|o| o.id)
-        .ok_or_else(|| DryRunError::UnknownSync(name.to_owned()))?;
-    let last = RunFilter {
-        limit: 1,
-        ..RunFilter::default()
-    };
-    let previous_rows = store
-        .runs(id, last)
-        .await?
-        .first()
-        .and_then(|r| r.query_size)
-        .unwrap_or(0);
-    let source = warehouse::open(warehouse, index)?;
-    let mut rows = source.stream(&model.query, warehouse.batch_rows).await?;
-    let mapping = Mapping::new(model, sync, rows.columns())?;
-    let state = load_state(store, id).await?;
-    let options = PlanOptions {
-        mode: sync.mode,
-        full_resync: full,
-        fail_on_zero_rows: sync.fail_on_zero_rows,
-        previous_rows,
-    };
-    let mut planner = Planner::new(mapping, state, options);
+    let Prepared {
+        sync,
+        mut rows,
+        mut planner,
+        ..
+    } = prepare(config, store, name, full).await?;
     let mut invalid_rows = Vec::new();
     while let Some(batch) = rows.next_batch().await? {
         let plan = planner.plan_batch(batch);

@@ -19,6 +19,7 @@ pub mod api_types;
 pub mod dry_run;
 pub mod hash;
 pub mod plan;
+pub mod run;
 pub mod warehouse;
 
 pub use hash::Mapping;
