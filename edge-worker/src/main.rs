@@ -60,7 +60,7 @@ enum Command {
         #[command(subcommand)]
         command: RuleCommand,
     },
-    /// Reverse-ETL syncs: list them, plan a run.
+    /// Reverse-ETL syncs: list them, plan a run, list its runs.
     Sync {
         #[command(subcommand)]
         command: SyncCommand,
@@ -88,6 +88,17 @@ enum SyncCommand {
         /// plans syncs but does not send them yet (issue 18).
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Print the sync's runs, newest first, one JSON object per line in
+    /// the shape of Hightouch's API.
+    Runs {
+        /// The sync's name (its slug).
+        name: String,
+        #[command(flatten)]
+        store: DataDir,
+        /// Most runs to print.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
 }
 
@@ -391,6 +402,21 @@ fn sync_command(command: SyncCommand) -> anyhow::Result<()> {
                     plan.unchanged,
                     plan.invalid
                 );
+            }
+            SyncCommand::Runs { name, store, limit } => {
+                let config = store.config()?;
+                let storage = store.open()?;
+                let runs = waymark::syncs::run::history(
+                    &config,
+                    storage.sync_store().as_ref(),
+                    &name,
+                    limit,
+                )
+                .await?;
+                for run in &runs {
+                    println!("{}", serde_json::to_string(run)?);
+                }
+                eprintln!("{name}: {} run(s)", runs.len());
             }
         }
         Ok(())

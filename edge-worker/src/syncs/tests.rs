@@ -219,3 +219,49 @@ async fn a_dry_run_reports_the_plan_and_changes_nothing() {
         .to_string();
     assert!(err.contains("`nope`") && err.contains("sync list"), "{err}");
 }
+
+/// `waymark sync runs`: a sync's runs newest first in Hightouch's shape,
+/// an unknown name refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_history_lists_runs_newest_first() {
+    use crate::config::StorageConfig;
+    use crate::storage::syncs::RunStatus;
+
+    let dir = crate::storage::conformance_tempdir();
+    let config = config(&dir.join("crm.db"), r#"{ userId = "id" }"#);
+    let store = crate::storage::open(
+        &StorageConfig {
+            data_dir: dir.join("store"),
+            ..StorageConfig::default()
+        },
+        86_400,
+    )
+    .unwrap()
+    .sync_store();
+    let id = run::prepare::sync_id(store.as_ref(), "users-to-hook")
+        .await
+        .unwrap();
+    let first = store.queue_run(id, false).await.unwrap();
+    let started = store.start_run(id).await.unwrap().unwrap();
+    assert_eq!(started.id, first);
+    store
+        .finish_run(
+            first,
+            RunStatus::Failed,
+            Some("the warehouse is down".into()),
+        )
+        .await
+        .unwrap();
+    let second = store.queue_run(id, true).await.unwrap();
+    let runs = run::history(&config, store.as_ref(), "users-to-hook", 0)
+        .await
+        .unwrap();
+    let seen: Vec<_> = runs.iter().map(|r| (r.id.0, r.status)).collect();
+    assert_eq!(seen, [(second, "queued"), (first, "failed")]);
+    assert_eq!(runs[1].error.as_deref(), Some("the warehouse is down"));
+    let err = run::history(&config, store.as_ref(), "nope", 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`nope`"), "{err}");
+}

@@ -7,11 +7,13 @@
 //! waits for the outcomes builds on these.
 
 pub mod call;
+pub mod history;
 pub mod outcome;
 pub mod prepare;
 pub mod status;
 
 pub use call::{message_id, row_call, SyncMark, SYNC_SOURCE_PREFIX};
+pub use history::history;
 pub use outcome::{outcome_of, outcomes_of};
 pub use prepare::{prepare, Prepared};
 pub use status::final_status;
