@@ -324,12 +324,15 @@ impl PgStorage {
     }
 
     pub(super) async fn depth(&self, destination: &str) -> Result<u64, StorageError> {
+        // Below the scan floor every entry is done: count only above it, so
+        // the gauge costs what is pending, not what the dataset holds.
+        let floor = self.scan_floor(destination).await?;
         let client = self.client().await?;
         let n: i64 = client
             .query_one(
-                "SELECT count(*) FROM outbox o WHERE o.destination = $1
+                "SELECT count(*) FROM outbox o WHERE o.destination = $1 AND o.seq > $2
                  AND NOT EXISTS (SELECT 1 FROM outbox_status s WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)",
-                &[&destination],
+                &[&destination, &floor],
             )
             .await?
             .get(0);
