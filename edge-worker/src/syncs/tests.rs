@@ -33,6 +33,15 @@ mapping = {mapping}
     .expect("the config parses")
 }
 
+/// The sync state store of a fresh SQLite store under `dir`.
+fn sync_store(dir: &std::path::Path) -> std::sync::Arc<dyn crate::storage::SyncStore> {
+    let storage = crate::config::StorageConfig {
+        data_dir: dir.join("store"),
+        ..crate::config::StorageConfig::default()
+    };
+    crate::storage::open(&storage, 86_400).unwrap().sync_store()
+}
+
 #[tokio::test]
 async fn check_prepares_each_model_and_names_what_is_wrong() {
     let path = crate::storage::conformance_tempdir().join("crm.db");
@@ -58,7 +67,7 @@ async fn check_prepares_each_model_and_names_what_is_wrong() {
 /// the store kept: changed, added, removed and the failed rows retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_plans_against_what_the_first_run_delivered() {
-    use crate::config::{StorageConfig, SyncMode};
+    use crate::config::SyncMode;
     use crate::storage::syncs::{Change, Delivery, RowOutcome, RunStatus};
 
     let dir = crate::storage::conformance_tempdir();
@@ -76,15 +85,7 @@ async fn a_second_run_plans_against_what_the_first_run_delivered() {
     );
     config.syncs[0].mode = SyncMode::Mirror;
     config.models[0].query = "select id, email, plan from users".into();
-    let store = crate::storage::open(
-        &StorageConfig {
-            data_dir: dir.join("store"),
-            ..StorageConfig::default()
-        },
-        86_400,
-    )
-    .unwrap()
-    .sync_store();
+    let store = sync_store(&dir);
     let sync = store
         .object_ids(
             crate::storage::syncs::ObjectKind::Sync,
@@ -180,8 +181,6 @@ async fn a_second_run_plans_against_what_the_first_run_delivered() {
 /// a second dry run plans the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_reports_the_plan_and_changes_nothing() {
-    use crate::config::StorageConfig;
-
     let dir = crate::storage::conformance_tempdir();
     let path = dir.join("crm.db");
     rusqlite::Connection::open(&path)
@@ -194,15 +193,7 @@ async fn a_dry_run_reports_the_plan_and_changes_nothing() {
         )
         .unwrap();
     let config = config(&path, r#"{ userId = "id", "traits.email" = "email" }"#);
-    let store = crate::storage::open(
-        &StorageConfig {
-            data_dir: dir.join("store"),
-            ..StorageConfig::default()
-        },
-        86_400,
-    )
-    .unwrap()
-    .sync_store();
+    let store = sync_store(&dir);
     for full in [false, false, true] {
         let plan = dry_run::dry_run(&config, store.as_ref(), "users-to-hook", full)
             .await
@@ -224,20 +215,11 @@ async fn a_dry_run_reports_the_plan_and_changes_nothing() {
 /// an unknown name refused by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_history_lists_runs_newest_first() {
-    use crate::config::StorageConfig;
     use crate::storage::syncs::RunStatus;
 
     let dir = crate::storage::conformance_tempdir();
     let config = config(&dir.join("crm.db"), r#"{ userId = "id" }"#);
-    let store = crate::storage::open(
-        &StorageConfig {
-            data_dir: dir.join("store"),
-            ..StorageConfig::default()
-        },
-        86_400,
-    )
-    .unwrap()
-    .sync_store();
+    let store = sync_store(&dir);
     let id = run::prepare::sync_id(store.as_ref(), "users-to-hook")
         .await
         .unwrap();
