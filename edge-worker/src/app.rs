@@ -59,8 +59,10 @@ impl App {
             token: config.admin.resolve_token()?.map(Arc::from),
             live_token: config.admin.resolve_live_token()?.map(Arc::from),
         };
+        let syncs = crate::syncs::Syncs::new(Arc::new(config.clone()), storage.sync_store());
         let state = AppState {
             pipeline: Arc::new(pipeline),
+            syncs: Arc::new(syncs),
             storage,
             metrics,
             server: Arc::new(config.server.clone()),

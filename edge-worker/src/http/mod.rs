@@ -47,6 +47,8 @@ pub struct AppState {
     pub server: Arc<ServerConfig>,
     /// Admin tokens.
     pub admin: Arc<AdminAuth>,
+    /// The syncs (Reverse ETL): config, state store and trigger.
+    pub syncs: Arc<crate::syncs::Syncs>,
 }
 
 /// Builds the whole router for `state`.

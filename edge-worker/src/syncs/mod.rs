@@ -20,9 +20,11 @@ pub mod dry_run;
 pub mod hash;
 pub mod plan;
 pub mod run;
+pub mod service;
 pub mod warehouse;
 
 pub use hash::Mapping;
+pub use service::{Syncs, TriggerError};
 pub use plan::{
     load_state, BatchPlan, FinalPlan, PlanError, PlanOptions, PlannedRow, Planner, TrackedState,
 };
