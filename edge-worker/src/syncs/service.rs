@@ -15,7 +15,7 @@ use super::run::prepare::{lookup, sync_id};
 use super::schedule::Scheduler;
 use crate::config::{Config, Schedule, SyncConfig};
 use crate::stages::Pipeline;
-use crate::storage::syncs::{ObjectId, ObjectKind, SyncRun};
+use crate::storage::syncs::{ObjectId, ObjectKind, RunFilter, RunStatus, SyncRun};
 use crate::storage::{StorageError, SyncStore};
 use crate::time::now_ms;
 
@@ -160,6 +160,22 @@ impl Syncs {
         }
     }
 
+    /// Whether the sync's newest run is queued (a sync has at most one
+    /// queued run, and it is the newest).
+    async fn has_queued(&self, sync: i64) -> bool {
+        let newest = RunFilter {
+            limit: 1,
+            ..RunFilter::default()
+        };
+        match self.store.runs(sync, newest).await {
+            Ok(runs) => runs.first().is_some_and(|r| r.status == RunStatus::Queued),
+            Err(error) => {
+                tracing::warn!(sync, %error, "Cannot read the sync's runs; trying again in a second.");
+                false
+            }
+        }
+    }
+
     fn context<'a>(
         &'a self,
         pipeline: &'a Pipeline,
@@ -222,6 +238,11 @@ impl Syncs {
             active.retain(|_, task| !task.is_finished());
             for (sync, id) in &syncs {
                 if active.contains_key(id) {
+                    continue;
+                }
+                // A read first: starting is a write, and nothing is queued
+                // most of the time.
+                if !self.has_queued(*id).await {
                     continue;
                 }
                 let run = match self.store.start_run(*id).await {

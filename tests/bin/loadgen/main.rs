@@ -7,12 +7,15 @@
 //! - `edge --waymark PATH --rule RENAME.wasm`: one page event per request
 //!   on one core, the worker and a webhook sink on CPU 0, the generator on
 //!   CPU 1 ([`edge`]).
+//! - `sync --waymark PATH [--rows N]`: a Reverse-ETL sync of a large
+//!   PostgreSQL model to a loopback webhook ([`syncs`]).
 //! - `load --url URL`: drive an already running worker (while profiling it).
 //! - `bare-server`, `sink`: the baseline and the webhook sink alone.
 
 mod edge;
 mod ingest;
 mod procs;
+mod syncs;
 
 use std::time::Duration;
 
@@ -66,11 +69,13 @@ fn main() -> anyhow::Result<()> {
         }
         Some("ingest") => ingest::ingest(&runtime, &args),
         Some("edge") => edge::edge(&runtime, &args),
+        Some("sync") => syncs::sync(&args),
         _ => {
             eprintln!(
                 "usage: waymark-loadgen ingest [--waymark PATH] [--seconds N] [--rounds N] \
                  [--concurrency N] [--random-ids] [--backend sqlite|postgres] [--workers N] [--soak SECS]\n\
                  \x20      waymark-loadgen edge [--waymark PATH] [--rule RENAME.wasm] [--seconds N] [--concurrency N]\n\
+                 \x20      waymark-loadgen sync [--waymark PATH] [--rows N]\n\
                  \x20      waymark-loadgen load --url URL [--write-key K] [--page] [--cookie C] [--random-ids]\n\
                  \x20      waymark-loadgen bare-server | sink"
             );

@@ -167,7 +167,7 @@ async fn a_mirror_sync_sends_the_diff_and_nothing_else() {
     assert_eq!(file_events(&data).len(), 407);
 }
 
-/// A loopback webhook that answers 400 to rows whose plan is `bad`.
+/// A loopback webhook that answers 500 to rows whose plan is `bad`.
 async fn picky_webhook() -> (String, tokio::task::JoinHandle<()>) {
     use axum::http::StatusCode;
     let app = axum::Router::new().route(
@@ -175,7 +175,7 @@ async fn picky_webhook() -> (String, tokio::task::JoinHandle<()>) {
         axum::routing::post(|body: axum::body::Bytes| async move {
             let text = String::from_utf8_lossy(&body);
             if text.contains("\"bad\"") {
-                StatusCode::BAD_REQUEST
+                StatusCode::INTERNAL_SERVER_ERROR
             } else {
                 StatusCode::OK
             }
@@ -206,9 +206,11 @@ async fn rows_a_destination_refuses_fail_the_run_to_warning_and_are_retried() {
         }),
     );
     let (url, _server) = picky_webhook().await;
-    // One row per request, so the refusals are per row.
+    // One row per request, so the failures are per row; retried with
+    // backoff for two seconds, then dead-lettered.
     let destination = format!(
-        "[[destinations]]\nname = \"out\"\ntype = \"webhook\"\nurl = \"{url}\"\nmax_batch = 1"
+        "[[destinations]]\nname = \"out\"\ntype = \"webhook\"\nurl = \"{url}\"\nmax_batch = 1\n\
+         [destinations.delivery]\nmax_age_secs = 2\ninitial_backoff_ms = 100\nmax_backoff_ms = 400"
     );
     let config = config(&data, &crm, "upsert", &destination);
     let first = run(&config, false).await;
@@ -233,4 +235,70 @@ async fn rows_a_destination_refuses_fail_the_run_to_warning_and_are_retried() {
     assert_eq!(second.successful.added, 2);
     assert_eq!(second.failed.added, 3);
     assert_eq!(second.status, RunStatus::Warning);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_keys_are_invalid_and_the_rest_of_the_run_goes_on() {
+    let data = dir("exec-keys");
+    let crm = data.with_extension("crm.db");
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(&crm);
+    sql(
+        &crm,
+        "CREATE TABLE users (id INTEGER, email TEXT, plan TEXT);
+         INSERT INTO users VALUES (1, 'a@x', 'free'), (2, 'b@x', 'free'), (2, 'b2@x', 'free'),
+                                  (NULL, 'n@x', 'free'), (3, 'c@x', 'free');",
+    );
+    let config = config(&data, &crm, "upsert", FILE_DESTINATION);
+    let run = run(&config, false).await;
+    assert_eq!(run.status, RunStatus::Success, "{run:?}");
+    assert_eq!((run.query_size, run.invalid), (Some(5), 2));
+    assert_eq!(run.successful.added, 3);
+    let store = crate::storage::open(&config.storage, 86_400)
+        .unwrap()
+        .sync_store();
+    let invalid = store.invalid_rows(run.id, 10).await.unwrap();
+    let reasons: Vec<&str> = invalid.iter().map(|r| r.reason.as_str()).collect();
+    assert!(reasons.contains(&"duplicate primary key"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("null")), "{reasons:?}");
+    assert_eq!(file_events(&data).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_query_a_missing_warehouse_and_zero_rows_fail_the_run_with_why() {
+    let data = dir("exec-failures");
+    let crm = data.with_extension("crm.db");
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(&crm);
+    warehouse(&crm, (1..=3).map(|i| (i, format!("u{i}@x"), "free")));
+    let config = config(&data, &crm, "mirror", FILE_DESTINATION);
+    assert_eq!(run(&config, false).await.status, RunStatus::Success);
+
+    // Zero rows after a run that had some: failed, nothing removed.
+    sql(&crm, "DELETE FROM users");
+    let zero = run(&config, false).await;
+    assert_eq!(zero.status, RunStatus::Failed);
+    assert!(
+        zero.error.as_deref().unwrap_or("").contains("no rows"),
+        "{zero:?}"
+    );
+    assert_eq!(file_events(&data).len(), 3, "nothing was removed");
+
+    // The query fails (the table is gone).
+    sql(&crm, "DROP TABLE users");
+    let broken = run(&config, false).await;
+    assert_eq!(broken.status, RunStatus::Failed);
+    assert!(
+        broken.error.as_deref().unwrap_or("").contains("query"),
+        "{broken:?}"
+    );
+
+    // The warehouse file is gone.
+    std::fs::remove_file(&crm).unwrap();
+    let down = run(&config, false).await;
+    assert_eq!(down.status, RunStatus::Failed);
+    assert!(
+        down.error.as_deref().unwrap_or("").contains("crm"),
+        "{down:?}"
+    );
 }
