@@ -304,7 +304,7 @@ async fn settle_rules(
             );
         }
         let ids = dropped.iter().map(|(e, _)| e.id).collect();
-        if let Err(error) = storage.outbox_delivered(ids).await {
+        if let Err(error) = storage.outbox_delivered(ids, Vec::new()).await {
             tracing::error!(destination = %lane.name, error = %error, "Removing dropped events failed.");
         }
     }
@@ -333,7 +333,7 @@ async fn settle_rules(
                 reason,
             })
             .collect();
-        if let Err(error) = storage.outbox_quarantine(entries).await {
+        if let Err(error) = storage.outbox_quarantine(entries, Vec::new()).await {
             tracing::error!(destination = %lane.name, error = %error, "Quarantining events failed.");
         }
     }
@@ -432,7 +432,7 @@ async fn settle(
         .emit();
     }
     if !done.is_empty() {
-        storage.outbox_delivered(done).await?;
+        storage.outbox_delivered(done, Vec::new()).await?;
     }
     for (reason, entries) in group(rejected) {
         handle_failure(lane, entries, DeliveryError::permanent(reason)).await?;
@@ -477,7 +477,7 @@ async fn handle_failure(
         .emit();
         let ids = expired.iter().map(|e| e.id).collect();
         storage
-            .outbox_dead_letter(ids, error.message.clone())
+            .outbox_dead_letter(ids, error.message.clone(), Vec::new())
             .await?;
     }
     if !alive.is_empty() {
