@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::identity;
 use super::syncs::{
-    ObjectId, ObjectKind, RowHash, RowOutcome, RunFilter, RunPlan, RunStatus, SyncRun, TrackedKey,
+    ObjectId, ObjectKind, RowHash, RowOutcome, RunFilter, RunPlan, RunStatus, SettledRow, SyncRun,
+    TrackedKey,
 };
 use super::{
     DeadLetter, HoldCommit, HoldOutcome, IngestCommit, IngestOutcome, OutboxEntry, QuarantineEntry,
@@ -61,8 +62,21 @@ pub trait DeliveryQueue: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError>;
 
-    /// Removes delivered entries.
-    async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError>;
+    /// Removes delivered entries (delivered, skipped, or dropped on purpose
+    /// by the destination's rules).
+    ///
+    /// `rows` are the outcomes of the sync rows among those entries
+    /// (issue #18), recorded in the same transaction as the removal: each
+    /// key's state and its run's counters move exactly when the entry
+    /// leaves the outbox, so a crash never marks as synced what was not
+    /// sent. A row whose entry is not among `ids`, or is no longer in the
+    /// outbox (already settled), records nothing. Empty for entries of
+    /// other sources, which costs nothing.
+    async fn outbox_delivered(
+        &self,
+        ids: Vec<i64>,
+        rows: Vec<SettledRow>,
+    ) -> Result<(), StorageError>;
 
     /// Schedules entries for another attempt at `next_attempt_ms`, recording the error.
     async fn outbox_retry(
@@ -73,7 +87,18 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     ) -> Result<(), StorageError>;
 
     /// Moves entries to the dead-letter store with a reason.
-    async fn outbox_dead_letter(&self, ids: Vec<i64>, reason: String) -> Result<(), StorageError>;
+    ///
+    /// `rows` are the (dead-lettered) outcomes of the sync rows among
+    /// those entries, recorded in the same transaction, as for
+    /// [`outbox_delivered`](Self::outbox_delivered): their keys are marked
+    /// failed and retried next run. A replayed dead letter that is later
+    /// delivered records its outcome again.
+    async fn outbox_dead_letter(
+        &self,
+        ids: Vec<i64>,
+        reason: String,
+        rows: Vec<SettledRow>,
+    ) -> Result<(), StorageError>;
 
     /// Entries waiting for `destination`.
     async fn outbox_depth(&self, destination: &str) -> Result<u64, StorageError>;
@@ -83,7 +108,16 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// destination and `messageId` kept). Called by the destination's
     /// delivery worker; on error the entries stay in the outbox and are
     /// tried again.
-    async fn outbox_quarantine(&self, entries: Vec<RuleQuarantine>) -> Result<(), StorageError>;
+    ///
+    /// `rows` are the outcomes of the sync rows among those entries
+    /// (dead-lettered, with the quarantine reason: the destination did not
+    /// get them), recorded in the same transaction, as for
+    /// [`outbox_delivered`](Self::outbox_delivered).
+    async fn outbox_quarantine(
+        &self,
+        entries: Vec<RuleQuarantine>,
+        rows: Vec<SettledRow>,
+    ) -> Result<(), StorageError>;
 
     /// Drops holds of `destination` that expired by `now_ms`; returns how many.
     async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError>;
@@ -143,12 +177,12 @@ pub trait ReplayStore: Send + Sync + 'static {
 /// run through its statuses and the outbox reports each row's outcome.
 ///
 /// # Design
-/// A key's state moves only when its destination settled the row
-/// ([`record_outcomes`](SyncStore::record_outcomes)), so a crash never
-/// marks as synced what was not sent. Each backend also offers that write
-/// as a function over an open transaction, for the outbox to call inside
-/// its own bookkeeping (`sqlite::syncs::record_outcomes`,
-/// `postgres::syncs::record_outcomes`).
+/// A key's state moves only when its destination settled the row, so a
+/// crash never marks as synced what was not sent. The delivery queue
+/// records those outcomes itself, in the transaction that settles the
+/// entries ([`DeliveryQueue::outbox_delivered`]'s `rows`);
+/// [`record_outcomes`](SyncStore::record_outcomes) is the same write on
+/// its own.
 #[async_trait::async_trait]
 pub trait SyncStore: Send + Sync + 'static {
     /// The numeric ids of `names` of `kind`, in order, created for names

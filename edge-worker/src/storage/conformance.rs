@@ -59,28 +59,41 @@ impl Backend {
     /// database (a trigger), as a full disk or a lost connection would in
     /// the middle of an ingest commit; `false` removes the trigger.
     pub(crate) async fn fail_holds(&self, fail: bool) {
-        let (create, drop) = match self.config.backend {
-            StorageBackend::Sqlite => (
-                "CREATE TRIGGER fail_holds BEFORE INSERT ON consent_holds
-                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-                "DROP TRIGGER fail_holds;",
+        self.fail_inserts("consent_holds", fail).await;
+    }
+
+    /// Makes every later write of a key's sync state fail inside the
+    /// database, as [`fail_holds`](Self::fail_holds) does for holds.
+    pub(crate) async fn fail_sync_state(&self, fail: bool) {
+        self.fail_inserts("sync_state", fail).await;
+    }
+
+    /// Makes every later insert into `table` fail (a trigger); `false`
+    /// removes the trigger.
+    async fn fail_inserts(&self, table: &str, fail: bool) {
+        let sql = match (self.config.backend, fail) {
+            (StorageBackend::Sqlite, true) => format!(
+                "CREATE TRIGGER fail_{table} BEFORE INSERT ON {table}
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
             ),
-            StorageBackend::Postgres => (
-                "CREATE FUNCTION fail_holds() RETURNS trigger LANGUAGE plpgsql AS
+            (StorageBackend::Sqlite, false) => format!("DROP TRIGGER fail_{table};"),
+            (StorageBackend::Postgres, true) => format!(
+                "CREATE FUNCTION fail_{table}() RETURNS trigger LANGUAGE plpgsql AS
                    $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
-                 CREATE TRIGGER fail_holds BEFORE INSERT ON consent_holds
-                   FOR EACH ROW EXECUTE FUNCTION fail_holds();",
-                "DROP TRIGGER fail_holds ON consent_holds; DROP FUNCTION fail_holds();",
+                 CREATE TRIGGER fail_{table} BEFORE INSERT ON {table}
+                   FOR EACH ROW EXECUTE FUNCTION fail_{table}();"
             ),
+            (StorageBackend::Postgres, false) => {
+                format!("DROP TRIGGER fail_{table} ON {table}; DROP FUNCTION fail_{table}();")
+            }
         };
-        let sql = if fail { create } else { drop };
         match self.config.backend {
             StorageBackend::Sqlite => {
                 let conn = rusqlite::Connection::open(
                     self.config.data_dir.join(super::sqlite::DATABASE_FILE),
                 )
                 .expect("open the SQLite file");
-                conn.execute_batch(sql).expect("the trigger");
+                conn.execute_batch(&sql).expect("the trigger");
             }
             StorageBackend::Postgres => {
                 let url = self.config.url.clone().expect("a URL");
@@ -88,7 +101,7 @@ impl Backend {
                     .await
                     .expect("connect");
                 tokio::spawn(conn);
-                client.batch_execute(sql).await.expect("the trigger");
+                client.batch_execute(&sql).await.expect("the trigger");
             }
         }
     }
@@ -266,7 +279,7 @@ async fn delivered_entries_leave_the_queue(b: Backend) {
     .await
     .unwrap();
     let due = s.outbox_due("a", now_ms(), 0, 10).await.unwrap();
-    s.outbox_delivered(vec![due[0].id]).await.unwrap();
+    s.outbox_delivered(vec![due[0].id], vec![]).await.unwrap();
     assert_eq!(s.outbox_depth("a").await.unwrap(), 1);
     let left = s.outbox_due("a", now_ms(), 0, 10).await.unwrap();
     assert_eq!(left.len(), 1);
@@ -311,7 +324,7 @@ async fn dead_letters_are_listed_and_replayed(b: Backend) {
     // read the queue again, as the delivery worker does.
     let due = s.outbox_due("a", now_ms(), 0, 10).await.unwrap();
     let ids: Vec<i64> = due.iter().map(|e| e.id).collect();
-    s.outbox_dead_letter(ids, "400: bad event".into())
+    s.outbox_dead_letter(ids, "400: bad event".into(), vec![])
         .await
         .unwrap();
     assert_eq!(s.outbox_depth("a").await.unwrap(), 0);
@@ -356,11 +369,14 @@ async fn rule_quarantine_keeps_the_destination_and_requeues_to_it(b: Backend) {
     .unwrap();
     let due = s.outbox_due("a", now_ms(), 0, 10).await.unwrap();
     let m1 = due.iter().find(|e| e.message_id == "m1").unwrap().id;
-    s.outbox_quarantine(vec![super::RuleQuarantine {
-        id: m1,
-        rule: Some("pii".into()),
-        reason: "email in properties".into(),
-    }])
+    s.outbox_quarantine(
+        vec![super::RuleQuarantine {
+            id: m1,
+            rule: Some("pii".into()),
+            reason: "email in properties".into(),
+        }],
+        vec![],
+    )
     .await
     .unwrap();
     assert_eq!(s.outbox_depth("a").await.unwrap(), 1);

@@ -23,6 +23,8 @@ mod sqlite;
 pub mod syncs;
 #[cfg(test)]
 mod syncs_conformance;
+#[cfg(test)]
+pub(crate) mod syncs_hook_conformance;
 pub(crate) mod writer;
 
 #[cfg(test)]

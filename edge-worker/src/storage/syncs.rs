@@ -115,6 +115,22 @@ pub struct RowOutcome {
     pub delivery: Delivery,
 }
 
+/// A sync row's outcome tied to the outbox entry that carried it, as the
+/// delivery queue records it while settling that entry.
+///
+/// # Design
+/// The entry id lets the store record the outcome only when this very
+/// write settles the entry: an entry already settled (by another worker
+/// after a lease overlap, or twice by a retried call) or no longer in the
+/// outbox records nothing, so a row is never counted twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledRow {
+    /// The outbox entry's id.
+    pub entry: i64,
+    /// What happened to the row it carried.
+    pub outcome: RowOutcome,
+}
+
 /// Added, changed and removed counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

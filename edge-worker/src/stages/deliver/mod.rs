@@ -39,7 +39,9 @@ use super::Verdict;
 use crate::config::DeliveryConfig;
 use crate::destinations::{DeliveryError, Destination, Outcome, SkipReason};
 use crate::event::Event;
+use crate::storage::syncs::{Delivery, SettledRow};
 use crate::storage::{OutboxEntry, RuleQuarantine, StorageError};
+use crate::syncs::run::{outcome_of, SYNC_SOURCE_PREFIX};
 use crate::telemetry::deliver::{
     BatchDelivered, ConsentHolds, DeliveryFailed, DestinationMetrics, EventsDeadLettered,
     EventsDroppedByRule, EventsQuarantinedByRule, EventsRetried, EventsSkipped, QueueMeasured,
@@ -304,7 +306,9 @@ async fn settle_rules(
             );
         }
         let ids = dropped.iter().map(|(e, _)| e.id).collect();
-        if let Err(error) = storage.outbox_delivered(ids).await {
+        // Dropped on purpose: the row is settled as the rules wanted.
+        let rows = sync_rows(dropped.iter().map(|(e, _)| (e, Delivery::Delivered)));
+        if let Err(error) = storage.outbox_delivered(ids, rows).await {
             tracing::error!(destination = %lane.name, error = %error, "Removing dropped events failed.");
         }
     }
@@ -325,6 +329,18 @@ async fn settle_rules(
                 Some(reason),
             );
         }
+        // Quarantined: the destination did not get the row, so it is failed.
+        let rows = sync_rows(
+            quarantined
+                .iter()
+                .filter(|(e, _)| is_sync(e))
+                .map(|(e, reason)| {
+                    let failed = Delivery::DeadLettered {
+                        reason: reason.clone(),
+                    };
+                    (e, failed)
+                }),
+        );
         let entries = quarantined
             .into_iter()
             .map(|(e, reason)| RuleQuarantine {
@@ -333,10 +349,34 @@ async fn settle_rules(
                 reason,
             })
             .collect();
-        if let Err(error) = storage.outbox_quarantine(entries).await {
+        if let Err(error) = storage.outbox_quarantine(entries, rows).await {
             tracing::error!(destination = %lane.name, error = %error, "Quarantining events failed.");
         }
     }
+}
+
+/// The sync row `entry` carried, settled as `delivery`, recorded with the
+/// entry's own outbox bookkeeping (issue #18). `None` for every entry that
+/// is not a sync's row, which costs one prefix comparison and is never
+/// parsed, so the ingest hot path is not slowed.
+fn sync_row(entry: &OutboxEntry, delivery: &Delivery) -> Option<SettledRow> {
+    Some(SettledRow {
+        entry: entry.id,
+        outcome: outcome_of(entry, delivery)?,
+    })
+}
+
+/// Whether `entry` is a sync's row (its source is `sync:<name>`); lets the
+/// failure paths skip building a reason for entries of other sources.
+fn is_sync(entry: &OutboxEntry) -> bool {
+    entry.source.starts_with(SYNC_SOURCE_PREFIX)
+}
+
+/// The sync rows among `settled` entries, each with how it settled.
+fn sync_rows<'e>(settled: impl Iterator<Item = (&'e OutboxEntry, Delivery)>) -> Vec<SettledRow> {
+    settled
+        .filter_map(|(e, delivery)| sync_row(e, &delivery))
+        .collect()
 }
 
 /// Groups `(key, value)` pairs by key, in first-seen order.
@@ -363,6 +403,7 @@ async fn settle(
     let storage = lane.outbox.storage();
     let live = lane.outbox.live();
     let mut done: Vec<i64> = Vec::new();
+    let mut done_rows: Vec<SettledRow> = Vec::new();
     let mut enqueued: Vec<i64> = Vec::new();
     let mut skipped: Vec<(SkipReason, OutboxEntry)> = Vec::new();
     let mut rejected: Vec<(String, OutboxEntry)> = Vec::new();
@@ -378,6 +419,7 @@ async fn settle(
                     None,
                 );
                 enqueued.push(entry.enqueued_at_ms);
+                done_rows.extend(sync_row(&entry, &Delivery::Delivered));
                 done.push(entry.id);
             }
             Outcome::Skipped(reason) => {
@@ -388,6 +430,7 @@ async fn settle(
                     Some(&lane.name),
                     Some(reason.as_str()),
                 );
+                done_rows.extend(sync_row(&entry, &Delivery::Delivered));
                 done.push(entry.id);
                 skipped.push((reason, entry));
             }
@@ -432,7 +475,7 @@ async fn settle(
         .emit();
     }
     if !done.is_empty() {
-        storage.outbox_delivered(done).await?;
+        storage.outbox_delivered(done, done_rows).await?;
     }
     for (reason, entries) in group(rejected) {
         handle_failure(lane, entries, DeliveryError::permanent(reason)).await?;
@@ -476,8 +519,17 @@ async fn handle_failure(
         }
         .emit();
         let ids = expired.iter().map(|e| e.id).collect();
+        let failed = Delivery::DeadLettered {
+            reason: error.message.clone(),
+        };
+        let rows = sync_rows(
+            expired
+                .iter()
+                .filter(|e| is_sync(e))
+                .map(|e| (e, failed.clone())),
+        );
         storage
-            .outbox_dead_letter(ids, error.message.clone())
+            .outbox_dead_letter(ids, error.message.clone(), rows)
             .await?;
     }
     if !alive.is_empty() {

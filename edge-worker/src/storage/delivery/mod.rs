@@ -14,7 +14,8 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use super::outbox::{self, PackMeta};
-use super::sqlite::SqliteStorage;
+use super::sqlite::{self, SqliteStorage};
+use super::syncs::SettledRow;
 use super::StorageError;
 use crate::time::now_ms;
 
@@ -70,9 +71,13 @@ type QuarantineGroup = ((Option<String>, String), Vec<i64>);
 pub(crate) async fn outbox_quarantine(
     store: &Arc<SqliteStorage>,
     entries: Vec<RuleQuarantine>,
+    rows: Vec<SettledRow>,
 ) -> Result<Vec<i64>, StorageError> {
     store
         .write(move |conn| {
+            // Sync rows move their key state in this same job (issue #18).
+            let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+            let outcomes = sqlite::syncs::still_waiting(conn, &ids, rows)?;
             // One removal per (rule, reason): `remove` returns events by pack.
             let mut groups: Vec<QuarantineGroup> = Vec::new();
             for e in entries {
@@ -103,6 +108,7 @@ pub(crate) async fn outbox_quarantine(
                 }
                 emptied.extend(removed.emptied);
             }
+            sqlite::syncs::record_outcomes(conn, &outcomes)?;
             Ok(emptied)
         })
         .await

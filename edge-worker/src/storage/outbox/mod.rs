@@ -40,7 +40,7 @@ pub(crate) fn pack_of(key: i64) -> i64 {
     key >> INDEX_BITS
 }
 
-fn index_of(key: i64) -> u32 {
+pub(crate) fn index_of(key: i64) -> u32 {
     (key & ((1 << INDEX_BITS) - 1)) as u32
 }
 
@@ -118,7 +118,8 @@ fn push_decimal(out: &mut Vec<u8>, mut i: u32) {
     out.extend_from_slice(&digits[at..]);
 }
 
-fn parse_indices(indices: &str) -> Vec<u32> {
+/// The indices listed in a pack's `indices` column.
+pub(crate) fn parse_indices(indices: &str) -> Vec<u32> {
     indices.split(',').filter_map(|i| i.parse().ok()).collect()
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::ingest::{insert_outbox, OutboxRows};
 use super::PgStorage;
+use crate::storage::syncs::SettledRow;
 use crate::storage::{
     DeadLetter, HeldEvent, HoldCommit, HoldOutcome, QuarantineEntry, RuleQuarantine, StorageError,
 };
@@ -73,6 +74,7 @@ pub(super) async fn quarantine_remove(
 pub(super) async fn outbox_quarantine(
     store: &Arc<PgStorage>,
     entries: Vec<RuleQuarantine>,
+    rows: Vec<SettledRow>,
 ) -> Result<(), StorageError> {
     if entries.is_empty() {
         return Ok(());
@@ -83,6 +85,8 @@ pub(super) async fn outbox_quarantine(
     let reasons: Vec<&str> = entries.iter().map(|e| e.reason.as_str()).collect();
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
+    // Sync rows move their key state in this same transaction (issue #18).
+    let outcomes = super::syncs::still_waiting(&tx, &ids, rows).await?;
     tx.execute(
         "INSERT INTO quarantine (source, received_at_ms, reason, detail, raw, destination, rule, message_id, granted)
          SELECT o.source, o.enqueued_at_ms, 'rule', u.reason, o.event, o.destination, u.rule, o.message_id, o.granted
@@ -99,6 +103,7 @@ pub(super) async fn outbox_quarantine(
         &[&ds, &seq],
     )
     .await?;
+    super::syncs::record_outcomes(&tx, &outcomes).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -32,6 +32,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use super::syncs::SettledRow;
 use super::{
     DeliveryQueue, IngestCommit, IngestStore, OutboxEntry, QuarantineEntry, ReplayStore, Storage,
     StorageError,
@@ -360,8 +361,12 @@ impl DeliveryQueue for Arc<PgStorage> {
         self.due(destination, now_ms, after_id, limit).await
     }
 
-    async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError> {
-        self.mark_done(&ids).await
+    async fn outbox_delivered(
+        &self,
+        ids: Vec<i64>,
+        rows: Vec<SettledRow>,
+    ) -> Result<(), StorageError> {
+        self.mark_done(&ids, rows).await
     }
 
     async fn outbox_retry(
@@ -373,8 +378,13 @@ impl DeliveryQueue for Arc<PgStorage> {
         self.retry(&ids, next_attempt_ms, &error).await
     }
 
-    async fn outbox_dead_letter(&self, ids: Vec<i64>, reason: String) -> Result<(), StorageError> {
-        self.dead_letter(&ids, &reason).await
+    async fn outbox_dead_letter(
+        &self,
+        ids: Vec<i64>,
+        reason: String,
+        rows: Vec<SettledRow>,
+    ) -> Result<(), StorageError> {
+        self.dead_letter(&ids, &reason, rows).await
     }
 
     async fn outbox_depth(&self, destination: &str) -> Result<u64, StorageError> {
@@ -384,8 +394,9 @@ impl DeliveryQueue for Arc<PgStorage> {
     async fn outbox_quarantine(
         &self,
         entries: Vec<super::RuleQuarantine>,
+        rows: Vec<SettledRow>,
     ) -> Result<(), StorageError> {
-        holds::outbox_quarantine(self, entries).await
+        holds::outbox_quarantine(self, entries, rows).await
     }
 
     async fn expire_holds(&self, destination: &str, now_ms: i64) -> Result<u64, StorageError> {

@@ -23,8 +23,9 @@
 
 use std::sync::Arc;
 
-use super::{partition, PgStorage};
+use super::{partition, syncs, PgStorage};
 use crate::consent::GrantedPurposes;
+use crate::storage::syncs::SettledRow;
 use crate::storage::{OutboxEntry, StorageError};
 use crate::time::now_ms;
 
@@ -251,19 +252,31 @@ impl PgStorage {
             .collect())
     }
 
-    pub(super) async fn mark_done(&self, ids: &[i64]) -> Result<(), StorageError> {
+    /// Marks entries done. Without sync rows this is one statement, as
+    /// the ingest-to-deliver hot path needs; with them, a transaction that
+    /// also moves their key state (issue #18).
+    pub(super) async fn mark_done(
+        &self,
+        ids: &[i64],
+        rows: Vec<SettledRow>,
+    ) -> Result<(), StorageError> {
+        const MARK_DONE: &str =
+            "INSERT INTO outbox_status (ds, seq, done, attempts, next_attempt_ms)
+             SELECT ds, seq, true, 0, 0 FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)";
         if ids.is_empty() {
             return Ok(());
         }
         let (ds, seq) = split_ids(ids);
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO outbox_status (ds, seq, done, attempts, next_attempt_ms)
-                 SELECT ds, seq, true, 0, 0 FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)",
-                &[&ds, &seq],
-            )
-            .await?;
+        let mut client = self.client().await?;
+        if rows.is_empty() {
+            client.execute(MARK_DONE, &[&ds, &seq]).await?;
+            return Ok(());
+        }
+        let tx = client.transaction().await?;
+        let outcomes = syncs::still_waiting(&tx, ids, rows).await?;
+        tx.execute(MARK_DONE, &[&ds, &seq]).await?;
+        syncs::record_outcomes(&tx, &outcomes).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -292,13 +305,20 @@ impl PgStorage {
         Ok(())
     }
 
-    pub(super) async fn dead_letter(&self, ids: &[i64], reason: &str) -> Result<(), StorageError> {
+    pub(super) async fn dead_letter(
+        &self,
+        ids: &[i64],
+        reason: &str,
+        rows: Vec<SettledRow>,
+    ) -> Result<(), StorageError> {
         if ids.is_empty() {
             return Ok(());
         }
         let (ds, seq) = split_ids(ids);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // Sync rows move their key state in this same transaction (issue #18).
+        let outcomes = syncs::still_waiting(&tx, ids, rows).await?;
         tx.execute(
             "INSERT INTO dead_letters
                (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason, granted)
@@ -319,6 +339,7 @@ impl PgStorage {
             &[&ds, &seq, &reason],
         )
         .await?;
+        syncs::record_outcomes(&tx, &outcomes).await?;
         tx.commit().await?;
         Ok(())
     }

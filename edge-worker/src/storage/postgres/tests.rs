@@ -156,7 +156,7 @@ async fn drained_datasets_are_dropped_whole() {
     let due = store.outbox_due("a", now_ms(), 0, 10).await.unwrap();
     assert_eq!(due.len(), 2);
     store
-        .outbox_delivered(due.iter().map(|e| e.id).collect())
+        .outbox_delivered(due.iter().map(|e| e.id).collect(), vec![])
         .await
         .unwrap();
     store.maintain().await.unwrap();
@@ -219,7 +219,7 @@ async fn an_entry_committed_after_later_ones_were_delivered_is_still_delivered()
             .unwrap();
         let due = s.outbox_due("a", now_ms(), 0, 100).await.unwrap();
         assert!(due.iter().all(|e| e.message_id != "late"));
-        s.outbox_delivered(due.iter().map(|e| e.id).collect())
+        s.outbox_delivered(due.iter().map(|e| e.id).collect(), vec![])
             .await
             .unwrap();
     }

@@ -13,6 +13,7 @@ use super::dedup::{self, RecentIds};
 use super::identity::IdentityStore;
 use super::outbox;
 use super::pack_cache::PackCache;
+use super::syncs::SettledRow;
 use super::writer::WriteQueue;
 use super::{
     schema, DeliveryQueue, IngestCommit, IngestStore, OutboxEntry, QuarantineEntry, ReplayStore,
@@ -226,9 +227,19 @@ impl DeliveryQueue for Arc<SqliteStorage> {
             .await
     }
 
-    async fn outbox_delivered(&self, ids: Vec<i64>) -> Result<(), StorageError> {
+    async fn outbox_delivered(
+        &self,
+        ids: Vec<i64>,
+        rows: Vec<SettledRow>,
+    ) -> Result<(), StorageError> {
         let removed = self
-            .write(move |conn| outbox::remove(conn, &ids, false))
+            .write(move |conn| {
+                // Sync rows move their key state in this same job (issue #18).
+                let outcomes = syncs::still_waiting(conn, &ids, rows)?;
+                let removed = outbox::remove(conn, &ids, false)?;
+                syncs::record_outcomes(conn, &outcomes)?;
+                Ok(removed)
+            })
             .await?;
         self.packs.forget(&removed.emptied);
         Ok(())
@@ -244,10 +255,16 @@ impl DeliveryQueue for Arc<SqliteStorage> {
             .await
     }
 
-    async fn outbox_dead_letter(&self, ids: Vec<i64>, reason: String) -> Result<(), StorageError> {
+    async fn outbox_dead_letter(
+        &self,
+        ids: Vec<i64>,
+        reason: String,
+        rows: Vec<SettledRow>,
+    ) -> Result<(), StorageError> {
         let emptied = self
             .write(move |conn| {
                 let now = now_ms();
+                let outcomes = syncs::still_waiting(conn, &ids, rows)?;
                 let mut insert = conn.prepare_cached(
                     "INSERT INTO dead_letters
                        (destination, source, message_id, event, enqueued_at_ms, failed_at_ms, attempts, reason, granted)
@@ -267,6 +284,7 @@ impl DeliveryQueue for Arc<SqliteStorage> {
                         t.granted
                     ])?;
                 }
+                syncs::record_outcomes(conn, &outcomes)?;
                 Ok(removed.emptied)
             })
             .await?;
@@ -283,8 +301,9 @@ impl DeliveryQueue for Arc<SqliteStorage> {
     async fn outbox_quarantine(
         &self,
         entries: Vec<super::RuleQuarantine>,
+        rows: Vec<SettledRow>,
     ) -> Result<(), StorageError> {
-        let emptied = super::delivery::outbox_quarantine(self, entries).await?;
+        let emptied = super::delivery::outbox_quarantine(self, entries, rows).await?;
         self.packs.forget(&emptied);
         Ok(())
     }

@@ -122,7 +122,7 @@ async fn retry_delays_and_dead_letter_moves() {
     let due_now = store.outbox_due("a", now_ms(), 0, 10).await.unwrap();
     assert_eq!(due_now.len(), 1);
     store
-        .outbox_dead_letter(vec![due_now[0].id], "400".into())
+        .outbox_dead_letter(vec![due_now[0].id], "400".into(), vec![])
         .await
         .unwrap();
     assert_eq!(store.outbox_depth("a").await.unwrap(), 1);
@@ -145,7 +145,7 @@ async fn delivered_rows_leave_in_chunks() {
     assert_eq!(due.len(), 150);
     // 2 full chunks of 64 and one of 21; one row stays.
     let delivered: Vec<i64> = due.iter().take(149).map(|e| e.id).collect();
-    store.outbox_delivered(delivered).await.unwrap();
+    store.outbox_delivered(delivered, vec![]).await.unwrap();
     let left = store.outbox_due("a", now_ms(), 0, 1_000).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].message_id, "m149");
@@ -192,7 +192,7 @@ async fn committed_packs_are_cached_and_read_as_stored() {
     let read = store.outbox_due("a", now_ms(), 0, 10).await.unwrap();
     let first_pack = outbox::pack_of(read[0].id);
     store
-        .outbox_delivered(read.iter().take(2).map(|e| e.id).collect())
+        .outbox_delivered(read.iter().take(2).map(|e| e.id).collect(), vec![])
         .await
         .unwrap();
     assert!(store.packs.get(first_pack).is_none());

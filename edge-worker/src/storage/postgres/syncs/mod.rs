@@ -18,7 +18,7 @@ use crate::time::now_ms;
 
 mod outcomes;
 
-pub(crate) use outcomes::record_outcomes;
+pub(crate) use outcomes::{record_outcomes, still_waiting};
 
 /// Migrations of the `syncs` module on PostgreSQL; step N is version N.
 /// Released steps never change.

@@ -1,10 +1,66 @@
 //! The delivery hook on PostgreSQL: row outcomes move key state and run
 //! counters, inside the caller's transaction (the outbox's own).
 
+use std::collections::HashSet;
+
 use tokio_postgres::Transaction;
 
-use crate::storage::syncs::{Change, Delivery, KeyStatus, OutcomeBatch, RowOutcome};
+use crate::storage::syncs::{Change, Delivery, KeyStatus, OutcomeBatch, RowOutcome, SettledRow};
 use crate::storage::StorageError;
+
+/// The outcomes among `rows` whose entry is among `ids` and not done yet,
+/// read in the caller's transaction before it marks those entries done,
+/// so an entry already settled (or never there) records nothing. Free
+/// when `rows` is empty, as it is for every entry that is not a sync's row.
+///
+/// # Design
+/// Each row's entry is locked first (a transaction-scoped advisory lock on
+/// its id, taken in id order), and the check that follows is a statement
+/// of its own, so it reads with a snapshot taken after the lock: two
+/// workers settling the same entry at once (a lease overlap) record its
+/// row once, the second seeing the first's status rows.
+pub(crate) async fn still_waiting(
+    tx: &Transaction<'_>,
+    ids: &[i64],
+    rows: Vec<SettledRow>,
+) -> Result<Vec<RowOutcome>, StorageError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: HashSet<i64> = ids.iter().copied().collect();
+    let rows: Vec<SettledRow> = rows
+        .into_iter()
+        .filter(|r| ids.contains(&r.entry))
+        .collect();
+    let mut entries: Vec<i64> = rows.iter().map(|r| r.entry).collect();
+    entries.sort_unstable();
+    entries.dedup();
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(u.id) FROM unnest($1::bigint[]) AS u(id)",
+        &[&entries],
+    )
+    .await?;
+    let (ds, seq) = super::super::queue::split_ids(&entries);
+    let open: HashSet<i64> = tx
+        .query(
+            "SELECT u.id FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, ds, seq)
+             JOIN outbox o ON o.ds = u.ds AND o.seq = u.seq
+             WHERE NOT EXISTS (SELECT 1 FROM outbox_status s WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)",
+            &[&entries, &ds, &seq],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .filter(|r| open.contains(&r.entry))
+        .map(|r| r.outcome)
+        .collect())
+}
 
 /// Applies row outcomes to key state and run counters inside the caller's
 /// transaction. The outbox calls this in the transaction that marks the

@@ -1,10 +1,58 @@
 //! The delivery hook on SQLite: row outcomes move key state and run
 //! counters, inside the caller's transaction (the outbox's write job).
 
-use rusqlite::{params, Connection};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
-use crate::storage::syncs::{Change, Delivery, KeyStatus, OutcomeBatch, RowOutcome};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::storage::outbox;
+use crate::storage::syncs::{Change, Delivery, KeyStatus, OutcomeBatch, RowOutcome, SettledRow};
 use crate::storage::StorageError;
+
+/// The outcomes among `rows` whose entry is among `ids` and still in the
+/// outbox, to record once the caller's job settles those entries. Called
+/// in the same write job, before the entries are removed, so an entry
+/// already settled (or never there) records nothing. Free when `rows` is
+/// empty, as it is for every entry that is not a sync's row.
+pub(crate) fn still_waiting(
+    conn: &Connection,
+    ids: &[i64],
+    rows: Vec<SettledRow>,
+) -> Result<Vec<RowOutcome>, StorageError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: HashSet<i64> = ids.iter().copied().collect();
+    let mut select = conn.prepare_cached("SELECT indices FROM outbox_packs WHERE id = ?1")?;
+    // Per pack, the indices still in it (`None`: the pack is gone).
+    let mut packs: HashMap<i64, Option<Vec<u32>>> = HashMap::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if !ids.contains(&row.entry) {
+            continue;
+        }
+        let pack = outbox::pack_of(row.entry);
+        if let Entry::Vacant(slot) = packs.entry(pack) {
+            let text: Option<String> = select.query_row([pack], |r| r.get(0)).optional()?;
+            let indices = text.map(|t| {
+                let mut indices = outbox::parse_indices(&t);
+                indices.sort_unstable();
+                indices
+            });
+            slot.insert(indices);
+        }
+        let index = outbox::index_of(row.entry);
+        let waiting = packs
+            .get(&pack)
+            .and_then(Option::as_ref)
+            .is_some_and(|indices| indices.binary_search(&index).is_ok());
+        if waiting {
+            out.push(row.outcome);
+        }
+    }
+    Ok(out)
+}
 
 /// Applies row outcomes to key state and run counters on `conn`, inside
 /// the caller's transaction. The outbox calls this in the write job that

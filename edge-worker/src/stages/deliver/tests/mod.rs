@@ -351,3 +351,5 @@ fn rule_names_are_read_from_chain_reasons() {
     assert_eq!(rule_of("rule pii: no").as_deref(), Some("pii"));
     assert_eq!(rule_of("something else"), None);
 }
+
+mod sync_rows;
