@@ -127,6 +127,7 @@ fn bench_identify(c: &mut Criterion) {
                         visitor: None,
                         cookie_known: true,
                         cookie_granted: &granted,
+                        sessions: true,
                     };
                     link(&identity, &mut events, &visit).await.expect("link")
                 }));

@@ -94,6 +94,61 @@ impl App {
         tracing::info!(%local, "Listening.");
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let workers = self.start_background(&shutdown_rx).await;
+        // 4. Hot reload: a changed rule file is swapped in atomically; a
+        // broken one keeps the old rule running. Stops when dropped.
+        let _watcher: RuleWatcher = self.rules.watch(RULE_WATCH_INTERVAL);
+        // 5. The sync executor: queued and scheduled runs, and runs whose
+        //    worker stopped marked interrupted.
+        let executor = tokio::spawn(
+            Arc::clone(&self.state.syncs)
+                .run_executor(Arc::clone(&self.state.pipeline), shutdown_rx.clone()),
+        );
+        // 6. HTTP until a signal.
+        let app = router(self.state.clone());
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+        let _ = shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), executor).await;
+        self.stop_background(workers).await;
+        tracing::info!("Stopped.");
+        Ok(())
+    }
+
+    /// Runs the sync `name` once in this process (`waymark sync run`): the
+    /// delivery workers run while it does, and it returns once the run has
+    /// ended (its rows delivered, failed, or the wait for them over).
+    pub async fn run_sync(
+        self,
+        name: &str,
+        full: bool,
+    ) -> anyhow::Result<Option<crate::storage::syncs::SyncRun>> {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let workers = self.start_background(&shutdown_rx).await;
+        let run = self
+            .state
+            .syncs
+            .run_now(&self.state.pipeline, name, full, shutdown_rx)
+            .await;
+        let _ = shutdown_tx.send(true);
+        self.stop_background(workers).await;
+        Ok(run?)
+    }
+
+    /// Starts what runs beside the HTTP server: one delivery worker per
+    /// destination, dedup upkeep and the identity flusher (steps 1 to 3).
+    async fn start_background(
+        &self,
+        shutdown_rx: &watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let syncs = &self.state.syncs;
+        if let Err(e) = syncs.register().await {
+            tracing::warn!(error = %e, "Could not record the syncs' ids; the API and runs create them on first use.");
+        }
         let mut workers = Vec::new();
         // 1. One delivery worker per destination.
         for d in &self.destinations {
@@ -121,26 +176,17 @@ impl App {
                 .clone()
                 .run_flusher(IDENTITY_FLUSH_INTERVAL, shutdown_rx.clone()),
         ));
-        // 4. Hot reload: a changed rule file is swapped in atomically; a
-        //    broken one keeps the old rule running. Stops when dropped.
-        let _watcher: RuleWatcher = self.rules.watch(RULE_WATCH_INTERVAL);
-        // 5. HTTP until a signal.
-        let app = router(self.state.clone());
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-        let _ = shutdown_tx.send(true);
+        workers
+    }
+
+    /// Waits for the background tasks to stop and gives up delivery leases.
+    async fn stop_background(&self, workers: Vec<tokio::task::JoinHandle<()>>) {
         for w in workers {
             let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
         }
         if let Err(e) = self.state.storage.close().await {
             tracing::warn!(error = %e, "Could not give up the delivery leases; other workers take over when they expire.");
         }
-        tracing::info!("Stopped.");
-        Ok(())
     }
 }
 

@@ -75,7 +75,12 @@ enum SyncCommand {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Read the sync's model, diff it against what was synced, and print the plan.
+    /// Run the sync now in this process: read its model, diff it against
+    /// what was synced, send the planned rows through the destination's
+    /// outbox, wait for their outcomes and print the run. With a worker
+    /// serving the same SQLite store, trigger through the API instead
+    /// (`POST /api/v1/syncs/{id}/trigger`); on PostgreSQL this process is
+    /// one more member of the fleet.
     Run {
         /// The sync's name (its slug).
         name: String,
@@ -84,8 +89,7 @@ enum SyncCommand {
         /// Plan every current row as added (Hightouch's `fullResync`).
         #[arg(long)]
         full: bool,
-        /// Print the plan and send nothing. Required for now: this build
-        /// plans syncs but does not send them yet (issue 18).
+        /// Print the plan and send nothing; no run is recorded.
         #[arg(long)]
         dry_run: bool,
     },
@@ -354,7 +358,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `waymark sync ...`.
 fn sync_command(command: SyncCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -377,12 +381,33 @@ fn sync_command(command: SyncCommand) -> anyhow::Result<()> {
                 full,
                 dry_run,
             } => {
-                if !dry_run {
-                    anyhow::bail!(
-                        "`waymark sync run` sends nothing yet: this build plans syncs but does not deliver them (issue 18). Add --dry-run to see the plan"
-                    );
-                }
                 let config = store.config()?;
+                if !dry_run {
+                    let Some(run) = App::build(config)?.run_sync(&name, full).await? else {
+                        anyhow::bail!(
+                            "a run of `{name}` is active on another worker, or was left by one that stopped (it is marked interrupted once its heartbeat is 30 s old); `waymark sync runs {name}` shows it"
+                        );
+                    };
+                    let api = waymark::syncs::api_types::ApiSyncRun::from(&run);
+                    println!("{}", serde_json::to_string(&api)?);
+                    eprintln!(
+                        "{name}: run {} {}: {} row(s) read; planned {} added, {} changed, {} removed; {} delivered, {} failed, {} invalid{}",
+                        run.id,
+                        run.status.as_str(),
+                        run.query_size.unwrap_or(0),
+                        run.planned.added,
+                        run.planned.changed,
+                        run.planned.removed,
+                        run.successful.total(),
+                        run.failed.total(),
+                        run.invalid,
+                        run.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    );
+                    if run.status == waymark::storage::syncs::RunStatus::Failed {
+                        anyhow::bail!("run {} of `{name}` failed", run.id);
+                    }
+                    return Ok(());
+                }
                 let storage = store.open()?;
                 let plan = waymark::syncs::dry_run::dry_run(
                     &config,

@@ -194,11 +194,12 @@ fn test_guest_rules(root: &Path) -> anyhow::Result<()> {
 fn bench(root: &Path, what: Option<&str>, extra: &[String]) -> anyhow::Result<()> {
     let usage = "usage: cargo xtask bench ingest [--rounds N] [--seconds N] [--random-ids] \
                  [--backend postgres [--workers N] [--soak SECS]]\n       \
-                 cargo xtask bench edge [--seconds N] [--concurrency N]";
-    let Some(what @ ("ingest" | "edge")) = what else {
+                 cargo xtask bench edge [--seconds N] [--concurrency N]\n       \
+                 cargo xtask bench sync [--rows N]";
+    let Some(what @ ("ingest" | "edge" | "sync")) = what else {
         bail!("{usage}");
     };
-    if extra.iter().any(|a| a == "postgres") {
+    if what == "sync" || extra.iter().any(|a| a == "postgres") {
         pg::ensure_postgres()?;
     }
     // The edge bench runs the `rename` example rule.

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod normalize;
 pub mod outbox;
 pub mod route;
+pub mod rows;
 pub mod rules;
 
 use std::collections::HashMap;
@@ -303,6 +304,7 @@ impl Pipeline {
             visitor: visitor.as_ref(),
             cookie_known: existing.is_some(),
             cookie_granted: &cookie_granted,
+            sessions: true,
         };
         let verdicts = identify::link(&self.identity, &mut identified, &visit).await?;
         let admit = admit::Admit {

@@ -216,9 +216,16 @@ pub trait SyncStore: Send + Sync + 'static {
         error: Option<String>,
     ) -> Result<bool, StorageError>;
 
-    /// Marks every active run `interrupted`: the worker stopped during it.
-    /// Queued runs stay queued. Called once at start; returns how many.
-    async fn interrupt_runs(&self) -> Result<u64, StorageError>;
+    /// Records that `run`'s executor is alive now (its heartbeat). Returns
+    /// false when the run is no longer active (another worker found its
+    /// heartbeat stale and interrupted it, or it ended): the executor stops.
+    async fn keep_run(&self, run: i64) -> Result<bool, StorageError>;
+
+    /// Marks `interrupted` every active run whose heartbeat (or start) is
+    /// older than `stale_before_ms`: the worker running it stopped. Queued
+    /// runs stay queued. Called at start and periodically by every worker's
+    /// executor; returns how many.
+    async fn interrupt_runs(&self, stale_before_ms: i64) -> Result<u64, StorageError>;
 
     /// Runs of `sync`, newest first, as `filter` says.
     async fn runs(&self, sync: i64, filter: RunFilter) -> Result<Vec<SyncRun>, StorageError>;

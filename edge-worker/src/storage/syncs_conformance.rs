@@ -445,9 +445,19 @@ async fn runs_left_active_by_a_crash_are_interrupted(b: Backend) {
     let done = s.queue_run(2, false).await.unwrap();
     s.start_run(2).await.unwrap();
     s.finish_run(done, RunStatus::Success, None).await.unwrap();
-    // The worker restarts.
+    // The worker restarts. A run whose heartbeat is fresh is still going
+    // (on another worker of a fleet); one whose heartbeat is stale is not.
     let after = b.reopen().sync_store();
-    assert_eq!(after.interrupt_runs().await.unwrap(), 1);
+    let then = crate::time::now_ms();
+    assert!(after.keep_run(running).await.unwrap());
+    assert_eq!(after.interrupt_runs(then - 60_000).await.unwrap(), 0);
+    assert_eq!(
+        after
+            .interrupt_runs(crate::time::now_ms() + 1)
+            .await
+            .unwrap(),
+        1
+    );
     let r = after.run(running).await.unwrap().unwrap();
     assert_eq!(r.status, RunStatus::Interrupted);
     assert!(r.finished_at_ms.is_some());
@@ -456,6 +466,8 @@ async fn runs_left_active_by_a_crash_are_interrupted(b: Backend) {
         .finish_run(running, RunStatus::Success, None)
         .await
         .unwrap());
+    // Its executor learns at its next heartbeat that it must stop.
+    assert!(!after.keep_run(running).await.unwrap());
     assert_eq!(
         after.run(done).await.unwrap().unwrap().status,
         RunStatus::Success

@@ -20,14 +20,15 @@ pub mod dry_run;
 pub mod hash;
 pub mod plan;
 pub mod run;
+pub mod schedule;
 pub mod service;
 pub mod warehouse;
 
 pub use hash::Mapping;
-pub use service::{Syncs, TriggerError};
 pub use plan::{
     load_state, BatchPlan, FinalPlan, PlanError, PlanOptions, PlannedRow, Planner, TrackedState,
 };
+pub use service::{Syncs, TriggerError};
 pub use warehouse::{Row, RowStream, Warehouse, WarehouseError};
 
 pub use crate::storage::syncs::RowHash;

@@ -3,15 +3,21 @@
 //! The HTTP API (`/api/v1`), the CLI and schedules go through it; the
 //! executor ([`super::run::execute`]) waits on its wake-up.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::dry_run::DryRunError;
+use super::run::execute::{execute, RunContext, RUN_LEASE};
 use super::run::prepare::{lookup, sync_id};
-use crate::config::Config;
-use crate::storage::syncs::{ObjectId, ObjectKind};
+use super::schedule::Scheduler;
+use crate::config::{Config, Schedule, SyncConfig};
+use crate::stages::Pipeline;
+use crate::storage::syncs::{ObjectId, ObjectKind, SyncRun};
 use crate::storage::{StorageError, SyncStore};
+use crate::time::now_ms;
 
 /// Why a trigger was refused.
 #[derive(Debug, thiserror::Error)]
@@ -119,5 +125,157 @@ impl Syncs {
         let run = self.store.queue_run(id, full).await?;
         self.wake.notify_one();
         Ok(run)
+    }
+}
+
+/// How often the executor looks for queued and scheduled runs when no
+/// trigger wakes it.
+const EXECUTOR_TICK: Duration = Duration::from_secs(1);
+/// How often the executor looks for runs whose worker stopped.
+const STALE_SWEEP: Duration = Duration::from_secs(10);
+
+impl Syncs {
+    /// The enabled syncs, with their ids.
+    async fn enabled(&self) -> Result<Vec<(SyncConfig, i64)>, StorageError> {
+        let syncs: Vec<&SyncConfig> = self.config.syncs.iter().filter(|s| !s.disabled).collect();
+        if syncs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = syncs.iter().map(|s| s.name.clone()).collect();
+        let ids = self.store.object_ids(ObjectKind::Sync, names).await?;
+        Ok(syncs
+            .into_iter()
+            .cloned()
+            .zip(ids.into_iter().map(|o| o.id))
+            .collect())
+    }
+
+    /// Marks runs whose heartbeat is older than [`RUN_LEASE`] interrupted.
+    async fn sweep_stale(&self) {
+        let stale_before = now_ms() - RUN_LEASE.as_millis() as i64;
+        match self.store.interrupt_runs(stale_before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(runs = n, "Sync runs whose worker stopped are marked interrupted; their next runs send what was missed."),
+            Err(error) => tracing::warn!(%error, "Could not look for interrupted sync runs."),
+        }
+    }
+
+    fn context<'a>(
+        &'a self,
+        pipeline: &'a Pipeline,
+        shutdown: watch::Receiver<bool>,
+    ) -> RunContext<'a> {
+        RunContext {
+            config: &self.config,
+            store: self.store.as_ref(),
+            pipeline,
+            shutdown,
+        }
+    }
+
+    /// The executor: starts queued runs (one active per sync, syncs side
+    /// by side) and queues scheduled ones as they fall due, until
+    /// `shutdown`. A run cut off by the shutdown ends `interrupted`.
+    pub async fn run_executor(
+        self: Arc<Self>,
+        pipeline: Arc<Pipeline>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let syncs = loop {
+            match self.enabled().await {
+                Ok(syncs) => break syncs,
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot read the syncs' ids; trying again in a second.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(EXECUTOR_TICK) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        if syncs.is_empty() {
+            return;
+        }
+        let scheduled: Vec<(String, i64, Schedule)> = syncs
+            .iter()
+            .filter_map(|(s, id)| Some((s.name.clone(), *id, s.schedule.clone()?)))
+            .collect();
+        let mut scheduler = Scheduler::default();
+        let mut active: HashMap<i64, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut swept: Option<std::time::Instant> = None;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if swept.is_none_or(|t| t.elapsed() >= STALE_SWEEP) {
+                self.sweep_stale().await;
+                swept = Some(std::time::Instant::now());
+            }
+            for id in scheduler
+                .due(self.store.as_ref(), &scheduled, now_ms())
+                .await
+            {
+                if let Err(error) = self.store.queue_run(id, false).await {
+                    tracing::warn!(sync = id, %error, "Cannot queue a scheduled run; trying again in a second.");
+                }
+            }
+            active.retain(|_, task| !task.is_finished());
+            for (sync, id) in &syncs {
+                if active.contains_key(id) {
+                    continue;
+                }
+                let run = match self.store.start_run(*id).await {
+                    Ok(Some(run)) => run,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::warn!(sync = %sync.name, %error, "Cannot start the sync's queued run; trying again in a second.");
+                        continue;
+                    }
+                };
+                let this = Arc::clone(&self);
+                let pipeline = Arc::clone(&pipeline);
+                let sync = sync.clone();
+                let stop = shutdown.clone();
+                active.insert(
+                    *id,
+                    tokio::spawn(async move {
+                        execute(this.context(&pipeline, stop), &sync, run).await;
+                    }),
+                );
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(EXECUTOR_TICK) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        for (_, task) in active {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// Runs the sync `name` now, in this process, to its end: queues a run
+    /// (or takes the queued one), starts it and executes it. `None` when a
+    /// run of the sync is active elsewhere (a run left by a stopped worker
+    /// counts as active until its heartbeat is [`RUN_LEASE`] old). For
+    /// `waymark sync run`.
+    pub async fn run_now(
+        &self,
+        pipeline: &Pipeline,
+        name: &str,
+        full: bool,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Option<SyncRun>, TriggerError> {
+        let (sync, _, _) = lookup(&self.config, name)?;
+        if sync.disabled {
+            return Err(TriggerError::Disabled(sync.name.clone()));
+        }
+        let id = sync_id(self.store.as_ref(), name).await?;
+        self.sweep_stale().await;
+        self.store.queue_run(id, full).await?;
+        let Some(run) = self.store.start_run(id).await? else {
+            return Ok(None);
+        };
+        Ok(execute(self.context(pipeline, shutdown), sync, run).await)
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod identity;
 pub(crate) mod ingest;
 pub(crate) mod rules;
 pub(crate) mod storage;
+pub(crate) mod syncs;
 
 use std::sync::OnceLock;
 

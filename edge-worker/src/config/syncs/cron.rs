@@ -49,6 +49,31 @@ impl CronSchedule {
     }
 }
 
+impl CronSchedule {
+    /// Whether the expression fires in the minute starting at `minute`
+    /// (UTC). When both the day and the weekday are restricted, either
+    /// matching fires, as crontab(5) says.
+    pub fn fires_at(&self, minute: chrono::DateTime<chrono::Utc>) -> bool {
+        use chrono::{Datelike, Timelike};
+        let bit = |set: u64, n: u32| set & (1u64 << n) != 0;
+        let day = bit(u64::from(self.days), minute.day());
+        let weekday = bit(
+            u64::from(self.weekdays),
+            minute.weekday().num_days_from_sunday(),
+        );
+        let day_matches = match (self.any_day, self.any_weekday) {
+            (true, true) => true,
+            (true, false) => weekday,
+            (false, true) => day,
+            (false, false) => day || weekday,
+        };
+        bit(self.minutes, minute.minute())
+            && bit(u64::from(self.hours), minute.hour())
+            && bit(u64::from(self.months), minute.month())
+            && day_matches
+    }
+}
+
 /// One field as a bit set of the values in `min..=max` it names.
 fn field(name: &str, text: &str, min: u32, max: u32) -> Result<u64, String> {
     let bad = |why: &str| {
@@ -114,6 +139,27 @@ mod tests {
         assert_eq!(s.months, 1 << 1 | 1 << 4 | 1 << 7 | 1 << 10);
         assert_eq!(s.weekdays, 0b0011_1110);
         assert!(!s.any_day && !s.any_weekday);
+    }
+
+    #[test]
+    fn it_fires_on_the_minutes_it_names() {
+        let at = |text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let hourly = CronSchedule::parse("0 * * * *").unwrap();
+        assert!(hourly.fires_at(at("2026-12-02T17:00:00Z")));
+        assert!(!hourly.fires_at(at("2026-12-02T17:01:00Z")));
+        // 2026-12-02 is a Wednesday (weekday 3).
+        let wednesdays = CronSchedule::parse("30 9 * * 3").unwrap();
+        assert!(wednesdays.fires_at(at("2026-12-02T09:30:00Z")));
+        assert!(!wednesdays.fires_at(at("2026-12-03T09:30:00Z")));
+        // Day and weekday both restricted: either fires.
+        let either = CronSchedule::parse("0 0 1 * 3").unwrap();
+        assert!(either.fires_at(at("2026-12-02T00:00:00Z")));
+        assert!(either.fires_at(at("2027-01-01T00:00:00Z")));
+        assert!(!either.fires_at(at("2026-12-03T00:00:00Z")));
     }
 
     #[test]

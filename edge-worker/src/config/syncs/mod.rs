@@ -146,6 +146,15 @@ pub struct SyncConfig {
     /// Keep the sync configured but start no runs. Default: false.
     #[serde(default)]
     pub disabled: bool,
+    /// How long a run waits, once every row is committed, for the last
+    /// rows' outcomes before it ends (`warning` when some have none; they
+    /// still settle later). Default: 600.
+    #[serde(default = "default_report_timeout_secs")]
+    pub report_timeout_secs: u64,
+}
+
+fn default_report_timeout_secs() -> u64 {
+    600
 }
 
 /// The Segment call a sync's rows become.

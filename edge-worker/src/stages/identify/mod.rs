@@ -87,6 +87,9 @@ pub struct Visit<'a> {
     /// Per event (in order), whether the cookie's purpose is granted, as
     /// the consent decision says.
     pub cookie_granted: &'a [bool],
+    /// Whether the events open and extend sessions (a sync's rows do not:
+    /// they are not visits).
+    pub sessions: bool,
 }
 
 /// Links one request's events into the identity graph and stamps them.
@@ -119,6 +122,9 @@ pub async fn link(
                 cookie,
                 now_ms,
             );
+            if !visit.sessions {
+                ids.session_key = None;
+            }
             if cookieless::is_cookieless(event) {
                 // Counted, never linked: no node, no traits, only a session
                 // under the day's visitor key.

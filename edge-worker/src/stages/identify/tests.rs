@@ -117,6 +117,7 @@ async fn link_minted(bodies: Vec<Value>) -> Vec<String> {
         visitor: Some(&visitor),
         cookie_known: false,
         cookie_granted: &granted,
+        sessions: true,
     };
     link(&identity, &mut events, &visit).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);

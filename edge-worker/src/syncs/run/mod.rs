@@ -3,16 +3,17 @@
 //! destination receives, recovering a row's identity from that call when
 //! its delivery settles, and deciding the run's final status.
 //!
-//! The executor loop that admits the calls through `stages::admit` and
-//! waits for the outcomes builds on these.
+//! [`execute::execute`] drives a started run through them.
 
 pub mod call;
+pub mod execute;
 pub mod history;
 pub mod outcome;
 pub mod prepare;
 pub mod status;
 
 pub use call::{message_id, row_call, SyncMark, SYNC_SOURCE_PREFIX};
+pub use execute::{execute, RunContext};
 pub use history::history;
 pub use outcome::{outcome_of, outcomes_of};
 pub use prepare::{prepare, Prepared};
@@ -20,3 +21,6 @@ pub use status::final_status;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod execute_tests;

@@ -20,6 +20,7 @@ fn sync(call: SyncCall) -> SyncConfig {
         schedule: None,
         fail_on_zero_rows: true,
         disabled: false,
+        report_timeout_secs: 600,
     }
 }
 

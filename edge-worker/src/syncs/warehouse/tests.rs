@@ -75,6 +75,7 @@ fn sync(mapping: &[(&str, &str)]) -> SyncConfig {
         schedule: None,
         fail_on_zero_rows: true,
         disabled: false,
+        report_timeout_secs: 600,
     }
 }
 

@@ -79,6 +79,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, n)
     );
     "#,
+    // 2: a heartbeat per active run, so a run whose worker stopped is told
+    //    apart from one still going.
+    r#"
+    ALTER TABLE sync_runs ADD COLUMN heartbeat_ms bigint;
+    "#,
 ];
 
 /// The sync state store over the fleet's pool.
@@ -231,7 +236,7 @@ impl SyncStore for PgSyncs {
     async fn start_run(&self, sync: i64) -> Result<Option<SyncRun>, StorageError> {
         let client = self.client().await?;
         let sql = format!(
-            "UPDATE sync_runs SET status = 'querying', started_at_ms = $2
+            "UPDATE sync_runs SET status = 'querying', started_at_ms = $2, heartbeat_ms = $2
              WHERE id = (SELECT id FROM sync_runs WHERE sync_id = $1 AND status = 'queued'
                          ORDER BY id LIMIT 1)
                AND status = 'queued'
@@ -257,9 +262,9 @@ impl SyncStore for PgSyncs {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE sync_runs SET status = $2
+                "UPDATE sync_runs SET status = $2, heartbeat_ms = $3
                  WHERE id = $1 AND status IN ('querying', 'processing', 'reporting')",
-                &[&run, &status.as_str()],
+                &[&run, &status.as_str(), &now_ms()],
             )
             .await?;
         Ok(n == 1)
@@ -356,14 +361,27 @@ impl SyncStore for PgSyncs {
         Ok(n == 1)
     }
 
-    async fn interrupt_runs(&self) -> Result<u64, StorageError> {
+    async fn keep_run(&self, run: i64) -> Result<bool, StorageError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE sync_runs SET heartbeat_ms = $2
+                 WHERE id = $1 AND status IN ('querying', 'processing', 'reporting')",
+                &[&run, &now_ms()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn interrupt_runs(&self, stale_before_ms: i64) -> Result<u64, StorageError> {
         let client = self.client().await?;
         let n = client
             .execute(
                 "UPDATE sync_runs SET status = 'interrupted', finished_at_ms = $1,
                      error = 'the worker stopped during the run; the next run sends what it missed'
-                 WHERE status IN ('querying', 'processing', 'reporting')",
-                &[&now_ms()],
+                 WHERE status IN ('querying', 'processing', 'reporting')
+                   AND coalesce(heartbeat_ms, started_at_ms, 0) < $2",
+                &[&now_ms(), &stale_before_ms],
             )
             .await?;
         Ok(n)

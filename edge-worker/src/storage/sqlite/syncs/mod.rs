@@ -80,6 +80,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, n)
     ) WITHOUT ROWID;
     "#,
+    // 2: a heartbeat per active run, so a run whose worker stopped is told
+    //    apart from one still going.
+    r#"
+    ALTER TABLE sync_runs ADD COLUMN heartbeat_ms INTEGER;
+    "#,
 ];
 
 /// The sync state store over the embedded database.
@@ -226,7 +231,7 @@ impl SyncStore for SqliteSyncs {
                     return Ok(None);
                 }
                 let sql = format!(
-                    "UPDATE sync_runs SET status = 'querying', started_at_ms = ?2
+                    "UPDATE sync_runs SET status = 'querying', started_at_ms = ?2, heartbeat_ms = ?2
                      WHERE id = (SELECT id FROM sync_runs WHERE sync_id = ?1 AND status = 'queued'
                                  ORDER BY id LIMIT 1)
                      RETURNING {RUN_COLUMNS}"
@@ -248,9 +253,9 @@ impl SyncStore for SqliteSyncs {
         self.0
             .write(move |conn| {
                 let n = conn.execute(
-                    "UPDATE sync_runs SET status = ?2
+                    "UPDATE sync_runs SET status = ?2, heartbeat_ms = ?3
                      WHERE id = ?1 AND status IN ('querying', 'processing', 'reporting')",
-                    params![run, status.as_str()],
+                    params![run, status.as_str(), now_ms()],
                 )?;
                 Ok(n == 1)
             })
@@ -335,14 +340,28 @@ impl SyncStore for SqliteSyncs {
             .await
     }
 
-    async fn interrupt_runs(&self) -> Result<u64, StorageError> {
+    async fn keep_run(&self, run: i64) -> Result<bool, StorageError> {
+        self.0
+            .write(move |conn| {
+                let n = conn.execute(
+                    "UPDATE sync_runs SET heartbeat_ms = ?2
+                     WHERE id = ?1 AND status IN ('querying', 'processing', 'reporting')",
+                    params![run, now_ms()],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn interrupt_runs(&self, stale_before_ms: i64) -> Result<u64, StorageError> {
         self.0
             .write(move |conn| {
                 let n = conn.execute(
                     "UPDATE sync_runs SET status = 'interrupted', finished_at_ms = ?1,
                          error = 'the worker stopped during the run; the next run sends what it missed'
-                     WHERE status IN ('querying', 'processing', 'reporting')",
-                    [now_ms()],
+                     WHERE status IN ('querying', 'processing', 'reporting')
+                       AND coalesce(heartbeat_ms, started_at_ms, 0) < ?2",
+                    params![now_ms(), stale_before_ms],
                 )?;
                 Ok(n as u64)
             })
