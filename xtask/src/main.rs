@@ -17,6 +17,7 @@ mod edge;
 mod minify;
 mod node;
 mod pg;
+mod python;
 mod rules;
 mod setup;
 mod tag;
@@ -119,10 +120,12 @@ fn test(root: &Path) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     // 1. Formatting is cheap to check and keeps diffs honest.
     sh(root, &cargo(), &["fmt", "--all", "--", "--check"])?;
-    // 2. Prerequisites: Chromium for the browser tests (the tag and rule
+    // 2. Prerequisites: Chromium for the browser tests, npm packages,
+    //    Hightouch's Python SDK, PostgreSQL and nginx (the tag and rule
     //    builds install their own toolchain pieces).
     tag::ensure_chromium()?;
     node::ensure_node_packages(root)?;
+    python::ensure_hightouch_sdk(root)?;
     let _pg = pg::start_test_cluster()?;
     edge::ensure_nginx()?;
     // 3. What the tests load: the tag (fails over its size budget) and the

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod admin_dlq;
 pub mod admin_profiles;
 pub mod admin_stats;
+pub mod api;
 pub mod client_ip;
 pub mod console;
 pub mod error;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(live::routes())
         .merge(console::routes())
         .nest("/admin", admin::routes(state.clone()))
+        .nest("/api/v1", api::routes(state.clone()))
         .merge(segment::routes())
         .merge(tag::routes(&server));
     // The prefix applies here, once, so every route (and any added later)

@@ -39,6 +39,7 @@ fn sync_config() -> SyncConfig {
         schedule: None,
         fail_on_zero_rows: true,
         disabled: false,
+        report_timeout_secs: 600,
     }
 }
 

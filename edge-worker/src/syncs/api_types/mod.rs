@@ -340,52 +340,15 @@ fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     d.deserialize_any(BoolVisitor)
 }
 
-/// `GET /syncs/{id}/runs` query: `runId`, `limit`, `offset`, `after`, `before` (RFC 3339).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiRunsQuery {
-    /// Only this run.
-    #[serde(default)]
-    pub run_id: Option<ApiId>,
-    /// At most this many. Default: 5, as Hightouch.
-    #[serde(default)]
-    pub limit: Option<ApiId>,
-    /// Skip this many.
-    #[serde(default)]
-    pub offset: Option<ApiId>,
-    /// Only runs created after this time.
-    #[serde(default)]
-    pub after: Option<String>,
-    /// Only runs created before this time.
-    #[serde(default)]
-    pub before: Option<String>,
-}
-
-impl ApiRunsQuery {
-    /// The store filter, or the name of the parameter that does not parse.
-    pub fn filter(&self) -> Result<crate::storage::syncs::RunFilter, &'static str> {
-        let time = |t: &Option<String>, name| match t {
-            None => Ok(None),
-            Some(text) => crate::time::parse_rfc3339(text)
-                .map(|t| Some(t.timestamp_millis()))
-                .ok_or(name),
-        };
-        Ok(crate::storage::syncs::RunFilter {
-            run: self.run_id.map(|id| id.0),
-            limit: self.limit.map_or(5, |n| n.0.clamp(1, 1_000) as usize),
-            offset: self.offset.map_or(0, |n| n.0 as usize),
-            after_ms: time(&self.after, "after")?,
-            before_ms: time(&self.before, "before")?,
-        })
-    }
-}
-
 /// Unix milliseconds as RFC 3339 with milliseconds and `Z`.
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(crate::time::format_rfc3339)
         .unwrap_or_default()
 }
 
+mod query;
 #[cfg(test)]
 mod tests;
+
+pub use query::{ApiRunsQuery, ApiSyncsQuery};

@@ -214,3 +214,27 @@ fn runs_queries_become_store_filters() {
     assert_eq!(bad.filter(), Err("before"));
     assert_eq!(ApiRunsQuery::default().filter().unwrap().limit, 5);
 }
+
+#[test]
+fn runs_queries_take_naive_times_as_utc_and_within_as_minutes_back() {
+    // Python's `datetime.isoformat()` of a naive time has no offset.
+    let naive = ApiRunsQuery {
+        after: Some("2023-11-14T22:13:20.250000".into()),
+        ..ApiRunsQuery::default()
+    };
+    assert_eq!(naive.filter().unwrap().after_ms, Some(1_700_000_000_250));
+    let within = ApiRunsQuery {
+        within: Some(ApiId(10)),
+        ..ApiRunsQuery::default()
+    };
+    let after = within.filter().unwrap().after_ms.unwrap();
+    let expected = crate::time::now_ms() - 600_000;
+    assert!((after - expected).abs() < 5_000, "{after} vs {expected}");
+    // The later bound of `after` and `within` applies.
+    let both = ApiRunsQuery {
+        after: Some("2023-11-14T22:13:20Z".into()),
+        within: Some(ApiId(10)),
+        ..ApiRunsQuery::default()
+    };
+    assert!(both.filter().unwrap().after_ms.unwrap() > 1_700_000_000_000);
+}

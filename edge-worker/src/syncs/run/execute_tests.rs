@@ -114,7 +114,7 @@ async fn a_mirror_sync_sends_the_diff_and_nothing_else() {
     assert_eq!(events.len(), 200);
     let one = events
         .iter()
-        .find(|e| e["userId"] == 7)
+        .find(|e| e["userId"] == 7 || e["userId"] == "7")
         .expect("row 7 was sent");
     assert_eq!(one["type"], "identify");
     assert_eq!(one["traits"]["email"], "u7@example.com");
@@ -145,7 +145,7 @@ async fn a_mirror_sync_sends_the_diff_and_nothing_else() {
     let mut changed: Vec<i64> = sent
         .iter()
         .filter(|e| e["context"]["waymark"]["sync"]["change"] == "changed")
-        .map(|e| e["userId"].as_i64().unwrap())
+        .map(|e| e["context"]["waymark"]["sync"]["key"].as_str().unwrap().parse().unwrap())
         .collect();
     changed.sort_unstable();
     assert_eq!(changed, [3, 4, 5]);

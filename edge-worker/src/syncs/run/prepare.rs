@@ -76,15 +76,17 @@ pub async fn prepare<'c>(
     let (sync, model, index) = lookup(config, name)?;
     let warehouse = &config.warehouses[index];
     let id = sync_id(store, &sync.name).await?;
-    let last = RunFilter {
-        limit: 1,
+    // The newest run that read the model: not the run being prepared (its
+    // query size is not known yet), nor one that failed before reading.
+    let recent = RunFilter {
+        limit: 20,
         ..RunFilter::default()
     };
     let previous_rows = store
-        .runs(id, last)
+        .runs(id, recent)
         .await?
-        .first()
-        .and_then(|r| r.query_size)
+        .iter()
+        .find_map(|r| r.query_size.filter(|_| r.status.is_finished()))
         .unwrap_or(0);
     let source = warehouse::open(warehouse, index)?;
     let rows = source.stream(&model.query, warehouse.batch_rows).await?;
