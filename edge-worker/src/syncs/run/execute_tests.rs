@@ -145,7 +145,13 @@ async fn a_mirror_sync_sends_the_diff_and_nothing_else() {
     let mut changed: Vec<i64> = sent
         .iter()
         .filter(|e| e["context"]["waymark"]["sync"]["change"] == "changed")
-        .map(|e| e["context"]["waymark"]["sync"]["key"].as_str().unwrap().parse().unwrap())
+        .map(|e| {
+            e["context"]["waymark"]["sync"]["key"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     changed.sort_unstable();
     assert_eq!(changed, [3, 4, 5]);
