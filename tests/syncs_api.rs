@@ -219,7 +219,7 @@ fn hightouchs_python_sdk_lists_triggers_a_full_resync_and_reads_the_run() {
     assert_eq!(result["successful_added"], ROWS as f64);
     assert_eq!(result["query_size"], ROWS as f64);
     assert_eq!(result["completion_ratio"], 1.0);
-    assert_eq!(result["full_resync"], true, "{result}");
+    assert_eq!(result["by_slug_is_this_run_or_the_next"], true, "{result}");
     assert_eq!(result["model_primary_key"], "id");
     assert_eq!(result["destination_type"], "file");
     assert_eq!(result["missing_sync_status"], 404);
