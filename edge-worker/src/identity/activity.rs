@@ -200,6 +200,9 @@ pub(crate) fn link_known(
     }))
 }
 
+/// Counts per node and sessions per key, each in key order.
+pub(super) type Sorted = (Vec<(String, NodeStats)>, Vec<(String, SessionRow)>);
+
 /// One request's activity: counts per anchor node, sessions per session key.
 #[derive(Default)]
 pub(super) struct Activity<'a> {
@@ -262,7 +265,7 @@ impl<'a> Activity<'a> {
     }
 
     /// Counts per anchor node and sessions per key, each in key order.
-    pub(super) fn into_sorted(self) -> (Vec<(String, NodeStats)>, Vec<(String, SessionRow)>) {
+    pub(super) fn into_sorted(self) -> Sorted {
         let mut stats: Vec<(String, NodeStats)> = self
             .stats
             .into_iter()
