@@ -43,7 +43,7 @@ use crate::telemetry::identity::{IdentityLinked, IdentityStateReset};
 use crate::time::now_ms;
 use graph::{BatchContext, EventIds, Linked};
 use key::KeyRules;
-use state::GraphState;
+use state::{GraphState, MAX_PENDING};
 
 pub use profile::{Lookup, ProfileView};
 
@@ -75,8 +75,11 @@ pub enum IdentityError {
 /// lock. Hot lookups come from a bounded LRU, so memory stays flat however
 /// many profiles the store holds (issue #4); counters and sessions are
 /// written behind ([`state::Pending`]). A store with several writers
-/// ([`IdentityStore::shared`]) gets none of these caches: each job then
-/// works on a fresh [`GraphState::shared`] and writes its activity at once.
+/// ([`IdentityStore::shared`]) gets none of these caches: a request that
+/// changes nothing in the graph is then one light job
+/// ([`activity::link_known`]: its nodes read at once, its sessions moved on
+/// under a row lock, its counters written behind), and any other is a graph
+/// job on a fresh [`GraphState::shared`] that writes its activity at once.
 #[derive(Clone)]
 pub struct Identity {
     store: Arc<dyn IdentityStore>,
@@ -130,8 +133,9 @@ impl Identity {
 
     /// Links one request's events; returns, per event in order, what became of it.
     ///
-    /// Resolves once the links are durable: at once when the graph already
-    /// holds them all ([`activity::link_cached`]), else after a write job. On
+    /// Resolves once the links are written: at once when the graph already
+    /// holds them all ([`activity::link_cached`]), else after a job (on a
+    /// shared store, one that the caller's ingest commit makes durable). On
     /// an error nothing was linked and the caller answers 503, as for a
     /// failed outbox commit.
     pub(crate) async fn link(&self, events: Vec<EventIds>) -> Result<Vec<Linked>, StorageError> {
@@ -146,7 +150,8 @@ impl Identity {
         let cached = activity::link_cached(&mut lock(&self.state), &events, cx);
         let result = match cached {
             Some(done) => Ok(done),
-            None => self.link_on_writer(events, cx).await,
+            None if self.store.shared() => self.link_shared(events, cx).await,
+            None => self.link_on_writer(Arc::new(events), cx).await,
         };
         match result {
             Ok((linked, report)) => {
@@ -173,22 +178,25 @@ impl Identity {
     /// Writes the pending activity (node counters, sessions); see
     /// [`state::Pending`]. Returns how many entries were written.
     pub async fn flush(&self) -> Result<usize, StorageError> {
-        if self.store.shared() {
-            // Activity was written with each link.
-            return Ok(0);
-        }
         let state = Arc::clone(&self.state);
-        self.store
-            .write(move |conn: &dyn IdentityTx| {
-                // Taken when the job runs, so it is ordered with every other
-                // graph job (a delete drops its person's activity first);
-                // written without the lock, so linking goes on meanwhile.
-                let taken = lock(&state).take_pending();
-                taken.write(conn).inspect_err(|_| {
-                    lock(&state).restore_pending(taken);
-                })
+        let job = move |conn: &dyn IdentityTx| {
+            // Taken when the job runs, so it is ordered with every other
+            // graph job (a delete drops its person's activity first);
+            // written without the lock, so linking goes on meanwhile.
+            let taken = lock(&state).take_pending();
+            taken.write(conn).inspect_err(|_| {
+                lock(&state).restore_pending(taken);
             })
-            .await
+        };
+        if self.store.shared() {
+            // Only counters wait on a shared store, and they add up: no
+            // serializable snapshot needed (nor one to conflict with).
+            if lock(&self.state).pending.len() == 0 {
+                return Ok(0);
+            }
+            return self.store.activity(job).await;
+        }
+        self.store.write(job).await
     }
 
     /// Flushes the pending activity every `every` until `shutdown`, and once more then.
@@ -213,9 +221,42 @@ impl Identity {
         }
     }
 
-    async fn link_on_writer(
+    /// Links a request on a store several workers share: a light job when
+    /// the request changes nothing in the graph ([`activity::link_known`]),
+    /// else a graph job.
+    async fn link_shared(
         &self,
         events: Vec<EventIds>,
+        cx: BatchContext,
+    ) -> Result<(Vec<Linked>, graph::BatchReport), StorageError> {
+        if lock(&self.state).pending.len() >= MAX_PENDING {
+            self.flush().await?;
+        }
+        let events = Arc::new(events);
+        if events
+            .iter()
+            .all(|ev| ev.previous_id.is_none() && ev.traits.is_empty())
+        {
+            let job_events = Arc::clone(&events);
+            let known = self
+                .store
+                .activity(move |conn: &dyn IdentityTx| activity::link_known(conn, &job_events, cx))
+                .await?;
+            if let Some(known) = known {
+                // Committed: only now may its counts wait for the flush.
+                let mut state = lock(&self.state);
+                for (key, s) in known.stats {
+                    state.record_stats(&key, s);
+                }
+                return Ok((known.linked, known.report));
+            }
+        }
+        self.link_on_writer(events, cx).await
+    }
+
+    async fn link_on_writer(
+        &self,
+        events: Arc<Vec<EventIds>>,
         cx: BatchContext,
     ) -> Result<(Vec<Linked>, graph::BatchReport), StorageError> {
         let state = Arc::clone(&self.state);

@@ -45,6 +45,12 @@ pub(crate) struct GraphState {
 /// and at shutdown, and by [`GraphState::flush`] inside a link job whenever
 /// [`MAX_PENDING`] entries wait. A crash loses at
 /// most that second of counter increments, never an event or a link.
+///
+/// On a shared store only the counters of requests that changed nothing in
+/// the graph wait here (sessions are written before the ack, see
+/// [`super::activity::link_known`]); they are added, never set, so each
+/// worker's flush adds its own, and a profile read on another worker lags
+/// by at most the flush interval.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     stats: HashMap<String, NodeStats>,
@@ -59,9 +65,10 @@ impl Pending {
 
     /// Writes every entry; returns how many.
     pub(crate) fn write(&self, conn: &dyn IdentityTx) -> Result<usize, StorageError> {
-        for (key, s) in &self.stats {
-            conn.bump_node(key, s)?;
-        }
+        let mut stats: Vec<(String, NodeStats)> =
+            self.stats.iter().map(|(k, s)| (k.clone(), *s)).collect();
+        stats.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        conn.bump_nodes(&stats)?;
         for (key, row) in &self.sessions {
             conn.put_session(key, row)?;
         }

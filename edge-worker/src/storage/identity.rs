@@ -23,13 +23,16 @@
 //! - the counts of suppressions and split barriers that let guard lookups be
 //!   skipped: **single writer only** (a delete on another worker must
 //!   suppress here at once);
-//! - the write-behind of node counters and sessions: **single writer only**
-//!   (sessions must be seen by every worker), so shared backends write
-//!   activity in the link's own transaction;
+//! - the write-behind of sessions: **single writer only** (sessions must be
+//!   seen by every worker), so shared backends advance a session under a
+//!   row lock ([`IdentityTx::lock_sessions`]) before the ack;
+//! - the write-behind of node counters: allowed, because counts add up in
+//!   any order ([`IdentityTx::bump_nodes`] adds, it never sets);
 //! - the cached link path that acks from memory alone: **single writer
 //!   only**, as it depends on the node cache.
 //!
-//! `GraphState` switches all of them off when the store says it is shared.
+//! `GraphState` switches the single-writer ones off when the store says it is
+//! shared.
 
 use std::any::Any;
 
@@ -182,6 +185,17 @@ pub trait IdentityTx {
 
     /// The profile a node belongs to.
     fn node_profile(&self, key: &str) -> Result<Option<String>, StorageError>;
+    /// The profiles of those of `keys` that are nodes, as `(key, profile)`,
+    /// read at one moment (a backend may do it in one statement).
+    fn node_profiles(&self, keys: &[String]) -> Result<Vec<(String, String)>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(profile) = self.node_profile(key)? {
+                out.push((key.clone(), profile));
+            }
+        }
+        Ok(out)
+    }
     /// When a profile was created (`i64::MAX` when unknown), for the merge's survivor.
     fn profile_created(&self, id: &str) -> Result<i64, StorageError>;
     /// Creates a profile.
@@ -234,6 +248,14 @@ pub trait IdentityTx {
 
     /// Adds a request's counts to a node.
     fn bump_node(&self, key: &str, s: &NodeStats) -> Result<(), StorageError>;
+    /// Adds counts to several nodes, each key once, in key order (a
+    /// backend may do it in one statement).
+    fn bump_nodes(&self, stats: &[(String, NodeStats)]) -> Result<(), StorageError> {
+        for (key, s) in stats {
+            self.bump_node(key, s)?;
+        }
+        Ok(())
+    }
     /// Sets a trait on a node unless a newer value is already there.
     fn upsert_trait(
         &self,
@@ -246,6 +268,32 @@ pub trait IdentityTx {
     fn session(&self, key: &str) -> Result<Option<SessionRow>, StorageError>;
     /// Stores a visitor's session.
     fn put_session(&self, key: &str, s: &SessionRow) -> Result<(), StorageError>;
+    /// The stored sessions of `keys` (in key order, each once), held against
+    /// every other job's session writes until this job ends: a shared store
+    /// locks the rows; the single writer needs no lock.
+    fn lock_sessions(&self, keys: &[String]) -> Result<Vec<(String, SessionRow)>, StorageError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(row) = self.session(key)? {
+                out.push((key.clone(), row));
+            }
+        }
+        Ok(out)
+    }
+    /// Stores sessions after [`IdentityTx::lock_sessions`]: `moved` were
+    /// returned by it, `created` were not. A created session that another
+    /// job stored meanwhile fails this job as a conflict, so it runs again
+    /// on the other job's row.
+    fn store_sessions(
+        &self,
+        moved: &[(String, SessionRow)],
+        created: &[(String, SessionRow)],
+    ) -> Result<(), StorageError> {
+        for (key, row) in moved.iter().chain(created) {
+            self.put_session(key, row)?;
+        }
+        Ok(())
+    }
 
     // Profiles as the admin API reads them.
 
@@ -329,6 +377,17 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// An error means nothing of the job was written.
     async fn run_write(&self, job: Job) -> Result<JobOutput, StorageError>;
 
+    /// Runs a job that reads the graph but writes only activity (sessions
+    /// under [`IdentityTx::lock_sessions`], additive counters), so it needs
+    /// no more isolation than each statement's own: PostgreSQL runs it at
+    /// `READ COMMITTED` and commits it asynchronously. It is durable once
+    /// any later transaction commits durably, so a caller must not ack on it
+    /// alone: the ingest commit that follows a link is that durable commit.
+    /// The single writer runs it as [`IdentityStore::run_write`].
+    async fn run_activity(&self, job: Job) -> Result<JobOutput, StorageError> {
+        self.run_write(job).await
+    }
+
     /// Runs a read-only job.
     async fn run_read(&self, job: Job) -> Result<JobOutput, StorageError>;
 
@@ -345,6 +404,20 @@ impl dyn IdentityStore {
     {
         let out = self
             .run_write(Box::new(move |tx: &dyn IdentityTx| {
+                job(tx).map(|r| Box::new(r) as JobOutput)
+            }))
+            .await?;
+        downcast(out)
+    }
+
+    /// Runs a typed activity job (see [`IdentityStore::run_activity`]).
+    pub async fn activity<R, F>(&self, mut job: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnMut(&dyn IdentityTx) -> Result<R, StorageError> + Send + 'static,
+    {
+        let out = self
+            .run_activity(Box::new(move |tx: &dyn IdentityTx| {
                 job(tx).map(|r| Box::new(r) as JobOutput)
             }))
             .await?;

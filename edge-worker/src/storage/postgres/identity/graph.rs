@@ -49,6 +49,14 @@ impl IdentityTx for PgTx<'_> {
             .map(|r| r.get(0)))
     }
 
+    fn node_profiles(&self, keys: &[String]) -> Result<Vec<(String, String)>, StorageError> {
+        let rows = self.conn.query(
+            "SELECT key, profile_id FROM identity_nodes WHERE key = ANY($1)",
+            &[&keys],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     fn profile_created(&self, id: &str) -> Result<i64, StorageError> {
         Ok(self
             .conn
@@ -234,6 +242,32 @@ impl IdentityTx for PgTx<'_> {
         Ok(())
     }
 
+    fn bump_nodes(&self, stats: &[(String, NodeStats)]) -> Result<(), StorageError> {
+        if stats.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = stats.iter().map(|(k, _)| k.as_str()).collect();
+        let count = |i: usize| -> Vec<i64> { stats.iter().map(|(_, s)| s.counts[i]).collect() };
+        let (t, p, sc, id, g, al) = (count(0), count(1), count(2), count(3), count(4), count(5));
+        let first: Vec<i64> = stats.iter().map(|(_, s)| s.first_seen_ms).collect();
+        let last: Vec<i64> = stats.iter().map(|(_, s)| s.last_seen_ms).collect();
+        // One statement per flush, rows in key order (the caller sorts), so
+        // two workers' flushes lock shared rows in the same order.
+        self.conn.execute(
+            r#"UPDATE identity_nodes n SET
+                 n_track = n.n_track + u.t, n_page = n.n_page + u.p, n_screen = n.n_screen + u.s,
+                 n_identify = n.n_identify + u.i, n_group = n.n_group + u.g, n_alias = n.n_alias + u.a,
+                 first_seen_ms = LEAST(COALESCE(n.first_seen_ms, u.f), u.f),
+                 last_seen_ms = GREATEST(COALESCE(n.last_seen_ms, u.l), u.l)
+               FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
+                           $6::int8[], $7::int8[], $8::int8[], $9::int8[])
+                    AS u(key, t, p, s, i, g, a, f, l)
+               WHERE n.key = u.key COLLATE "C""#,
+            &[&keys, &t, &p, &sc, &id, &g, &al, &first, &last],
+        )?;
+        Ok(())
+    }
+
     fn upsert_trait(
         &self,
         node: &str,
@@ -271,6 +305,64 @@ impl IdentityTx for PgTx<'_> {
                count = excluded.count, last_activity_ms = excluded.last_activity_ms",
             &[&key, &s.session_id, &s.count, &s.last_activity_ms],
         )?;
+        Ok(())
+    }
+
+    fn lock_sessions(&self, keys: &[String]) -> Result<Vec<(String, SessionRow)>, StorageError> {
+        // Locked in key order, so jobs over overlapping keys never deadlock.
+        let rows = self.conn.query(
+            "SELECT key, session_id, count, last_activity_ms FROM identity_sessions
+             WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+            &[&keys],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    SessionRow {
+                        session_id: r.get(1),
+                        count: r.get(2),
+                        last_activity_ms: r.get(3),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn store_sessions(
+        &self,
+        moved: &[(String, SessionRow)],
+        created: &[(String, SessionRow)],
+    ) -> Result<(), StorageError> {
+        fn columns(rows: &[(String, SessionRow)]) -> (Vec<&str>, Vec<i64>, Vec<i64>, Vec<i64>) {
+            (
+                rows.iter().map(|(k, _)| k.as_str()).collect(),
+                rows.iter().map(|(_, r)| r.session_id).collect(),
+                rows.iter().map(|(_, r)| r.count).collect(),
+                rows.iter().map(|(_, r)| r.last_activity_ms).collect(),
+            )
+        }
+        if !moved.is_empty() {
+            let (k, id, n, at) = columns(moved);
+            self.conn.execute(
+                r#"UPDATE identity_sessions s SET
+                     session_id = u.id, count = u.n, last_activity_ms = u.at
+                   FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[]) AS u(key, id, n, at)
+                   WHERE s.key = u.key COLLATE "C""#,
+                &[&k, &id, &n, &at],
+            )?;
+        }
+        if !created.is_empty() {
+            // No ON CONFLICT: a session another job created meanwhile is a
+            // unique violation, which runs this job again on that row.
+            let (k, id, n, at) = columns(created);
+            self.conn.execute(
+                "INSERT INTO identity_sessions (key, session_id, count, last_activity_ms)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])",
+                &[&k, &id, &n, &at],
+            )?;
+        }
         Ok(())
     }
 

@@ -9,9 +9,14 @@
 //! isolation turns every such race into a serialization failure (or a unique
 //! violation on a node key) for all but one of them, and the loser runs its
 //! job again on the winner's rows: concurrent events end in one profile, and
-//! the guards hold as they do on the single-writer SQLite store. Nothing is
-//! cached in memory (`crate::storage::identity` says why), and activity
-//! (counters, sessions) is written in the link's own transaction.
+//! the guards hold as they do on the single-writer SQLite store. No graph
+//! lookup is cached in memory (`crate::storage::identity` says why).
+//!
+//! A request that changes nothing in the graph (every identifier is a node
+//! of one profile already: a returning visitor) needs none of that: it is
+//! an activity job ([`IdentityStore::run_activity`]) at `READ COMMITTED`,
+//! which reads the request's nodes in one statement, locks and moves its
+//! sessions on, and leaves its counters to the worker's write-behind.
 //!
 //! Jobs are synchronous ([`IdentityTx`]) and run on a blocking thread, each
 //! statement driven by the runtime's handle; a pooled connection is held for
@@ -230,6 +235,17 @@ impl IdentityStore for PgIdentity {
         self.run("BEGIN ISOLATION LEVEL SERIALIZABLE", job).await
     }
 
+    async fn run_activity(&self, job: Job) -> Result<JobOutput, StorageError> {
+        // Each statement is correct on its own at READ COMMITTED: reads see
+        // committed rows, sessions are locked, counters add. The ingest
+        // commit that follows flushes the WAL past this commit.
+        self.run(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off",
+            job,
+        )
+        .await
+    }
+
     async fn run_read(&self, job: Job) -> Result<JobOutput, StorageError> {
         self.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", job)
             .await
@@ -377,3 +393,6 @@ impl PgConn<'_> {
         StorageError::Sql(format!("postgres: {text}"))
     }
 }
+
+#[cfg(test)]
+mod tests;
