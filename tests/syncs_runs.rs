@@ -197,16 +197,22 @@ fn each_mode_sends_exactly_the_diff_from_postgres() {
     });
 }
 
-#[test]
-fn each_mode_sends_exactly_the_diff_from_sqlite() {
-    let crm = temp_dir("syncs-crm").join("crm.db");
+/// A SQLite warehouse whose `crm_users` has rows 1 to `rows`, all `free`.
+fn sqlite_crm(label: &str, rows: i64) -> (std::path::PathBuf, rusqlite::Connection) {
+    let crm = temp_dir(label).join("crm.db");
     let conn = rusqlite::Connection::open(&crm).unwrap();
     conn.execute_batch(&format!(
         "CREATE TABLE crm_users (id INTEGER PRIMARY KEY, email TEXT, plan TEXT);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
          INSERT INTO crm_users SELECT i, 'u' || i || '@example.com', 'free' FROM n;"
     ))
     .unwrap();
+    (crm, conn)
+}
+
+#[test]
+fn each_mode_sends_exactly_the_diff_from_sqlite() {
+    let (crm, conn) = sqlite_crm("syncs-crm", ROWS);
     let warehouse = format!(
         "[[warehouses]]\nname = \"crm\"\ntype = \"sqlite\"\npath = \"{}\"",
         crm.display()
@@ -269,14 +275,7 @@ fn received_keys(hook: &waymark_tests::fakes::Fake) -> HashSet<String> {
 #[test]
 fn a_run_cut_by_sigkill_is_interrupted_and_the_next_sends_what_was_missed() {
     const N: i64 = 3_000;
-    let crm = temp_dir("syncs-kill").join("crm.db");
-    let conn = rusqlite::Connection::open(&crm).unwrap();
-    conn.execute_batch(&format!(
-        "CREATE TABLE crm_users (id INTEGER PRIMARY KEY, email TEXT, plan TEXT);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N})
-         INSERT INTO crm_users SELECT i, 'u' || i || '@example.com', 'free' FROM n;"
-    ))
-    .unwrap();
+    let (crm, _) = sqlite_crm("syncs-kill", N);
     let hook = webhook::start("whsec");
     // Slow enough that the kill lands mid-run.
     hook.set_mode(Mode::Sleep(Duration::from_millis(30)));

@@ -64,19 +64,9 @@ impl Syncs {
         &self.config
     }
 
-    /// The configuration, shared.
-    pub fn config_arc(&self) -> &Arc<Config> {
-        &self.config
-    }
-
     /// The sync state store.
     pub fn store(&self) -> &Arc<dyn SyncStore> {
         &self.store
-    }
-
-    /// The signal the executor waits on; notified by every trigger.
-    pub fn wake(&self) -> &Arc<Notify> {
-        &self.wake
     }
 
     /// Gives every configured sync, model and destination its stable id

@@ -315,19 +315,7 @@ impl IdentityTx for PgTx<'_> {
              WHERE key = ANY($1) ORDER BY key FOR UPDATE",
             &[&keys],
         )?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    SessionRow {
-                        session_id: r.get(1),
-                        count: r.get(2),
-                        last_activity_ms: r.get(3),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(keyed_session).collect())
     }
 
     fn store_sessions(
@@ -542,19 +530,7 @@ impl IdentityTx for PgTx<'_> {
              WHERE key = ANY($1) ORDER BY key",
             &[&nodes],
         )?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    SessionRow {
-                        session_id: r.get(1),
-                        count: r.get(2),
-                        last_activity_ms: r.get(3),
-                    },
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(keyed_session).collect())
     }
 
     fn person_events(&self, person: &PersonMatch) -> Result<PersonEvents, StorageError> {
@@ -646,4 +622,16 @@ fn returned_id(rows: Vec<Row>) -> Result<i64, StorageError> {
     rows.first()
         .map(|r| r.get(0))
         .ok_or_else(|| StorageError::Sql("postgres: INSERT returned no id".into()))
+}
+
+/// A `(key, session_id, count, last_activity_ms)` row as its key and session.
+fn keyed_session(r: &tokio_postgres::Row) -> (String, SessionRow) {
+    (
+        r.get(0),
+        SessionRow {
+            session_id: r.get(1),
+            count: r.get(2),
+            last_activity_ms: r.get(3),
+        },
+    )
 }
