@@ -105,7 +105,7 @@ async fn a_second_run_plans_against_what_the_first_run_delivered() {
             let mut rows = warehouse.stream(&config.models[0].query, 16).await.unwrap();
             let mapping =
                 Mapping::new(&config.models[0], &config.syncs[0], rows.columns()).unwrap();
-            let state = load_state(store.as_ref(), sync).await.unwrap();
+            let state = load_state(store.as_ref(), sync, 0).await.unwrap();
             let options = PlanOptions {
                 mode: config.syncs[0].mode,
                 full_resync: false,

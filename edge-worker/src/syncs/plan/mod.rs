@@ -38,14 +38,27 @@ use crate::storage::{StorageError, SyncStore};
 /// Tracked keys read per page when a run loads a sync's state.
 pub const STATE_PAGE_KEYS: usize = 10_000;
 
-/// Loads the tracked state of `sync` from the store, a page at a time.
-pub async fn load_state(store: &dyn SyncStore, sync: i64) -> Result<TrackedState, StorageError> {
+/// Loads the tracked state of `sync` from the store, a page at a time,
+/// with room for `expected` keys (the previous run's query size): the
+/// first page's key lengths size the key arena, so a run that meets about
+/// as many keys as the last one never regrows the state.
+pub async fn load_state(
+    store: &dyn SyncStore,
+    sync: i64,
+    expected: usize,
+) -> Result<TrackedState, StorageError> {
     let mut state = TrackedState::new();
     let mut after = None;
     loop {
         let page = store
             .state_page(sync, after.take(), STATE_PAGE_KEYS)
             .await?;
+        if state.is_empty() {
+            let bytes: usize = page.iter().map(|k| k.key.len()).sum();
+            let average = bytes.div_ceil(page.len().max(1)).max(8);
+            let keys = expected.max(page.len());
+            state.reserve(keys, keys.saturating_mul(average));
+        }
         state.extend(&page);
         match page.last() {
             Some(last) if page.len() == STATE_PAGE_KEYS => after = Some(last.key.clone()),

@@ -2,10 +2,13 @@
 //!
 //! # Design
 //! A run holds every key of the sync's state (and each key it meets) at
-//! once, so the table must stay small at a million keys: keys are written
-//! end to end into one arena string and the hash table holds only offsets,
-//! the 16-byte row hash and two bytes of flags, about 40 bytes per key plus
-//! the key's text. Whole rows are never kept.
+//! once, so the table must stay small at a million keys. Keys are written
+//! end to end into one arena string; each key's slot (offset, length, the
+//! 16-byte row hash, status and flags: 32 bytes) sits in one vector; the
+//! hash table holds only a slot's 4-byte index (5 bytes a bucket with its
+//! control byte). About 45 bytes per key plus the key's text, and a
+//! planner built with the expected number of keys never grows (so never
+//! holds an old and a new table at once). Whole rows are never kept.
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
@@ -45,7 +48,9 @@ pub(crate) enum Visit {
 
 /// A sync's tracked keys, their row hashes and statuses.
 pub struct TrackedState {
-    table: HashTable<Slot>,
+    /// Indexes into `slots`, hashed by key.
+    table: HashTable<u32>,
+    slots: Vec<Slot>,
     keys: String,
     build: DefaultHashBuilder,
     tracked: usize,
@@ -57,15 +62,36 @@ impl Default for TrackedState {
     }
 }
 
+/// The key of `slot` in `keys`.
+fn key_of<'k>(keys: &'k str, slot: &Slot) -> &'k str {
+    &keys[slot.at..slot.at + slot.len as usize]
+}
+
 impl TrackedState {
     /// An empty state (a sync's first run).
     pub fn new() -> TrackedState {
+        TrackedState::with_capacity(0, 0)
+    }
+
+    /// An empty state with room for `keys` keys of `key_bytes` bytes in
+    /// all, so that a run meeting as many keys as expected never regrows.
+    pub fn with_capacity(keys: usize, key_bytes: usize) -> TrackedState {
         TrackedState {
-            table: HashTable::new(),
-            keys: String::new(),
+            table: HashTable::with_capacity(keys),
+            slots: Vec::with_capacity(keys),
+            keys: String::with_capacity(key_bytes),
             build: DefaultHashBuilder::default(),
             tracked: 0,
         }
+    }
+
+    /// Makes room for `keys` more keys of `key_bytes` bytes in all.
+    pub fn reserve(&mut self, keys: usize, key_bytes: usize) {
+        let (slots, arena, build) = (&self.slots, &self.keys, &self.build);
+        self.table
+            .reserve(keys, |&i| build.hash_one(key_of(arena, &slots[i as usize])));
+        self.slots.reserve(keys);
+        self.keys.reserve(key_bytes);
     }
 
     /// Keys loaded from the store.
@@ -78,30 +104,33 @@ impl TrackedState {
         self.tracked == 0
     }
 
-    /// Heap bytes held (table and key arena), for logs and metrics.
+    /// Heap bytes held (table, slots and key arena), for logs and metrics.
     pub fn heap_bytes(&self) -> usize {
-        self.table.capacity() * (std::mem::size_of::<Slot>() + 1) + self.keys.capacity()
+        self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.keys.capacity()
     }
 
     /// Adds a page of keys read from the store
     /// (`SyncStore::state_page`).
     pub fn extend(&mut self, page: &[TrackedKey]) {
-        self.table.reserve(page.len(), |s| {
-            self.build.hash_one(&self.keys[s.at..s.at + s.len as usize])
-        });
         for k in page {
             self.insert(&k.key, k.hash, k.status);
         }
     }
 
+    fn find(&self, h: u64, key: &str) -> Option<usize> {
+        let (slots, keys) = (&self.slots, &self.keys);
+        self.table
+            .find(h, |&i| key_of(keys, &slots[i as usize]) == key)
+            .map(|&i| i as usize)
+    }
+
     /// Adds (or replaces) one stored key.
     pub fn insert(&mut self, key: &str, hash: RowHash, status: KeyStatus) {
         let h = self.build.hash_one(key);
-        let keys = &self.keys;
-        if let Some(slot) = self
-            .table
-            .find_mut(h, |s| &keys[s.at..s.at + s.len as usize] == key)
-        {
+        if let Some(i) = self.find(h, key) {
+            let slot = &mut self.slots[i];
             slot.hash = hash;
             slot.status = status;
             return;
@@ -113,16 +142,18 @@ impl TrackedState {
     fn push(&mut self, h: u64, key: &str, hash: RowHash, status: KeyStatus, flags: u8) {
         let at = self.keys.len();
         self.keys.push_str(key);
-        let slot = Slot {
+        // More than 4 G keys cannot be held in memory anyway.
+        let index = self.slots.len() as u32;
+        self.slots.push(Slot {
             at,
             len: key.len().min(u32::MAX as usize) as u32,
             hash,
             status,
             flags,
-        };
-        let (keys, build) = (&self.keys, &self.build);
-        self.table.insert_unique(h, slot, |s| {
-            build.hash_one(&keys[s.at..s.at + s.len as usize])
+        });
+        let (slots, keys, build) = (&self.slots, &self.keys, &self.build);
+        self.table.insert_unique(h, index, |&i| {
+            build.hash_one(key_of(keys, &slots[i as usize]))
         });
     }
 
@@ -130,11 +161,8 @@ impl TrackedState {
     /// what the state knew of it.
     pub(crate) fn visit(&mut self, key: &str, hash: RowHash) -> Visit {
         let h = self.build.hash_one(key);
-        let keys = &self.keys;
-        if let Some(slot) = self
-            .table
-            .find_mut(h, |s| &keys[s.at..s.at + s.len as usize] == key)
-        {
+        if let Some(i) = self.find(h, key) {
+            let slot = &mut self.slots[i];
             if slot.flags & SEEN != 0 {
                 return Visit::Duplicate;
             }
@@ -147,10 +175,10 @@ impl TrackedState {
 
     /// The stored keys the run has not met, with their hash and status.
     pub(crate) fn unseen(&self) -> impl Iterator<Item = (&str, RowHash, KeyStatus)> + '_ {
-        self.table
+        self.slots
             .iter()
             .filter(|s| s.flags & (SEEN | FRESH) == 0)
-            .map(|s| (&self.keys[s.at..s.at + s.len as usize], s.hash, s.status))
+            .map(|s| (key_of(&self.keys, s), s.hash, s.status))
     }
 }
 

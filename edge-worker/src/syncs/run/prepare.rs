@@ -91,7 +91,8 @@ pub async fn prepare<'c>(
     let source = warehouse::open(warehouse, index)?;
     let rows = source.stream(&model.query, warehouse.batch_rows).await?;
     let mapping = Mapping::new(model, sync, rows.columns())?;
-    let state = load_state(store, id).await?;
+    let expected = usize::try_from(previous_rows).unwrap_or(usize::MAX);
+    let state = load_state(store, id, expected).await?;
     let options = PlanOptions {
         mode: sync.mode,
         full_resync: full,
