@@ -27,6 +27,14 @@ pub const DATABASE_FILE: &str = "waymark.db";
 /// Read connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 4;
 
+/// Page cache of the writer connection, in KiB (32 MiB): it keeps the
+/// outbox's and the dedup index's hot pages out of `pread`.
+const WRITER_CACHE_KIB: i64 = 32 << 10;
+/// Page cache of each read connection, in KiB (8 MiB). Readers are many
+/// (up to one per blocking thread) and mostly scan pages once (a sync's
+/// state, listings); the kernel's page cache serves their repeats.
+const READER_CACHE_KIB: i64 = 8 << 10;
+
 /// Event text the outbox's pack cache holds at most, in bytes (32 MiB).
 const PACK_CACHE_BYTES: usize = 32 << 20;
 
@@ -51,7 +59,8 @@ impl SqliteStorage {
             reason,
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
-        let mut conn = open_connection(&path).map_err(|e| open_error(e.to_string()))?;
+        let mut conn =
+            open_connection(&path, WRITER_CACHE_KIB).map_err(|e| open_error(e.to_string()))?;
         schema::migrate_all(&mut conn).map_err(|e| open_error(e.to_string()))?;
         let recent = RecentIds::load(&conn).map_err(|e| open_error(e.to_string()))?;
         let writer = WriteQueue::start(conn, max_group).map_err(|e| open_error(e.to_string()))?;
@@ -107,7 +116,7 @@ impl SqliteStorage {
             let pooled = this.readers.lock().ok().and_then(|mut pool| pool.pop());
             let conn = match pooled {
                 Some(conn) => conn,
-                None => open_connection(&this.path)?,
+                None => open_connection(&this.path, READER_CACHE_KIB)?,
             };
             let result = job(&conn);
             if let Ok(mut pool) = this.readers.lock() {
@@ -132,8 +141,9 @@ pub(crate) fn delete_quarantined(
     Ok(conn.execute(&format!("DELETE FROM quarantine WHERE {filter}"), args)?)
 }
 
-/// Opens a connection with Waymark's pragmas.
-fn open_connection(path: &Path) -> Result<Connection, StorageError> {
+/// Opens a connection with Waymark's pragmas and a page cache of
+/// `cache_kib` KiB.
+fn open_connection(path: &Path, cache_kib: i64) -> Result<Connection, StorageError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -145,10 +155,10 @@ fn open_connection(path: &Path) -> Result<Connection, StorageError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Savepoint journals and sorts stay in memory; a larger page cache
-    // (64 MiB) keeps the outbox's hot pages out of pread.
+    // Savepoint journals and sorts stay in memory; a negative cache_size
+    // is in KiB.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     // Checkpoint every ~40 MiB of WAL instead of 4 MiB: outbox pages are
     // written and freed again within seconds, so a rarer checkpoint copies
     // far fewer of them into the database file.

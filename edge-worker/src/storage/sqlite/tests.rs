@@ -167,7 +167,7 @@ async fn committed_packs_are_cached_and_read_as_stored() {
             .unwrap();
     }
     let uncached = |destination: &'static str| {
-        let conn = open_connection(&dir.join(DATABASE_FILE)).unwrap();
+        let conn = open_connection(&dir.join(DATABASE_FILE), READER_CACHE_KIB).unwrap();
         outbox::due(&conn, &PackCache::new(0), destination, now_ms(), 0, 10).unwrap()
     };
     for destination in ["a", "b"] {
