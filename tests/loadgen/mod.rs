@@ -48,6 +48,12 @@ pub struct Load {
     pub warmup: Duration,
     /// Server processes whose CPU is measured over the measured window.
     pub watch: Vec<(String, Pids)>,
+    /// Requests per second over all connections, each on a fixed schedule
+    /// (`None`: as fast as the server answers). A paced request's latency
+    /// counts from when the schedule meant to send it, so a server that
+    /// falls behind is not flattered by the requests it delayed (the
+    /// coordinated omission `wrk2` corrects).
+    pub rate: Option<f64>,
 }
 
 impl Load {
@@ -64,6 +70,7 @@ impl Load {
             random_ids: false,
             warmup: Duration::from_secs(2),
             watch: Vec::new(),
+            rate: None,
         }
     }
 }
@@ -164,11 +171,46 @@ struct Tally {
     latency: Histogram,
 }
 
+/// When one connection sends: back to back, or every `interval` from `next`.
+struct Pace {
+    interval: Option<Duration>,
+    next: Instant,
+}
+
+impl Pace {
+    /// Connection `index` of `connections` sharing `rate` requests/s; paced
+    /// connections start spread over one interval.
+    fn new(rate: Option<f64>, index: usize, connections: usize) -> Pace {
+        let interval = rate
+            .filter(|r| *r > 0.0)
+            .map(|r| Duration::from_secs_f64(connections as f64 / r));
+        let offset = interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(index as f64 / connections.max(1) as f64)
+        });
+        Pace {
+            interval,
+            next: Instant::now() + offset,
+        }
+    }
+
+    /// Waits for the next send and returns the instant latency counts from.
+    async fn wait(&mut self) -> Instant {
+        let Some(interval) = self.interval else {
+            return Instant::now();
+        };
+        tokio::time::sleep_until(self.next.into()).await;
+        let due = self.next;
+        self.next += interval;
+        due
+    }
+}
+
 /// Sends on one connection until `stop`; counts while `measuring`.
 async fn connection(
     host: String,
     mut template: Template,
     mut ids: Ids,
+    mut pace: Pace,
     stop: Arc<AtomicBool>,
     measuring: Arc<AtomicBool>,
 ) -> Tally {
@@ -189,8 +231,8 @@ async fn connection(
             let id = *ids.next_id();
             template.set_id(slot, &id);
         }
+        let started = pace.wait().await;
         template.set_time(&body::now_rfc3339());
-        let started = Instant::now();
         let answer = tokio::time::timeout(Duration::from_secs(30), c.send(&template.bytes)).await;
         let elapsed = started.elapsed();
         let good = matches!(answer, Ok(Ok(200)));
@@ -231,6 +273,7 @@ pub async fn run(load: Load) -> Report {
             host.to_owned(),
             template,
             ids,
+            Pace::new(load.rate, i, load.concurrency),
             Arc::clone(&stop),
             Arc::clone(&measuring),
         )));

@@ -6,6 +6,9 @@
 //! - `bench ingest`: the batch path against the real worker and a bare server.
 //! - `bench edge`: one event per request on one core (worker and sink on
 //!   CPU 0, the generator on CPU 1), against the same bare server.
+//! - `bench paced`: the batch load at 80% of the worker's maximum, with
+//!   latency from the scheduled send and RSS per slice.
+//! - `bench sync`: a million-row Reverse-ETL sync on a throwaway PostgreSQL.
 //! - `dist`: the release archive and its checksum.
 //!
 //! Each command installs its own prerequisites, so a fresh machine needs
@@ -52,6 +55,9 @@ fn main() -> anyhow::Result<()> {
                  (ARGS: --rounds N, --seconds N, --random-ids)\n  \
                  bench edge [ARGS]    one page event per request on one core, worker vs a bare server\n                       \
                  (ARGS: --seconds N, --concurrency N)\n  \
+                 bench paced [ARGS]   the batch load at 80% of the worker's maximum: p99 and RSS over time\n                       \
+                 (ARGS: --seconds N (60; 600 for the memory soak), --percent P)\n  \
+                 bench sync [ARGS]    a Reverse-ETL sync of a large model (ARGS: --rows N)\n  \
                  build-tag            build the browser tag into client-wasm/dist and check its size budget\n  \
                  build-rules          build the example and test rules into WASM components\n  \
                  dist                 release archive (one binary carrying its tag, example config, licences) and its SHA-256\n  \
@@ -195,8 +201,9 @@ fn bench(root: &Path, what: Option<&str>, extra: &[String]) -> anyhow::Result<()
     let usage = "usage: cargo xtask bench ingest [--rounds N] [--seconds N] [--random-ids] \
                  [--backend postgres [--workers N] [--soak SECS]]\n       \
                  cargo xtask bench edge [--seconds N] [--concurrency N]\n       \
-                 cargo xtask bench sync [--rows N]";
-    let Some(what @ ("ingest" | "edge" | "sync")) = what else {
+                 cargo xtask bench sync [--rows N]\n       \
+                 cargo xtask bench paced [--seconds N] [--percent P]";
+    let Some(what @ ("ingest" | "edge" | "sync" | "paced")) = what else {
         bail!("{usage}");
     };
     if what == "sync" || extra.iter().any(|a| a == "postgres") {

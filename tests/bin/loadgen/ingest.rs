@@ -13,7 +13,8 @@ use waymark_tests::pg::Cluster;
 use crate::procs::{check_delivered, rss_kib, Fleet, Server};
 use crate::{arg, num, per_request, print_median, saturation};
 
-const BENCH_CONFIG: &str = r#"
+/// The worker's configuration in the batch benches.
+pub(crate) const BENCH_CONFIG: &str = r#"
 [identity]
 keys = [{ id = "k1", secret = "bench-secret-0123456789abcdef0123456789" }]
 [[sources]]

@@ -9,11 +9,15 @@
 //!   CPU 1 ([`edge`]).
 //! - `sync --waymark PATH [--rows N]`: a Reverse-ETL sync of a large
 //!   PostgreSQL model to a loopback webhook ([`syncs`]).
+//! - `paced --waymark PATH [--seconds N] [--percent P]`: the batch load held
+//!   at P% (80) of the SQLite worker's maximum, with latency and RSS per
+//!   slice ([`paced`]).
 //! - `load --url URL`: drive an already running worker (while profiling it).
 //! - `bare-server`, `sink`: the baseline and the webhook sink alone.
 
 mod edge;
 mod ingest;
+mod paced;
 mod procs;
 mod syncs;
 
@@ -70,12 +74,14 @@ fn main() -> anyhow::Result<()> {
         Some("ingest") => ingest::ingest(&runtime, &args),
         Some("edge") => edge::edge(&runtime, &args),
         Some("sync") => syncs::sync(&args),
+        Some("paced") => paced::paced(&runtime, &args),
         _ => {
             eprintln!(
                 "usage: waymark-loadgen ingest [--waymark PATH] [--seconds N] [--rounds N] \
                  [--concurrency N] [--random-ids] [--backend sqlite|postgres] [--workers N] [--soak SECS]\n\
                  \x20      waymark-loadgen edge [--waymark PATH] [--rule RENAME.wasm] [--seconds N] [--concurrency N]\n\
                  \x20      waymark-loadgen sync [--waymark PATH] [--rows N]\n\
+                 \x20      waymark-loadgen paced [--waymark PATH] [--seconds N] [--percent P] [--concurrency N]\n\
                  \x20      waymark-loadgen load --url URL [--write-key K] [--page] [--cookie C] [--random-ids]\n\
                  \x20      waymark-loadgen bare-server | sink"
             );
