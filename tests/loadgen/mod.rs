@@ -324,3 +324,29 @@ pub async fn run(load: Load) -> Report {
         idle,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paced_sends_keep_their_schedule_when_late() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // 4 connections sharing 100 requests/s: each every 40 ms, the second
+        // a quarter interval after the first.
+        let mut pace = Pace::new(Some(100.0), 1, 4);
+        let start = pace.next;
+        std::thread::sleep(Duration::from_millis(100));
+        let (first, second) = runtime.block_on(async { (pace.wait().await, pace.wait().await) });
+        // Both were due before the sleep ended: latency counts from then,
+        // not from the late send.
+        assert_eq!(first, start);
+        assert_eq!(second - first, Duration::from_millis(40));
+        assert!(second < Instant::now());
+        let unpaced = Pace::new(None, 1, 4);
+        assert!(unpaced.interval.is_none());
+    }
+}
