@@ -232,17 +232,9 @@ impl Identity {
         if lock(&self.state).pending.len() >= MAX_PENDING {
             self.flush().await?;
         }
-        let events = Arc::new(events);
-        if events
-            .iter()
-            .all(|ev| ev.previous_id.is_none() && ev.traits.is_empty())
-        {
-            let job_events = Arc::clone(&events);
-            let known = self
-                .store
-                .activity(move |conn: &dyn IdentityTx| activity::link_known(conn, &job_events, cx))
-                .await?;
-            if let Some(known) = known {
+        if let Some(query) = activity::known_query(&events, cx) {
+            let rows = self.store.move_known(query).await?;
+            if let Some(known) = activity::link_known(&events, rows, cx)? {
                 // Committed: only now may its counts wait for the flush.
                 let mut state = lock(&self.state);
                 for (key, s) in known.stats {
@@ -251,7 +243,7 @@ impl Identity {
                 return Ok((known.linked, known.report));
             }
         }
-        self.link_on_writer(events, cx).await
+        self.link_on_writer(Arc::new(events), cx).await
     }
 
     async fn link_on_writer(
@@ -261,25 +253,33 @@ impl Identity {
     ) -> Result<(Vec<Linked>, graph::BatchReport), StorageError> {
         let state = Arc::clone(&self.state);
         let shared = self.store.shared();
-        self.store
+        let (linked, report, stats) = self
+            .store
             .write(move |conn: &dyn IdentityTx| {
-                let (mut scratch, mut guard);
-                let state: &mut GraphState = if shared {
+                if shared {
                     // Nothing is kept between jobs: no lock to hold meanwhile.
-                    scratch = GraphState::shared();
-                    &mut scratch
-                } else {
-                    guard = lock(&state);
-                    &mut guard
-                };
-                let result = graph::link_batch(conn, state, &events, cx);
+                    // The job's counters come back, to be recorded once it
+                    // committed.
+                    let mut scratch = GraphState::shared();
+                    let (linked, report) = graph::link_batch(conn, &mut scratch, &events, cx)?;
+                    return Ok((linked, report, scratch.take_pending().into_stats()));
+                }
+                let mut guard = lock(&state);
+                let result = graph::link_batch(conn, &mut guard, &events, cx);
                 if result.is_err() {
                     // The job's savepoint is rolled back: so must the cache be.
-                    state.clear();
+                    guard.clear();
                 }
-                result
+                result.map(|(linked, report)| (linked, report, Vec::new()))
             })
-            .await
+            .await?;
+        if !stats.is_empty() {
+            let mut state = lock(&self.state);
+            for (key, s) in stats {
+                state.record_stats(&key, s);
+            }
+        }
+        Ok((linked, report))
     }
 
     fn reset_state(&self) {
