@@ -138,6 +138,26 @@ impl KnownQuery {
         })
     }
 
+    /// Whether the request is known in `tx`'s snapshot (read only, no lock).
+    pub fn is_known_in(&self, tx: &dyn IdentityTx) -> Result<bool, StorageError> {
+        let sessions = if self.required_sessions.is_empty() {
+            Vec::new()
+        } else {
+            tx.node_sessions(&self.required_sessions)?
+        };
+        let nodes = if self.node_keys.is_empty() {
+            Vec::new()
+        } else {
+            tx.node_profiles(&self.node_keys)?
+        };
+        let stored: HashMap<&str, SessionRow> = sessions.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        let profiles: HashMap<&str, &str> = nodes
+            .iter()
+            .map(|(k, p)| (k.as_str(), p.as_str()))
+            .collect();
+        Ok(self.is_known(&stored, &profiles))
+    }
+
     /// The sessions after this request's steps, per key in key order, from
     /// the `stored` rows (the closed form of the module docs).
     pub fn moved(&self, stored: &HashMap<&str, SessionRow>) -> Vec<(String, SessionRow)> {
