@@ -204,16 +204,13 @@ pub(crate) fn link_batch(
     // The last fallible step comes before the activity is recorded, so a
     // job that is rolled back records nothing.
     if state.is_shared() {
-        // Several writers: sessions are written in this transaction, so
-        // every worker sees the same sessions, in one statement in key order
-        // (no two jobs wait on each other's rows in opposite orders).
-        // Counters add up, so they wait in the state for the caller to
-        // record once the job committed (a retried job counts once).
+        // Several writers: activity is written in this transaction, so
+        // every worker sees the same sessions and counts (and a retried job
+        // counts once); one statement per table, rows in key order, so no
+        // two jobs wait on each other's rows in opposite orders.
         let (stats, sessions) = activity.into_sorted();
+        conn.bump_nodes(&stats)?;
         conn.put_sessions(&sessions)?;
-        for (key, s) in stats {
-            state.record_stats(&key, s);
-        }
         return Ok((out, report));
     }
     if state.pending.len() >= MAX_PENDING {

@@ -289,8 +289,7 @@ impl Identity {
     ) -> Result<Option<(Vec<Linked>, graph::BatchReport)>, StorageError> {
         let state = Arc::clone(&self.state);
         let shared = self.store.shared();
-        let written = self
-            .store
+        self.store
             .write(move |conn: &dyn IdentityTx| {
                 if shared {
                     if let Some(query) = &known {
@@ -299,11 +298,8 @@ impl Identity {
                         }
                     }
                     // Nothing is kept between jobs: no lock to hold meanwhile.
-                    // The job's counters come back, to be recorded once it
-                    // committed.
                     let mut scratch = GraphState::shared();
-                    let (linked, report) = graph::link_batch(conn, &mut scratch, &events, cx)?;
-                    return Ok(Some((linked, report, scratch.take_pending().into_stats())));
+                    return graph::link_batch(conn, &mut scratch, &events, cx).map(Some);
                 }
                 let mut guard = lock(&state);
                 let result = graph::link_batch(conn, &mut guard, &events, cx);
@@ -311,19 +307,9 @@ impl Identity {
                     // The job's savepoint is rolled back: so must the cache be.
                     guard.clear();
                 }
-                result.map(|(linked, report)| Some((linked, report, Vec::new())))
+                result.map(Some)
             })
-            .await?;
-        let Some((linked, report, stats)) = written else {
-            return Ok(None);
-        };
-        if !stats.is_empty() {
-            let mut state = lock(&self.state);
-            for (key, s) in stats {
-                state.record_stats(&key, s);
-            }
-        }
-        Ok(Some((linked, report)))
+            .await
     }
 
     fn reset_state(&self) {

@@ -76,16 +76,6 @@ impl Pending {
     }
 }
 
-impl Pending {
-    /// The waiting counters, in key order (sessions wait only on a single
-    /// writer).
-    pub(crate) fn into_stats(self) -> Vec<(String, NodeStats)> {
-        let mut stats: Vec<(String, NodeStats)> = self.stats.into_iter().collect();
-        stats.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        stats
-    }
-}
-
 impl GraphState {
     /// Empty caches holding at most `entries` nodes and as many sessions.
     pub(crate) fn new(entries: usize) -> GraphState {
