@@ -150,7 +150,8 @@ impl KnownQuery {
         } else {
             tx.node_profiles(&self.node_keys)?
         };
-        let stored: HashMap<&str, SessionRow> = sessions.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        let stored: HashMap<&str, SessionRow> =
+            sessions.iter().map(|(k, r)| (k.as_str(), *r)).collect();
         let profiles: HashMap<&str, &str> = nodes
             .iter()
             .map(|(k, p)| (k.as_str(), p.as_str()))
@@ -165,7 +166,9 @@ impl KnownQuery {
         for step in &self.steps {
             let old = stored.get(step.key.as_str());
             let starts = match (old, step.earlier_max_ms) {
-                (Some(o), m) => step.ts_ms > o.last_activity_ms.max(m.unwrap_or(i64::MIN)) + self.timeout_ms,
+                (Some(o), m) => {
+                    step.ts_ms > o.last_activity_ms.max(m.unwrap_or(i64::MIN)) + self.timeout_ms
+                }
                 (None, None) => true,
                 (None, Some(m)) => step.ts_ms > m + self.timeout_ms,
             };
@@ -206,7 +209,8 @@ pub(crate) fn move_known_in(
     } else {
         tx.node_profiles(&query.node_keys)?
     };
-    let stored: HashMap<&str, SessionRow> = sessions.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+    let stored: HashMap<&str, SessionRow> =
+        sessions.iter().map(|(k, r)| (k.as_str(), *r)).collect();
     let profiles: HashMap<&str, &str> = nodes
         .iter()
         .map(|(k, p)| (k.as_str(), p.as_str()))

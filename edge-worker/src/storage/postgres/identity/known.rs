@@ -85,7 +85,10 @@ struct Failed {
 
 impl PgIdentity {
     /// Answers `query` in one statement, again while it fails on a conflict.
-    pub(super) async fn move_known_pg(&self, query: &KnownQuery) -> Result<KnownRows, StorageError> {
+    pub(super) async fn move_known_pg(
+        &self,
+        query: &KnownQuery,
+    ) -> Result<KnownRows, StorageError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -120,18 +123,18 @@ async fn run_once(client: &Object, q: &KnownQuery) -> Result<KnownRows, Failed> 
     let step_key: Vec<&str> = q.steps.iter().map(|s| s.key.as_str()).collect();
     let step_ts: Vec<i64> = q.steps.iter().map(|s| s.ts_ms).collect();
     let step_earlier: Vec<Option<i64>> = q.steps.iter().map(|s| s.earlier_max_ms).collect();
-    let begin =
-        client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off");
+    let begin = client
+        .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off");
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
-            &q.session_keys,
-            &q.node_keys,
-            &event_index,
-            &event_key,
-            &q.required_sessions,
-            &step_key,
-            &step_ts,
-            &step_earlier,
-            &q.timeout_ms,
+        &q.session_keys,
+        &q.node_keys,
+        &event_index,
+        &event_key,
+        &q.required_sessions,
+        &step_key,
+        &step_ts,
+        &step_earlier,
+        &q.timeout_ms,
     ];
     let statement = client.query(&stmt, &params);
     let commit = client.batch_execute("COMMIT");

@@ -40,8 +40,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::storage::identity::{
-    DeletedEvents, IdentityStore, Job, JobOutput, KnownQuery, KnownRows, PersonEvents,
-    PersonMatch,
+    DeletedEvents, IdentityStore, Job, JobOutput, KnownQuery, KnownRows, PersonEvents, PersonMatch,
 };
 use crate::storage::StorageError;
 

@@ -9,8 +9,8 @@ use super::{PersonEventTables, PgConn, PgIdentity, MIGRATIONS};
 use crate::config::IdentityConfig;
 use crate::event::EventType;
 use crate::identity::activity::{known_query, link_known};
-use crate::identity::session::advance_session;
 use crate::identity::graph::{BatchContext, Cause, EventIds, Linked};
+use crate::identity::session::advance_session;
 use crate::identity::{Identity, Lookup};
 use crate::storage::identity::{
     DeletedEvents, IdentityStore, KnownQuery, PersonEvents, PersonMatch, SessionRow,
@@ -277,7 +277,9 @@ async fn the_one_statement_moves_sessions_as_the_graph_does_event_by_event() {
     };
     for case in 0..200 {
         // Up to 4 cookieless visitors, some with a stored session.
-        let keys: Vec<String> = (0..=next(3)).map(|k| format!("cookieless:c{case}-{k}")).collect();
+        let keys: Vec<String> = (0..=next(3))
+            .map(|k| format!("cookieless:c{case}-{k}"))
+            .collect();
         let mut stored = std::collections::HashMap::new();
         for key in &keys {
             if next(2) == 0 {
@@ -322,12 +324,19 @@ async fn the_one_statement_moves_sessions_as_the_graph_does_event_by_event() {
         let rows = store.move_known(query.clone()).await.expect("move");
         assert!(rows.moved, "case {case}");
         let returned: Vec<&String> = rows.sessions.iter().map(|(k, _)| k).collect();
-        assert_eq!(returned, stored_keys, "case {case}: the rows before the move");
+        assert_eq!(
+            returned, stored_keys,
+            "case {case}: the rows before the move"
+        );
         // The closed form in memory agrees too.
         let before: std::collections::HashMap<&str, SessionRow> =
             stored.iter().map(|(k, r)| (k.as_str(), *r)).collect();
         for (key, row) in query.moved(&before) {
-            assert_eq!(Some(&row), expected.get(&key), "case {case}: closed form of {key}");
+            assert_eq!(
+                Some(&row),
+                expected.get(&key),
+                "case {case}: closed form of {key}"
+            );
         }
         for key in &keys {
             let got = client
@@ -342,7 +351,11 @@ async fn the_one_statement_moves_sessions_as_the_graph_does_event_by_event() {
                     count: r.get(1),
                     last_activity_ms: r.get(2),
                 });
-            assert_eq!(got.as_ref(), expected.get(key), "case {case}: {key} after {steps:?}");
+            assert_eq!(
+                got.as_ref(),
+                expected.get(key),
+                "case {case}: {key} after {steps:?}"
+            );
         }
     }
 }
