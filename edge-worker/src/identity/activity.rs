@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::graph::{type_index, BatchContext, BatchReport, EventIds, Linked};
 use super::session::{advance_session, Session};
 use super::state::{GraphState, MAX_PENDING};
-use crate::storage::identity::{IdentityTx, NodeStats, SessionRow};
+use crate::storage::identity::{KnownQuery, KnownRows, NodeStats, SessionRow};
 use crate::storage::StorageError;
 
 /// Links a request from memory alone when it changes nothing in the graph:
@@ -85,119 +85,100 @@ pub(crate) struct Known {
     pub stats: Vec<(String, NodeStats)>,
 }
 
-/// Links a request that changes nothing in the graph, on a store several
-/// workers share: every event's identifiers are nodes of one profile
-/// already, none is an `alias` or carries traits, and every such visitor has
-/// a stored session. Locks the request's sessions, reads its nodes in one
-/// go, moves the sessions on and stores them in the same job; counts are
-/// returned for the write-behind. `None` means the request needs
-/// [`link_batch`](super::graph::link_batch); nothing was written then.
-///
-/// # Design
-/// Known nodes cannot be suppressed (deletion removes them) and nothing
-/// merges, so no guard applies and the job needs no serializable snapshot:
-/// the one read of the nodes decides. Sessions are locked in key order
-/// ([`IdentityTx::lock_sessions`]), so two workers moving one visitor's
-/// session on take turns and each sees the other's row, as on one worker.
-/// They are locked before the nodes are read, so a privacy delete (which
-/// removes a person's sessions and nodes in one transaction) either waits
-/// for this job or has removed both before it looks; and a session is
-/// created here only for a visitor without a node (cookieless), so no row
-/// of a deleted person can come back.
-pub(crate) fn link_known(
-    conn: &dyn IdentityTx,
-    events: &[EventIds],
-    cx: BatchContext,
-) -> Result<Option<Known>, StorageError> {
+/// The light job of a request on a store several workers share
+/// ([`KnownQuery`]), when it may change nothing in the graph: no `alias`,
+/// no traits. `None` means it needs [`link_batch`](super::graph::link_batch).
+pub(crate) fn known_query(events: &[EventIds], cx: BatchContext) -> Option<KnownQuery> {
     if events
         .iter()
         .any(|ev| ev.previous_id.is_some() || !ev.traits.is_empty())
     {
-        return Ok(None);
+        return None;
     }
-    let mut session_keys: Vec<String> = events
-        .iter()
-        .filter_map(|ev| ev.session_key.clone())
-        .collect();
-    session_keys.sort_unstable();
-    session_keys.dedup();
-    let stored: HashMap<String, SessionRow> = if session_keys.is_empty() {
-        HashMap::new()
-    } else {
-        conn.lock_sessions(&session_keys)?.into_iter().collect()
-    };
-    if events.iter().any(|ev| {
-        !ev.keys.is_empty()
-            && ev
-                .session_key
-                .as_ref()
-                .is_some_and(|k| !stored.contains_key(k))
-    }) {
-        return Ok(None);
-    }
-
-    let mut keys: Vec<String> = events.iter().flat_map(|ev| ev.keys.clone()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let mut report = BatchReport::default();
-    let mut profiles: HashMap<String, Arc<str>> = HashMap::with_capacity(keys.len());
-    if !keys.is_empty() {
-        report.cache_misses += keys.len() as u64;
-        let mut ids: HashMap<String, Arc<str>> = HashMap::new();
-        for (key, profile) in conn.node_profiles(&keys)? {
-            let id = ids
-                .entry(profile)
-                .or_insert_with_key(|p| Arc::from(p.as_str()));
-            profiles.insert(key, Arc::clone(id));
-        }
-    }
-    // Per event: its anchor and profile, or none (cookieless or unlinked).
-    let mut anchors: Vec<Option<(&str, Arc<str>)>> = Vec::with_capacity(events.len());
+    let mut query = KnownQuery::new(cx.session_timeout_ms);
     for ev in events {
-        let Some((anchor, rest)) = ev.keys.split_first() else {
-            anchors.push(None);
-            continue;
-        };
-        let Some(profile) = profiles.get(anchor) else {
-            return Ok(None);
-        };
-        if rest.iter().any(|k| profiles.get(k) != Some(profile)) {
-            return Ok(None);
-        }
-        anchors.push(Some((anchor.as_str(), Arc::clone(profile))));
+        query.push_event(&ev.keys, ev.session_key.as_deref(), ev.ts_ms);
     }
+    Some(query.finish())
+}
 
+/// Links a request that changes nothing in the graph, on a store several
+/// workers share, from the store's answer to its [`known_query`]: every
+/// event's identifiers are nodes of one profile already and every such
+/// visitor has a stored session, which the store moved on. Each event's
+/// session is the stored row moved on event by event, as the store did;
+/// counts are returned for the write-behind. `None` means the store found
+/// the request unknown and wrote nothing: it needs
+/// [`link_batch`](super::graph::link_batch).
+///
+/// # Design
+/// Known nodes cannot be suppressed (deletion removes them) and nothing
+/// merges, so no guard applies and the job needs no serializable snapshot:
+/// the one read of the nodes decides. The store locks the sessions in key
+/// order, so two workers moving one visitor's session on take turns and
+/// each sees the other's row, as on one worker. It locks them before it
+/// reads the nodes, so a privacy delete (which removes a person's sessions
+/// and nodes in one transaction) either waits for the job or has removed
+/// both before it looks; and a session is created only for a visitor
+/// without a node (cookieless), so no row of a deleted person can come back.
+pub(crate) fn link_known(
+    events: &[EventIds],
+    rows: KnownRows,
+    cx: BatchContext,
+) -> Result<Option<Known>, StorageError> {
+    if !rows.moved {
+        return Ok(None);
+    }
+    let stored: HashMap<String, SessionRow> = rows.sessions.into_iter().collect();
+    let mut report = BatchReport::default();
+    let mut profiles: HashMap<String, Arc<str>> = HashMap::with_capacity(rows.nodes.len());
+    let mut ids: HashMap<String, Arc<str>> = HashMap::new();
+    report.cache_misses += rows.nodes.len() as u64;
+    for (key, profile) in rows.nodes {
+        let id = ids
+            .entry(profile)
+            .or_insert_with_key(|p| Arc::from(p.as_str()));
+        profiles.insert(key, Arc::clone(id));
+    }
     let mut activity = Activity::default();
     let mut linked = Vec::with_capacity(events.len());
-    for (ev, anchor) in events.iter().zip(anchors) {
+    for ev in events {
         let previous = ev.session_key.as_deref().and_then(|key| {
             activity
                 .latest_session(key)
                 .or_else(|| stored.get(key).copied())
         });
-        linked.push(match anchor {
-            Some((anchor, profile_id)) => Linked::Profile {
-                profile_id,
-                session: activity.add(anchor, ev, previous, cx.session_timeout_ms),
-            },
+        linked.push(match ev.keys.first() {
+            Some(anchor) => {
+                let Some(profile_id) = profiles.get(anchor) else {
+                    return Err(unknown_node(anchor));
+                };
+                Linked::Profile {
+                    profile_id: Arc::clone(profile_id),
+                    session: activity.add(anchor, ev, previous, cx.session_timeout_ms),
+                }
+            }
             None if ev.session_key.is_some() => Linked::Session {
                 session: activity.advance(ev, previous, cx.session_timeout_ms),
             },
             None => Linked::Unlinked,
         });
     }
-    let (stats, sessions) = activity.into_sorted();
-    let (moved, created): (Vec<_>, Vec<_>) = sessions
-        .into_iter()
-        .partition(|(key, _)| stored.contains_key(key));
-    if !moved.is_empty() || !created.is_empty() {
-        conn.store_sessions(&moved, &created)?;
-    }
+    let (stats, _) = activity.into_sorted();
     Ok(Some(Known {
         linked,
         report,
         stats,
     }))
+}
+
+/// The store moved a request on whose node it did not return: a broken
+/// backend, reported rather than linked.
+#[cold]
+fn unknown_node(key: &str) -> StorageError {
+    StorageError::Sql(format!(
+        "identity: the store found node {key} known but did not return it"
+    ))
 }
 
 /// Counts per node and sessions per key, each in key order.
@@ -251,17 +232,6 @@ impl<'a> Activity<'a> {
             count: row.count,
             start,
         })
-    }
-
-    /// Writes this request's activity at once (stores with several writers).
-    pub(super) fn write(&self, conn: &dyn IdentityTx) -> Result<(), StorageError> {
-        for (key, s) in &self.stats {
-            conn.bump_node(key, s)?;
-        }
-        for (key, row) in &self.sessions {
-            conn.put_session(key, row)?;
-        }
-        Ok(())
     }
 
     /// Counts per anchor node and sessions per key, each in key order.

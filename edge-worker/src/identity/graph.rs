@@ -205,8 +205,12 @@ pub(crate) fn link_batch(
     // job that is rolled back records nothing.
     if state.is_shared() {
         // Several writers: activity is written in this transaction, so
-        // every worker sees the same sessions (and a retried job counts once).
-        activity.write(conn)?;
+        // every worker sees the same sessions and counts (and a retried job
+        // counts once); one statement per table, rows in key order, so no
+        // two jobs wait on each other's rows in opposite orders.
+        let (stats, sessions) = activity.into_sorted();
+        conn.bump_nodes(&stats)?;
+        conn.put_sessions(&sessions)?;
         return Ok((out, report));
     }
     if state.pending.len() >= MAX_PENDING {

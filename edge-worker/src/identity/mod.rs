@@ -37,8 +37,12 @@ mod tests;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::{ConfigError, IdentityConfig};
-use crate::storage::identity::{IdentityStore, IdentityTx};
+use crate::storage::identity::{IdentityStore, IdentityTx, KnownQuery};
 use crate::storage::{Storage, StorageError};
+
+/// How often a request on a shared store tries the light job before its
+/// graph job runs to the end (see `Identity::link_shared`).
+const LIGHT_TRIES: usize = 3;
 use crate::telemetry::identity::{IdentityLinked, IdentityStateReset};
 use crate::time::now_ms;
 use graph::{BatchContext, EventIds, Linked};
@@ -151,7 +155,14 @@ impl Identity {
         let result = match cached {
             Some(done) => Ok(done),
             None if self.store.shared() => self.link_shared(events, cx).await,
-            None => self.link_on_writer(Arc::new(events), cx).await,
+            None => self
+                .link_on_writer(Arc::new(events), cx, None)
+                .await
+                .and_then(|linked| {
+                    linked.ok_or_else(|| {
+                        StorageError::Sql("identity: a graph job yielded unasked".into())
+                    })
+                }),
         };
         match result {
             Ok((linked, report)) => {
@@ -224,6 +235,14 @@ impl Identity {
     /// Links a request on a store several workers share: a light job when
     /// the request changes nothing in the graph ([`activity::link_known`]),
     /// else a graph job.
+    ///
+    /// # Design
+    /// When several requests bring the same new visitors at once, one graph
+    /// job creates them and the others conflict with it. Run again, they
+    /// would each write sessions that the light jobs of later requests keep
+    /// moving on, and conflict again and again; so a graph job that finds
+    /// the request known by then writes nothing, and the request takes the
+    /// light job instead (a few times at most, then the graph job runs).
     async fn link_shared(
         &self,
         events: Vec<EventIds>,
@@ -233,16 +252,11 @@ impl Identity {
             self.flush().await?;
         }
         let events = Arc::new(events);
-        if events
-            .iter()
-            .all(|ev| ev.previous_id.is_none() && ev.traits.is_empty())
-        {
-            let job_events = Arc::clone(&events);
-            let known = self
-                .store
-                .activity(move |conn: &dyn IdentityTx| activity::link_known(conn, &job_events, cx))
-                .await?;
-            if let Some(known) = known {
+        let query = activity::known_query(&events, cx).map(Arc::new);
+        for _ in 0..LIGHT_TRIES {
+            let Some(query) = &query else { break };
+            let rows = self.store.move_known(KnownQuery::clone(query)).await?;
+            if let Some(known) = activity::link_known(&events, rows, cx)? {
                 // Committed: only now may its counts wait for the flush.
                 let mut state = lock(&self.state);
                 for (key, s) in known.stats {
@@ -250,34 +264,50 @@ impl Identity {
                 }
                 return Ok((known.linked, known.report));
             }
+            if let Some(linked) = self
+                .link_on_writer(Arc::clone(&events), cx, Some(Arc::clone(query)))
+                .await?
+            {
+                return Ok(linked);
+            }
         }
-        self.link_on_writer(events, cx).await
+        match self.link_on_writer(events, cx, None).await? {
+            Some(linked) => Ok(linked),
+            None => Err(StorageError::Sql(
+                "identity: a graph job yielded without a light job to yield to".into(),
+            )),
+        }
     }
 
+    /// Runs the graph job of a request; `None` when `known` is given and
+    /// the job found the request known by then (nothing written).
     async fn link_on_writer(
         &self,
         events: Arc<Vec<EventIds>>,
         cx: BatchContext,
-    ) -> Result<(Vec<Linked>, graph::BatchReport), StorageError> {
+        known: Option<Arc<KnownQuery>>,
+    ) -> Result<Option<(Vec<Linked>, graph::BatchReport)>, StorageError> {
         let state = Arc::clone(&self.state);
         let shared = self.store.shared();
         self.store
             .write(move |conn: &dyn IdentityTx| {
-                let (mut scratch, mut guard);
-                let state: &mut GraphState = if shared {
+                if shared {
+                    if let Some(query) = &known {
+                        if query.is_known_in(conn)? {
+                            return Ok(None);
+                        }
+                    }
                     // Nothing is kept between jobs: no lock to hold meanwhile.
-                    scratch = GraphState::shared();
-                    &mut scratch
-                } else {
-                    guard = lock(&state);
-                    &mut guard
-                };
-                let result = graph::link_batch(conn, state, &events, cx);
+                    let mut scratch = GraphState::shared();
+                    return graph::link_batch(conn, &mut scratch, &events, cx).map(Some);
+                }
+                let mut guard = lock(&state);
+                let result = graph::link_batch(conn, &mut guard, &events, cx);
                 if result.is_err() {
                     // The job's savepoint is rolled back: so must the cache be.
-                    state.clear();
+                    guard.clear();
                 }
-                result
+                result.map(Some)
             })
             .await
     }

@@ -308,6 +308,23 @@ impl IdentityTx for PgTx<'_> {
         Ok(())
     }
 
+    fn put_sessions(&self, rows: &[(String, SessionRow)]) -> Result<(), StorageError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (k, id, n, at) = session_columns(rows);
+        // One statement, rows in key order (the caller sorts), so two jobs
+        // storing shared sessions lock them in the same order.
+        self.conn.execute(
+            "INSERT INTO identity_sessions (key, session_id, count, last_activity_ms)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])
+             ON CONFLICT (key) DO UPDATE SET session_id = excluded.session_id,
+               count = excluded.count, last_activity_ms = excluded.last_activity_ms",
+            &[&k, &id, &n, &at],
+        )?;
+        Ok(())
+    }
+
     fn lock_sessions(&self, keys: &[String]) -> Result<Vec<(String, SessionRow)>, StorageError> {
         // Locked in key order, so jobs over overlapping keys never deadlock.
         let rows = self.conn.query(
@@ -323,14 +340,7 @@ impl IdentityTx for PgTx<'_> {
         moved: &[(String, SessionRow)],
         created: &[(String, SessionRow)],
     ) -> Result<(), StorageError> {
-        fn columns(rows: &[(String, SessionRow)]) -> (Vec<&str>, Vec<i64>, Vec<i64>, Vec<i64>) {
-            (
-                rows.iter().map(|(k, _)| k.as_str()).collect(),
-                rows.iter().map(|(_, r)| r.session_id).collect(),
-                rows.iter().map(|(_, r)| r.count).collect(),
-                rows.iter().map(|(_, r)| r.last_activity_ms).collect(),
-            )
-        }
+        let columns = session_columns;
         if !moved.is_empty() {
             let (k, id, n, at) = columns(moved);
             self.conn.execute(
@@ -622,6 +632,16 @@ fn returned_id(rows: Vec<Row>) -> Result<i64, StorageError> {
     rows.first()
         .map(|r| r.get(0))
         .ok_or_else(|| StorageError::Sql("postgres: INSERT returned no id".into()))
+}
+
+/// Sessions as the columns of an `unnest`.
+fn session_columns(rows: &[(String, SessionRow)]) -> (Vec<&str>, Vec<i64>, Vec<i64>, Vec<i64>) {
+    (
+        rows.iter().map(|(k, _)| k.as_str()).collect(),
+        rows.iter().map(|(_, r)| r.session_id).collect(),
+        rows.iter().map(|(_, r)| r.count).collect(),
+        rows.iter().map(|(_, r)| r.last_activity_ms).collect(),
+    )
 }
 
 /// A `(key, session_id, count, last_activity_ms)` row as its key and session.

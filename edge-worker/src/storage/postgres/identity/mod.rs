@@ -14,9 +14,10 @@
 //!
 //! A request that changes nothing in the graph (every identifier is a node
 //! of one profile already: a returning visitor) needs none of that: it is
-//! an activity job ([`IdentityStore::run_activity`]) at `READ COMMITTED`,
-//! which reads the request's nodes in one statement, locks and moves its
-//! sessions on, and leaves its counters to the worker's write-behind.
+//! one statement at `READ COMMITTED` ([`IdentityStore::move_known`], in
+//! `known`) that locks the request's sessions, reads its nodes and moves
+//! its sessions on, its locks held for that statement alone; its counters
+//! wait for the worker's write-behind.
 //!
 //! Jobs are synchronous ([`IdentityTx`]) and run on a blocking thread, each
 //! statement driven by the runtime's handle; a pooled connection is held for
@@ -27,6 +28,7 @@
 //! transaction.
 
 mod graph;
+mod known;
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -38,7 +40,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::storage::identity::{
-    DeletedEvents, IdentityStore, Job, JobOutput, PersonEvents, PersonMatch,
+    DeletedEvents, IdentityStore, Job, JobOutput, KnownQuery, KnownRows, PersonEvents, PersonMatch,
 };
 use crate::storage::StorageError;
 
@@ -244,6 +246,10 @@ impl IdentityStore for PgIdentity {
             job,
         )
         .await
+    }
+
+    async fn move_known(&self, query: KnownQuery) -> Result<KnownRows, StorageError> {
+        self.move_known_pg(&query).await
     }
 
     async fn run_read(&self, job: Job) -> Result<JobOutput, StorageError> {

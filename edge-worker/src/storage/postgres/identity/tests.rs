@@ -8,10 +8,13 @@ use std::sync::Arc;
 use super::{PersonEventTables, PgConn, PgIdentity, MIGRATIONS};
 use crate::config::IdentityConfig;
 use crate::event::EventType;
-use crate::identity::activity::link_known;
+use crate::identity::activity::{known_query, link_known};
 use crate::identity::graph::{BatchContext, Cause, EventIds, Linked};
+use crate::identity::session::advance_session;
 use crate::identity::{Identity, Lookup};
-use crate::storage::identity::{DeletedEvents, IdentityStore, PersonEvents, PersonMatch};
+use crate::storage::identity::{
+    DeletedEvents, IdentityStore, KnownQuery, PersonEvents, PersonMatch, SessionRow,
+};
 use crate::storage::postgres::test_db::{test_database, TestDb};
 use crate::storage::StorageError;
 
@@ -202,10 +205,11 @@ async fn only_a_request_that_changes_nothing_takes_the_light_job() {
                 now_ms: T0,
                 session_timeout_ms: 1_800_000,
             };
-            store
-                .activity(move |conn| Ok(link_known(conn, &events, cx)?.is_some()))
-                .await
-                .expect("job")
+            let Some(query) = known_query(&events, cx) else {
+                return false;
+            };
+            let rows = store.move_known(query).await.expect("job");
+            link_known(&events, rows, cx).expect("link").is_some()
         }
     };
     assert!(light(vec![event(&["anon:a1"], "anon:a1", T0 + 1)]).await);
@@ -248,4 +252,110 @@ async fn only_a_request_that_changes_nothing_takes_the_light_job() {
         .await
         .expect("sessions");
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2, T0 + 3));
+}
+
+/// The one statement moves sessions on as `advance_session` does event by
+/// event: stored and new sessions, events out of order, gaps past the
+/// timeout, several events of one key in a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_statement_moves_sessions_as_the_graph_does_event_by_event() {
+    let (db, _workers) = two_workers().await;
+    let config: tokio_postgres::Config = db.url().parse().expect("test URL");
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .build()
+        .expect("pool");
+    let client = pool.get().await.expect("connect");
+    let store: Arc<dyn IdentityStore> = Arc::new(PgIdentity::new(pool.clone(), Arc::new(NoEvents)));
+    const TIMEOUT: i64 = 1_000;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for case in 0..200 {
+        // Up to 4 cookieless visitors, some with a stored session.
+        let keys: Vec<String> = (0..=next(3))
+            .map(|k| format!("cookieless:c{case}-{k}"))
+            .collect();
+        let mut stored = std::collections::HashMap::new();
+        for key in &keys {
+            if next(2) == 0 {
+                let last = T0 + next(4_000) as i64;
+                let row = SessionRow {
+                    session_id: last - next(500) as i64,
+                    count: 1 + next(3) as i64,
+                    last_activity_ms: last,
+                };
+                client
+                    .execute(
+                        "INSERT INTO identity_sessions VALUES ($1, $2, $3, $4)",
+                        &[key, &row.session_id, &row.count, &row.last_activity_ms],
+                    )
+                    .await
+                    .expect("seed a session");
+                stored.insert(key.clone(), row);
+            }
+        }
+        let steps: Vec<(String, i64)> = (0..1 + next(8))
+            .map(|_| {
+                let key = keys[next(keys.len() as u64) as usize].clone();
+                (key, T0 + next(8_000) as i64)
+            })
+            .collect();
+        // What the graph would do, event by event.
+        let mut expected = stored.clone();
+        for (key, ts) in &steps {
+            let (row, _) = advance_session(expected.get(key).copied(), *ts, TIMEOUT);
+            expected.insert(key.clone(), row);
+        }
+        let mut query = KnownQuery::new(TIMEOUT);
+        for (key, ts) in &steps {
+            query.push_event(&[], Some(key), *ts);
+        }
+        let query = query.finish();
+        let mut stored_keys: Vec<&String> = stored
+            .keys()
+            .filter(|k| steps.iter().any(|(s, _)| s == *k))
+            .collect();
+        stored_keys.sort();
+        let rows = store.move_known(query.clone()).await.expect("move");
+        assert!(rows.moved, "case {case}");
+        let returned: Vec<&String> = rows.sessions.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            returned, stored_keys,
+            "case {case}: the rows before the move"
+        );
+        // The closed form in memory agrees too.
+        let before: std::collections::HashMap<&str, SessionRow> =
+            stored.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        for (key, row) in query.moved(&before) {
+            assert_eq!(
+                Some(&row),
+                expected.get(&key),
+                "case {case}: closed form of {key}"
+            );
+        }
+        for key in &keys {
+            let got = client
+                .query_opt(
+                    "SELECT session_id, count, last_activity_ms FROM identity_sessions WHERE key = $1",
+                    &[key],
+                )
+                .await
+                .expect("read")
+                .map(|r| SessionRow {
+                    session_id: r.get(0),
+                    count: r.get(1),
+                    last_activity_ms: r.get(2),
+                });
+            assert_eq!(
+                got.as_ref(),
+                expected.get(key),
+                "case {case}: {key} after {steps:?}"
+            );
+        }
+    }
 }

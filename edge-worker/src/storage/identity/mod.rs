@@ -34,7 +34,12 @@
 //! `GraphState` switches the single-writer ones off when the store says it is
 //! shared.
 
+mod known;
+
 use std::any::Any;
+
+pub(crate) use known::move_known_in;
+pub use known::{KnownQuery, KnownRows, SessionStep};
 
 use crate::storage::StorageError;
 
@@ -268,6 +273,14 @@ pub trait IdentityTx {
     fn session(&self, key: &str) -> Result<Option<SessionRow>, StorageError>;
     /// Stores a visitor's session.
     fn put_session(&self, key: &str, s: &SessionRow) -> Result<(), StorageError>;
+    /// Stores several visitors' sessions, each key once, in key order (a
+    /// backend may do it in one statement).
+    fn put_sessions(&self, rows: &[(String, SessionRow)]) -> Result<(), StorageError> {
+        for (key, row) in rows {
+            self.put_session(key, row)?;
+        }
+        Ok(())
+    }
     /// The stored sessions of `keys` (in key order, each once), held against
     /// every other job's session writes until this job ends: a shared store
     /// locks the rows; the single writer needs no lock.
@@ -386,6 +399,21 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// The single writer runs it as [`IdentityStore::run_write`].
     async fn run_activity(&self, job: Job) -> Result<JobOutput, StorageError> {
         self.run_write(job).await
+    }
+
+    /// Answers the light job of a request that changes nothing in the
+    /// graph ([`KnownQuery`]): its sessions locked and its nodes read, and
+    /// its sessions moved on when those show it is known. An activity job
+    /// (see [`IdentityStore::run_activity`]): the caller must not ack on it
+    /// alone. PostgreSQL answers it in one statement.
+    async fn move_known(&self, query: KnownQuery) -> Result<KnownRows, StorageError> {
+        let query = std::sync::Arc::new(query);
+        let out = self
+            .run_activity(Box::new(move |tx: &dyn IdentityTx| {
+                move_known_in(tx, &query).map(|r| Box::new(r) as JobOutput)
+            }))
+            .await?;
+        downcast(out)
     }
 
     /// Runs a read-only job.
