@@ -150,12 +150,7 @@ impl KnownQuery {
         } else {
             tx.node_profiles(&self.node_keys)?
         };
-        let stored: HashMap<&str, SessionRow> =
-            sessions.iter().map(|(k, r)| (k.as_str(), *r)).collect();
-        let profiles: HashMap<&str, &str> = nodes
-            .iter()
-            .map(|(k, p)| (k.as_str(), p.as_str()))
-            .collect();
+        let (stored, profiles) = by_key(&sessions, &nodes);
         Ok(self.is_known(&stored, &profiles))
     }
 
@@ -193,6 +188,19 @@ impl KnownQuery {
     }
 }
 
+/// Stored sessions and node profiles as read, keyed by their keys.
+fn by_key<'r>(
+    sessions: &'r [(String, SessionRow)],
+    nodes: &'r [(String, String)],
+) -> (HashMap<&'r str, SessionRow>, HashMap<&'r str, &'r str>) {
+    let stored = sessions.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+    let profiles = nodes
+        .iter()
+        .map(|(k, p)| (k.as_str(), p.as_str()))
+        .collect();
+    (stored, profiles)
+}
+
 /// A [`KnownQuery`] answered statement by statement inside a job: the
 /// default of [`super::IdentityStore::move_known`].
 pub(crate) fn move_known_in(
@@ -209,12 +217,7 @@ pub(crate) fn move_known_in(
     } else {
         tx.node_profiles(&query.node_keys)?
     };
-    let stored: HashMap<&str, SessionRow> =
-        sessions.iter().map(|(k, r)| (k.as_str(), *r)).collect();
-    let profiles: HashMap<&str, &str> = nodes
-        .iter()
-        .map(|(k, p)| (k.as_str(), p.as_str()))
-        .collect();
+    let (stored, profiles) = by_key(&sessions, &nodes);
     let moved = query.is_known(&stored, &profiles);
     if moved {
         let (updated, created): (Vec<_>, Vec<_>) = query
