@@ -7,7 +7,7 @@
 //! 16-byte row hash, status and flags: 32 bytes) sits in one vector; the
 //! hash table holds only a slot's 4-byte index (5 bytes a bucket with its
 //! control byte). About 45 bytes per key plus the key's text, and a
-//! planner built with the expected number of keys never grows (so never
+//! state reserved for the expected number of keys never grows (so never
 //! holds an old and a new table at once). Whole rows are never kept.
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -68,18 +68,13 @@ fn key_of<'k>(keys: &'k str, slot: &Slot) -> &'k str {
 }
 
 impl TrackedState {
-    /// An empty state (a sync's first run).
+    /// An empty state (a sync's first run); [`reserve`](Self::reserve)
+    /// sizes it.
     pub fn new() -> TrackedState {
-        TrackedState::with_capacity(0, 0)
-    }
-
-    /// An empty state with room for `keys` keys of `key_bytes` bytes in
-    /// all, so that a run meeting as many keys as expected never regrows.
-    pub fn with_capacity(keys: usize, key_bytes: usize) -> TrackedState {
         TrackedState {
-            table: HashTable::with_capacity(keys),
-            slots: Vec::with_capacity(keys),
-            keys: String::with_capacity(key_bytes),
+            table: HashTable::new(),
+            slots: Vec::new(),
+            keys: String::new(),
             build: DefaultHashBuilder::default(),
             tracked: 0,
         }
