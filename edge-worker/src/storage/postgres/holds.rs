@@ -99,7 +99,8 @@ pub(super) async fn outbox_quarantine(
     .await?;
     tx.execute(
         "INSERT INTO outbox_status (ds, seq, done, attempts, next_attempt_ms, error)
-         SELECT ds, seq, true, 0, 0, 'quarantined' FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)",
+         SELECT ds, seq, true, 0, 0, 'quarantined' FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)
+         WHERE u.ds IN (SELECT ds FROM datasets)",
         &[&ds, &seq],
     )
     .await?;

@@ -15,6 +15,7 @@
 //! A worker that cannot reach PostgreSQL answers ingest with 503 and fails
 //! `/readyz`; the pool reconnects by itself once the server is back.
 
+mod datasets;
 mod holds;
 pub(crate) mod identity;
 mod ingest;
@@ -58,6 +59,8 @@ pub struct PgStorage {
     /// Per destination this worker drains: where its queue scan starts
     /// ([`queue::ScanFloor`]).
     floors: Mutex<HashMap<String, queue::ScanFloor>>,
+    /// How far each older dataset is known drained ([`datasets`]).
+    drain_cursors: Mutex<datasets::DrainCursors>,
     /// Dedup partitions known to exist.
     dedup_buckets: Mutex<Vec<i32>>,
     /// The identity store over the same pool.
@@ -138,9 +141,11 @@ impl PgStorage {
             leases: Mutex::new(HashMap::new()),
             floors: Mutex::new(HashMap::new()),
             dedup_buckets: Mutex::new(Vec::new()),
+            drain_cursors: Mutex::new(HashMap::new()),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(upkeep(Arc::downgrade(&store)));
+            handle.spawn(renew_leases(Arc::downgrade(&store)));
+            handle.spawn(keep_datasets(Arc::downgrade(&store)));
         }
         Ok(store)
     }
@@ -155,20 +160,31 @@ impl PgStorage {
     }
 }
 
-/// Renews this worker's leases every third of their length and keeps the
-/// partitions (new datasets, drained ones dropped, dedup days ahead).
-async fn upkeep(store: Weak<PgStorage>) {
+/// Renews this worker's leases every third of their length, in a task of
+/// its own: dataset upkeep's detach may wait for long transactions, and a
+/// lease must not run out behind it.
+async fn renew_leases(store: Weak<PgStorage>) {
     loop {
         let Some(s) = store.upgrade() else { return };
         let pause = Duration::from_millis((s.lease_ms / 3).clamp(200, 1_000) as u64);
         if let Err(error) = s.renew_leases().await {
             tracing::warn!(error = %error, "Renewing delivery leases failed.");
         }
+        drop(s);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Keeps the partitions: new datasets, drained ones removed, dedup days
+/// ahead ([`datasets`]).
+async fn keep_datasets(store: Weak<PgStorage>) {
+    loop {
+        let Some(s) = store.upgrade() else { return };
         if let Err(error) = s.maintain().await {
             tracing::warn!(error = %error, "PostgreSQL queue upkeep failed.");
         }
         drop(s);
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -15,7 +15,9 @@
 //!   is updated or deleted one by one.
 //! - **Datasets.** Entries go to the newest dataset (a partition of
 //!   `outbox` and one of `outbox_status`). Every `dataset_secs` a new one
-//!   starts; an older dataset whose entries are all done is dropped whole.
+//!   starts; an older dataset whose entries are all done is dropped whole
+//!   ([`super::datasets`]). Outcomes are written only for datasets still
+//!   started, so one being removed takes no more rows.
 //!
 //! An entry's id packs its dataset and sequence number:
 //! `ds << ID_SEQ_BITS | seq`, so ids grow with commit order and name their
@@ -23,7 +25,7 @@
 
 use std::sync::Arc;
 
-use super::{partition, syncs, PgStorage};
+use super::{syncs, PgStorage};
 use crate::consent::GrantedPurposes;
 use crate::storage::syncs::SettledRow;
 use crate::storage::{OutboxEntry, StorageError};
@@ -74,15 +76,27 @@ impl PgStorage {
             .and_then(|m| m.get(destination).copied())
             .unwrap_or_default();
         let client = self.client().await?;
+        // The sequence first, the snapshot in a later statement: a
+        // transaction that drew a number up to `last` took its id before,
+        // so it is below this `xmax`. Read in one statement, the snapshot
+        // comes first, and a transaction that takes its id just after it and
+        // draws a number before the sequence is read would be missed: its
+        // entry could commit below the floor and never be sent.
+        let last: i64 = client
+            .query_one(
+                "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM outbox_seq",
+                &[],
+            )
+            .await?
+            .get(0);
         let row = client
             .query_one(
                 "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
-                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
-                        (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM outbox_seq)",
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
                 &[],
             )
             .await?;
-        let (xmin, xmax, last): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let (xmin, xmax): (i64, i64) = (row.get(0), row.get(1));
         match f.candidate {
             Some((seq, until)) if xmin >= until => {
                 f.safe_seq = seq;
@@ -262,7 +276,8 @@ impl PgStorage {
     ) -> Result<(), StorageError> {
         const MARK_DONE: &str =
             "INSERT INTO outbox_status (ds, seq, done, attempts, next_attempt_ms)
-             SELECT ds, seq, true, 0, 0 FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)";
+             SELECT ds, seq, true, 0, 0 FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)
+             WHERE u.ds IN (SELECT ds FROM datasets)";
         if ids.is_empty() {
             return Ok(());
         }
@@ -298,7 +313,8 @@ impl PgStorage {
                         coalesce((SELECT s.attempts FROM outbox_status s
                                   WHERE s.ds = u.ds AND s.seq = u.seq ORDER BY s.id DESC LIMIT 1), 0) + 1,
                         $3::bigint, $4::text
-                 FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)",
+                 FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)
+                 WHERE u.ds IN (SELECT ds FROM datasets)",
                 &[&ds, &seq, &next_attempt_ms, &error],
             )
             .await?;
@@ -335,7 +351,8 @@ impl PgStorage {
         .await?;
         tx.execute(
             "INSERT INTO outbox_status (ds, seq, done, attempts, next_attempt_ms, error)
-             SELECT ds, seq, true, 0, 0, $3::text FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)",
+             SELECT ds, seq, true, 0, 0, $3::text FROM unnest($1::bigint[], $2::bigint[]) AS u(ds, seq)
+             WHERE u.ds IN (SELECT ds FROM datasets)",
             &[&ds, &seq, &reason],
         )
         .await?;
@@ -358,87 +375,5 @@ impl PgStorage {
             .await?
             .get(0);
         Ok(n as u64)
-    }
-
-    /// Starts a new dataset when the newest is older than `dataset_secs`,
-    /// drops older datasets whose entries are all done, and creates the
-    /// dedup partitions of today and tomorrow.
-    pub(super) async fn maintain(&self) -> Result<(), StorageError> {
-        let now = now_ms();
-        let today = (now / self.bucket_ms) as i32;
-        self.ensure_bucket(today).await?;
-        self.ensure_bucket(today + 1).await?;
-        let mut client = self.client().await?;
-        let rows = client
-            .query("SELECT ds, started_at_ms FROM datasets ORDER BY ds", &[])
-            .await?;
-        let datasets: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let Some(&(current, started)) = datasets.last() else {
-            return Ok(());
-        };
-        // 1. A new dataset, by one worker (the advisory lock) at a time.
-        if now - started >= self.dataset_ms {
-            let tx = client.transaction().await?;
-            tx.batch_execute("SET LOCAL lock_timeout = '200ms'").await?;
-            let locked: bool = tx
-                .query_one("SELECT pg_try_advisory_xact_lock(1465470276)", &[])
-                .await?
-                .get(0);
-            let newest: i64 = tx
-                .query_one("SELECT max(ds) FROM datasets", &[])
-                .await?
-                .get(0);
-            if locked && newest == current {
-                let next = current + 1;
-                tx.batch_execute(&format!(
-                    "CREATE TABLE {} PARTITION OF outbox FOR VALUES IN ({next});
-                     CREATE TABLE {} PARTITION OF outbox_status FOR VALUES IN ({next});",
-                    partition("outbox", next),
-                    partition("outbox_status", next),
-                ))
-                .await?;
-                tx.execute("INSERT INTO datasets VALUES ($1, $2)", &[&next, &now])
-                    .await?;
-                tx.commit().await?;
-                tracing::debug!(dataset = next, "Outbox dataset started.");
-            }
-        }
-        // 2. Drop drained datasets older than the newest.
-        for &(ds, _) in datasets.iter().filter(|(ds, _)| *ds < current) {
-            let outbox = partition("outbox", ds);
-            let status = partition("outbox_status", ds);
-            let tx = client.transaction().await?;
-            tx.batch_execute("SET LOCAL lock_timeout = '200ms'").await?;
-            // Locked first, so no commit can add an entry between the count and the drop.
-            if tx
-                .batch_execute(&format!(
-                    "LOCK TABLE {outbox}, {status} IN ACCESS EXCLUSIVE MODE NOWAIT"
-                ))
-                .await
-                .is_err()
-            {
-                continue;
-            }
-            let pending: i64 = tx
-                .query_one(
-                    &format!(
-                        "SELECT count(*) FROM {outbox} o WHERE NOT EXISTS
-                         (SELECT 1 FROM {status} s WHERE s.seq = o.seq AND s.done)"
-                    ),
-                    &[],
-                )
-                .await?
-                .get(0);
-            if pending > 0 {
-                continue;
-            }
-            tx.batch_execute(&format!("DROP TABLE {outbox}, {status}"))
-                .await?;
-            tx.execute("DELETE FROM datasets WHERE ds = $1", &[&ds])
-                .await?;
-            tx.commit().await?;
-            tracing::debug!(dataset = ds, "Drained outbox dataset dropped.");
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,440 @@
+//! Dataset upkeep: the outbox partitions are made ahead, started, and
+//! removed whole once drained, without stalling ingest or delivery.
+//!
+//! # Design
+//! Every statement of ingest and delivery reads or writes the partitioned
+//! parents `outbox` and `outbox_status`, all the time. So no step here asks
+//! for a lock on a parent that conflicts with theirs:
+//! - **Made ahead.** The partition of the next dataset is created as a
+//!   standalone table and attached with `ATTACH PARTITION` (a `SHARE UPDATE
+//!   EXCLUSIVE` lock on the parent, which reads and inserts do not wait
+//!   for; `CREATE TABLE … PARTITION OF` needs `ACCESS EXCLUSIVE`). It takes
+//!   no entries until a row in `datasets` starts it: ingest writes to the
+//!   newest started dataset.
+//! - **Drain check, incremental.** An older dataset is walked in `seq`
+//!   order a chunk at a time; the cursor remembers how far every entry is
+//!   done, so each pass reads only what is new since the last.
+//! - **Confirmed, then detached.** Once the walk finds nothing pending, a
+//!   transaction takes a `SHARE` lock on the dataset's partitions (it waits
+//!   for commits writing to them and holds new ones back), checks again
+//!   and deletes the `datasets` row, so outcomes for it are no longer
+//!   written. Then `DETACH PARTITION … CONCURRENTLY` removes it from the
+//!   parents without blocking them, and the detached tables are checked a
+//!   last time under `ACCESS EXCLUSIVE` (nothing else reads them now) and
+//!   dropped. An entry that a statement from before the confirmation
+//!   still wrote puts the dataset back instead.
+//! - **Resumable.** A worker killed half-way leaves a detach pending or a
+//!   detached table; the next pass, on any worker, finishes it.
+//!
+//! One worker at a time runs a pass (a session advisory lock); the others
+//! skip it.
+
+use std::collections::HashMap;
+
+use tokio_postgres::GenericClient;
+
+use super::{partition, PgStorage};
+use crate::storage::StorageError;
+use crate::time::now_ms;
+
+/// The advisory lock the schema-changing steps take.
+const UPKEEP_LOCK: i64 = 1_465_470_276;
+
+/// Entries read per step of the drain check.
+const CHUNK: i64 = 20_000;
+
+/// Chunks one pass reads of one dataset, so a pass stays short.
+const CHUNKS_PER_PASS: usize = 10;
+
+/// The two partitioned parents a dataset has a partition of.
+const PARENTS: [&str; 2] = ["outbox", "outbox_status"];
+
+/// Per older dataset: up to which `seq` every entry is known done.
+pub(super) type DrainCursors = HashMap<i64, i64>;
+
+/// One table named like a dataset partition, as the catalogue has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartitionTable {
+    parent: &'static str,
+    ds: i64,
+    /// `None` when detached (or never attached).
+    attached: Option<Attached>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attached {
+    Yes,
+    /// A `DETACH … CONCURRENTLY` that did not finish.
+    DetachPending,
+}
+
+impl PgStorage {
+    /// One upkeep pass: the dedup partitions of today and tomorrow, the
+    /// next dataset made ahead and started when due, drained datasets
+    /// removed.
+    pub(super) async fn maintain(&self) -> Result<(), StorageError> {
+        let now = now_ms();
+        let today = (now / self.bucket_ms) as i32;
+        self.ensure_bucket(today).await?;
+        self.ensure_bucket(today + 1).await?;
+        // Held on one connection for the whole pass, so two workers never
+        // remove the same dataset at once.
+        let lock = self.client().await?;
+        let locked: bool = lock
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&UPKEEP_LOCK])
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(());
+        }
+        let pass = self.upkeep_pass(now).await;
+        let unlocked = lock
+            .execute("SELECT pg_advisory_unlock($1)", &[&UPKEEP_LOCK])
+            .await;
+        pass?;
+        unlocked?;
+        Ok(())
+    }
+
+    /// [`Self::maintain`]'s steps, under the upkeep lock.
+    async fn upkeep_pass(&self, now: i64) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        let started = started_datasets(&**client).await?;
+        let Some(&(current, started_at)) = started.last() else {
+            return Ok(());
+        };
+        let tables = partition_tables(&**client).await?;
+        make_ahead(&**client, current + 1, &tables).await?;
+        if now - started_at >= self.dataset_ms {
+            // Started only if nobody started one meanwhile.
+            let n = client
+                .execute(
+                    "INSERT INTO datasets (ds, started_at_ms)
+                     SELECT $1, $2 WHERE (SELECT max(ds) FROM datasets) = $3",
+                    &[&(current + 1), &now, &current],
+                )
+                .await?;
+            if n > 0 {
+                tracing::debug!(dataset = current + 1, "Outbox dataset started.");
+            }
+        }
+        drop(client);
+        self.finish_removals(&tables, &started).await?;
+        for &(ds, _) in started.iter().filter(|(ds, _)| *ds < current) {
+            if self.walk_drained(ds).await? {
+                self.remove_dataset(ds).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks dataset `ds` from its cursor; whether every entry read is done
+    /// and the walk reached its end.
+    async fn walk_drained(&self, ds: i64) -> Result<bool, StorageError> {
+        let mut cursor = self
+            .drain_cursors
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&ds).copied())
+            .unwrap_or(0);
+        let client = self.client().await?;
+        let (outbox, status) = (partition("outbox", ds), partition("outbox_status", ds));
+        let sql = format!(
+            "SELECT o.seq, EXISTS (SELECT 1 FROM {status} s WHERE s.seq = o.seq AND s.done)
+             FROM {outbox} o WHERE o.seq > $1 ORDER BY o.seq LIMIT $2"
+        );
+        let mut drained = false;
+        for _ in 0..CHUNKS_PER_PASS {
+            let rows = client.query(&sql, &[&cursor, &CHUNK]).await?;
+            let first_open = rows.iter().position(|r| !r.get::<_, bool>(1));
+            let done_to = match first_open {
+                Some(0) => None,
+                Some(i) => Some(rows[i - 1].get::<_, i64>(0)),
+                None => rows.last().map(|r| r.get::<_, i64>(0)),
+            };
+            if let Some(seq) = done_to {
+                cursor = seq;
+            }
+            if first_open.is_some() {
+                break;
+            }
+            if (rows.len() as i64) < CHUNK {
+                drained = true;
+                break;
+            }
+        }
+        if let Ok(mut c) = self.drain_cursors.lock() {
+            c.insert(ds, cursor);
+        }
+        Ok(drained)
+    }
+
+    /// Confirms dataset `ds` drained, detaches and drops it.
+    async fn remove_dataset(&self, ds: i64) -> Result<(), StorageError> {
+        let (outbox, status) = (partition("outbox", ds), partition("outbox_status", ds));
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL lock_timeout = '2s'").await?;
+        // Commits writing to it end first; later ones wait for this one.
+        if let Err(error) = tx
+            .batch_execute(&format!("LOCK TABLE {outbox}, {status} IN SHARE MODE"))
+            .await
+        {
+            tracing::debug!(dataset = ds, error = %error, "Dataset busy; removal waits.");
+            return Ok(());
+        }
+        if pending(&*tx, ds).await? > 0 {
+            // A commit that began before the dataset's successor wrote here.
+            if let Ok(mut c) = self.drain_cursors.lock() {
+                c.insert(ds, 0);
+            }
+            return Ok(());
+        }
+        let started: Option<i64> = tx
+            .query_opt(
+                "DELETE FROM datasets WHERE ds = $1 RETURNING started_at_ms",
+                &[&ds],
+            )
+            .await?
+            .map(|r| r.get(0));
+        tx.commit().await?;
+        for parent in PARENTS {
+            detach(&**client, parent, ds, false).await?;
+        }
+        drop(client);
+        self.drop_detached(ds, started.unwrap_or_else(now_ms)).await
+    }
+
+    /// The last check of a detached dataset, then its tables are dropped;
+    /// put back when an entry turned up.
+    async fn drop_detached(&self, ds: i64, started_at_ms: i64) -> Result<(), StorageError> {
+        let (outbox, status) = (partition("outbox", ds), partition("outbox_status", ds));
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!(
+            "LOCK TABLE {outbox}, {status} IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await?;
+        let left = pending(&*tx, ds).await?;
+        if left == 0 {
+            tx.batch_execute(&format!("DROP TABLE {outbox}, {status}"))
+                .await?;
+            tx.commit().await?;
+            if let Ok(mut c) = self.drain_cursors.lock() {
+                c.remove(&ds);
+            }
+            tracing::debug!(dataset = ds, "Drained outbox dataset dropped.");
+            return Ok(());
+        }
+        tracing::warn!(
+            dataset = ds,
+            pending = left,
+            "A commit wrote to an outbox dataset being removed; it is put back."
+        );
+        for parent in PARENTS {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {parent} ATTACH PARTITION {} FOR VALUES IN ({ds})",
+                partition(parent, ds)
+            ))
+            .await?;
+        }
+        tx.execute(
+            "INSERT INTO datasets (ds, started_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&ds, &started_at_ms],
+        )
+        .await?;
+        tx.commit().await?;
+        if let Ok(mut c) = self.drain_cursors.lock() {
+            c.insert(ds, 0);
+        }
+        Ok(())
+    }
+
+    /// Finishes what a killed pass left: a pending detach, or detached
+    /// tables not yet dropped, of datasets no longer started.
+    async fn finish_removals(
+        &self,
+        tables: &[PartitionTable],
+        started: &[(i64, i64)],
+    ) -> Result<(), StorageError> {
+        let newest = started.last().map_or(0, |d| d.0);
+        let is_started = |ds: i64| started.iter().any(|d| d.0 == ds);
+        let mut left: Vec<i64> = Vec::new();
+        for t in tables {
+            if t.ds > newest || is_started(t.ds) {
+                continue;
+            }
+            match t.attached {
+                Some(Attached::Yes) => {
+                    let client = self.client().await?;
+                    detach(&**client, t.parent, t.ds, false).await?;
+                }
+                Some(Attached::DetachPending) => {
+                    let client = self.client().await?;
+                    detach(&**client, t.parent, t.ds, true).await?;
+                }
+                None => {}
+            }
+            if !left.contains(&t.ds) {
+                left.push(t.ds);
+            }
+        }
+        for ds in left {
+            self.drop_detached(ds, now_ms()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes the partitions of dataset `ds` ahead of its start.
+async fn make_ahead(
+    client: &impl GenericClient,
+    ds: i64,
+    tables: &[PartitionTable],
+) -> Result<(), StorageError> {
+    for parent in PARENTS {
+        let name = partition(parent, ds);
+        match tables.iter().find(|t| t.parent == parent && t.ds == ds) {
+            Some(t) if t.attached == Some(Attached::Yes) => continue,
+            Some(_) => {}
+            None => {
+                client
+                    .batch_execute(&format!(
+                    "CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                ))
+                    .await?;
+            }
+        }
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES IN ({ds})"
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// `DETACH PARTITION … CONCURRENTLY` (or `FINALIZE` of one that stopped
+/// half-way); a partition already detached is left as it is.
+async fn detach(
+    client: &impl GenericClient,
+    parent: &str,
+    ds: i64,
+    finalize: bool,
+) -> Result<(), StorageError> {
+    let how = if finalize { "FINALIZE" } else { "CONCURRENTLY" };
+    let sql = format!(
+        "ALTER TABLE {parent} DETACH PARTITION {} {how}",
+        partition(parent, ds)
+    );
+    match client.batch_execute(&sql).await {
+        Ok(()) => Ok(()),
+        // Another pass detached it meanwhile.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Entries of dataset `ds` not done, read from its own tables.
+async fn pending(client: &impl GenericClient, ds: i64) -> Result<i64, StorageError> {
+    let (outbox, status) = (partition("outbox", ds), partition("outbox_status", ds));
+    Ok(client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {outbox} o WHERE NOT EXISTS
+                 (SELECT 1 FROM {status} s WHERE s.seq = o.seq AND s.done)"
+            ),
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// The started datasets, oldest first, with their start times.
+async fn started_datasets(client: &impl GenericClient) -> Result<Vec<(i64, i64)>, StorageError> {
+    Ok(client
+        .query("SELECT ds, started_at_ms FROM datasets ORDER BY ds", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Every table named like a dataset partition, attached or not.
+async fn partition_tables(
+    client: &impl GenericClient,
+) -> Result<Vec<PartitionTable>, StorageError> {
+    let rows = client
+        .query(
+            "SELECT c.relname, p.relname, i.inhdetachpending
+             FROM pg_class c
+             LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+             LEFT JOIN pg_class p ON p.oid = i.inhparent
+             WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace
+               AND (c.relname LIKE 'outbox\\_ds%' OR c.relname LIKE 'outbox\\_status\\_ds%')",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let name: &str = r.get(0);
+            let parent: Option<&str> = r.get(1);
+            let pending: Option<bool> = r.get(2);
+            parse_partition(name, parent, pending)
+        })
+        .collect())
+}
+
+/// A catalogue row as a [`PartitionTable`]; `None` for other tables.
+fn parse_partition(
+    name: &str,
+    parent: Option<&str>,
+    detach_pending: Option<bool>,
+) -> Option<PartitionTable> {
+    let (parent_name, ds) = if let Some(n) = name.strip_prefix("outbox_status_ds") {
+        ("outbox_status", n)
+    } else {
+        ("outbox", name.strip_prefix("outbox_ds")?)
+    };
+    let ds: i64 = ds.parse().ok()?;
+    let attached = match (parent, detach_pending) {
+        (Some(_), Some(true)) => Some(Attached::DetachPending),
+        (Some(_), _) => Some(Attached::Yes),
+        (None, _) => None,
+    };
+    Some(PartitionTable {
+        parent: if parent_name == "outbox" {
+            PARENTS[0]
+        } else {
+            PARENTS[1]
+        },
+        ds,
+        attached,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_are_read_back() {
+        let t = parse_partition("outbox_status_ds12", Some("outbox_status"), Some(true));
+        assert_eq!(
+            t,
+            Some(PartitionTable {
+                parent: "outbox_status",
+                ds: 12,
+                attached: Some(Attached::DetachPending)
+            })
+        );
+        let t = parse_partition("outbox_ds3", None, None);
+        assert_eq!(
+            t.map(|t| (t.parent, t.ds, t.attached)),
+            Some(("outbox", 3, None))
+        );
+        assert_eq!(parse_partition("outbox_dsx", None, None), None);
+        assert_eq!(parse_partition("dedup_ds3", None, None), None);
+    }
+}
