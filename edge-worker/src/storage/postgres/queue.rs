@@ -61,8 +61,8 @@ pub(crate) struct ScanFloor {
     floor: i64,
     /// Up to which `seq` every row is visible.
     safe_seq: i64,
-    /// A later `safe_seq` (the sequence's last value), valid once no
-    /// transaction older than `until_xid` runs.
+    /// A later `safe_seq` (the sequence's last value) and the transaction
+    /// id from which on it is valid: once no transaction older runs.
     candidate: Option<(i64, i64)>,
 }
 
@@ -76,34 +76,40 @@ impl PgStorage {
             .and_then(|m| m.get(destination).copied())
             .unwrap_or_default();
         let client = self.client().await?;
-        // The sequence first, the snapshot in a later statement: a
-        // transaction that drew a number up to `last` took its id before,
-        // so it is below this `xmax`. Read in one statement, the snapshot
-        // comes first, and a transaction that takes its id just after it and
-        // draws a number before the sequence is read would be missed: its
-        // entry could commit below the floor and never be sent.
-        let last: i64 = client
+        let xmin: i64 = client
             .query_one(
-                "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM outbox_seq",
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
                 &[],
             )
             .await?
             .get(0);
-        let row = client
-            .query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
-                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
-                &[],
-            )
-            .await?;
-        let (xmin, xmax): (i64, i64) = (row.get(0), row.get(1));
-        match f.candidate {
+        let renew = match f.candidate {
             Some((seq, until)) if xmin >= until => {
                 f.safe_seq = seq;
-                f.candidate = Some((last, xmax));
+                true
             }
-            Some(_) => {}
-            None => f.candidate = Some((last, xmax)),
+            Some(_) => false,
+            None => true,
+        };
+        if renew {
+            // The sequence first, then a fresh transaction id: a transaction
+            // that drew a number up to `last` took its id before, so its id
+            // is below `next_xid`, and once the oldest running transaction
+            // is at or past `next_xid` it has ended. (The bound may not come
+            // from a snapshot: its `xmax` is one past the newest *completed*
+            // id, below ids still running.) One id is used per renewal.
+            let last: i64 = client
+                .query_one(
+                    "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM outbox_seq",
+                    &[],
+                )
+                .await?
+                .get(0);
+            let next_xid: i64 = client
+                .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
+                .await?
+                .get(0);
+            f.candidate = Some((last, next_xid));
         }
         if f.safe_seq > f.floor {
             let first_open: Option<i64> = client
