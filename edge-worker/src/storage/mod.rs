@@ -62,9 +62,11 @@ pub fn open(
     dedup_window_secs: u64,
 ) -> Result<Arc<dyn Storage>, StorageError> {
     Ok(match config.backend {
-        StorageBackend::Sqlite => Arc::new(SqliteStorage::open(
+        StorageBackend::Sqlite => Arc::new(SqliteStorage::open_sized(
             &config.data_dir,
             config.max_commit_events,
+            config.dedup_filter_mib << 20,
+            dedup_window_secs,
         )?),
         StorageBackend::Postgres => Arc::new(PgStorage::open(config, dedup_window_secs)?),
     })

@@ -136,7 +136,33 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP TABLE dedup;
     UPDATE dedup_log SET ids = waymark_dedup_log_keys(ids);
     "#,
+    // 8: folded dedup keys are sorted runs of blocks, merged in the
+    //    background and dropped whole (see `storage::dedup::runs`); the keys
+    //    of `dedup_keys` become one run ([`MIGRATION_CODE`]).
+    r#"
+    CREATE TABLE dedup_runs (
+        run        INTEGER PRIMARY KEY,
+        state      INTEGER NOT NULL,
+        keys       INTEGER NOT NULL,
+        oldest_ms  INTEGER NOT NULL,
+        newest_ms  INTEGER NOT NULL
+    );
+    CREATE TABLE dedup_blocks (
+        id         INTEGER PRIMARY KEY,
+        run        INTEGER NOT NULL,
+        first_key  BLOB NOT NULL,
+        keys       BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX dedup_blocks_key ON dedup_blocks (run, first_key);
+    "#,
 ];
+
+/// A migration's step in code, run in its transaction after its SQL: the
+/// migration's number and the step.
+type MigrationCode = (usize, fn(&Connection) -> Result<(), super::StorageError>);
+
+/// The migrations that also run code.
+const MIGRATION_CODE: &[MigrationCode] = &[(8, super::dedup::convert_v7_keys)];
 
 /// Applies the migrations that have not run yet.
 /// Every module's migrations, in the order the store applies them at open.
@@ -154,6 +180,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        for (_, code) in MIGRATION_CODE.iter().filter(|(n, _)| *n == i + 1) {
+            code(&tx).map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
+        }
         tx.pragma_update(None, "user_version", i + 1)?;
         tx.commit()?;
     }

@@ -10,19 +10,17 @@
 //! - **recent**: each ingest commit appends one row to `dedup_log` holding
 //!   the keys it saw first, and an in-memory set mirrors it;
 //! - **folded**: about once a second the oldest logged keys are moved into
-//!   `dedup_keys` as one sorted batch, so neighbouring keys share index
-//!   pages, and their log rows are deleted ([`fold_batch`]).
+//!   a new sorted run, and their log rows are deleted ([`fold_batch`]);
+//!   runs are merged in the background and expire whole ([`runs`]).
 //!
-//! A key is looked up in the set, then in `dedup_keys`. The set only
+//! A key is looked up in the set, then in a Bloom filter of every key in
+//! either level ([`filter`]), and only where the filter says "maybe" in
+//! the runs: a new key, nearly every event, costs no read. The set only
 //! changes on the writer thread, together with the transaction that
 //! changes the log: a job that fails takes its keys back itself, and the
 //! writer's completion hook takes back the keys of a group whose commit
 //! failed, so the set never holds a key the database does not. At open the
-//! set is read back from `dedup_log`.
-//!
-//! `dedup_keys` is a rowid table: rows are appended in fold order (first
-//! seen order, to within a batch), so the table itself only grows at its
-//! end and pruning deletes from its start; the one index is on the key.
+//! set is read back from `dedup_log`, and the filter from both tables.
 //!
 //! A key is the first 16 bytes of SHA-256 over the source name, a zero
 //! byte and the id: telling two different ids apart wrongly would need a
@@ -37,6 +35,10 @@ use rusqlite::{params, Connection};
 use sha2::{Digest, Sha256};
 
 use super::StorageError;
+use filter::SeenFilter;
+
+mod filter;
+pub(crate) mod runs;
 
 /// The key of an id: a 128-bit hash of its source and `messageId`,
 /// stored as 16 big-endian bytes.
@@ -48,12 +50,9 @@ const KEY_LEN: usize = 16;
 /// Most logged ids one fold batch takes ([`fold_batch`]).
 pub(crate) const FOLD_BATCH_MAX: usize = 65_536;
 
-/// Ids one writer job of a fold inserts: bounds the time ingest commits
-/// wait behind a fold (a few milliseconds), and so the ingest tail latency.
-pub(crate) const FOLD_STEP: usize = 2_048;
-
-/// Deleted per statement when pruning, so a prune never holds the writer long.
-const PRUNE_CHUNK: i64 = 10_000;
+/// Ids one writer job of a fold writes, whole blocks of a run: bounds the
+/// time ingest commits wait behind a fold, and so the ingest tail latency.
+pub(crate) const FOLD_STEP: usize = runs::MERGE_STEP;
 
 /// The key of `message_id` from `source`.
 pub(crate) fn dedup_hash(source: &str, message_id: &str) -> DedupHash {
@@ -67,29 +66,44 @@ pub(crate) fn dedup_hash(source: &str, message_id: &str) -> DedupHash {
     u128::from_be_bytes(key)
 }
 
-/// The keys in `dedup_log` (and of the commit in progress).
+/// Default size of the filter of seen keys, both generations: 32 MiB.
+pub(crate) const DEFAULT_FILTER_BYTES: usize = 32 << 20;
+
+/// The keys in `dedup_log` (and of the commit in progress), and the filter
+/// of every key dedup remembers.
 pub(crate) struct RecentIds {
-    hashes: Mutex<HashSet<DedupHash>>,
+    state: Mutex<Recent>,
+}
+
+struct Recent {
+    hashes: HashSet<DedupHash>,
+    filter: SeenFilter,
 }
 
 impl RecentIds {
-    /// Reads the log back (at open).
-    pub(crate) fn load(conn: &Connection) -> Result<RecentIds, StorageError> {
+    /// Reads the log back and fills a filter of `filter_bytes` from both
+    /// tables (at open).
+    pub(crate) fn load(conn: &Connection, filter_bytes: usize) -> Result<RecentIds, StorageError> {
         let mut hashes = HashSet::new();
+        let mut filter = SeenFilter::new(filter_bytes, crate::time::now_ms());
         let mut stmt = conn.prepare("SELECT ids FROM dedup_log")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let blob = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
             hashes.extend(decode_keys(blob)?);
         }
+        for &key in &hashes {
+            filter.insert(key);
+        }
+        runs::for_each_live_key(conn, |key| filter.insert(key))?;
         Ok(RecentIds {
-            hashes: Mutex::new(hashes),
+            state: Mutex::new(Recent { hashes, filter }),
         })
     }
 
     /// Keys in memory (for tests and metrics).
     pub(crate) fn len(&self) -> usize {
-        self.hashes.lock().map(|k| k.len()).unwrap_or(0)
+        self.state.lock().map(|s| s.hashes.len()).unwrap_or(0)
     }
 
     /// In a writer job: whether each of `ids` is seen for the first time
@@ -105,24 +119,28 @@ impl RecentIds {
         let mut fresh = Vec::with_capacity(ids.len());
         let mut added = Vec::new();
         {
-            let mut recent = self.hashes.lock().map_err(|_| poisoned())?;
-            // 1. Keys not in memory are looked up in `dedup_keys`, a few per statement.
+            let mut state = self.state.lock().map_err(|_| poisoned())?;
+            let Recent { hashes, filter } = &mut *state;
+            // 1. Keys not in memory that the filter may hold are looked up
+            //    in the runs.
             let unknown: Vec<DedupHash> = ids
                 .iter()
                 .flatten()
-                .filter(|id| !recent.contains(id))
+                .filter(|id| !hashes.contains(id) && filter.may_contain(**id))
                 .copied()
                 .collect();
-            let folded = folded_among(conn, &unknown)?;
+            let folded = runs::folded_among(conn, &unknown)?;
             // 2. In order: the first of equal ids in a request is the new one.
             for id in ids {
                 let Some(id) = id else {
                     fresh.push(true);
                     continue;
                 };
-                let new = !recent.contains(id) && !folded.contains(id);
+                let new = !hashes.contains(id) && !folded.contains(id);
                 if new {
-                    recent.insert(*id);
+                    hashes.insert(*id);
+                    // Also when the commit fails: a key too many only costs a lookup.
+                    filter.insert(*id);
                     added.push(*id);
                 }
                 fresh.push(new);
@@ -145,86 +163,58 @@ impl RecentIds {
         if hashes.is_empty() {
             return;
         }
-        if let Ok(mut recent) = self.hashes.lock() {
+        if let Ok(mut state) = self.state.lock() {
             for h in hashes {
-                recent.remove(h);
+                state.hashes.remove(h);
+            }
+        }
+    }
+
+    /// Starts a new filter generation once the current one is older than
+    /// the window: called with each prune's `cutoff_ms`.
+    pub(crate) fn rotate_filter(&self, cutoff_ms: i64, now_ms: i64) {
+        if let Ok(mut state) = self.state.lock() {
+            if state.filter.rotate(cutoff_ms, now_ms) {
+                tracing::debug!("Dedup filter: a new generation started.");
             }
         }
     }
 }
 
-/// Keys looked up per statement.
-const IDS_PER_STATEMENT: usize = 32;
-
-/// Which of `keys` are in `dedup_keys`.
-fn folded_among(conn: &Connection, keys: &[DedupHash]) -> Result<HashSet<DedupHash>, StorageError> {
-    let mut found = HashSet::new();
-    for chunk in keys.chunks(IDS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT key FROM dedup_keys WHERE key IN ({})",
-            placeholders(chunk.len())
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let args: Vec<[u8; KEY_LEN]> = chunk.iter().map(|k| k.to_be_bytes()).collect();
-        let mut rows = stmt.query(rusqlite::params_from_iter(&args))?;
-        while let Some(row) = rows.next()? {
-            let key = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
-            found.extend(decode_keys(key)?);
-        }
-    }
-    Ok(found)
-}
-
-/// `n` SQL placeholders: `placeholders(3)` is `?1,?2,?3`.
-fn placeholders(n: usize) -> String {
-    let mut sql = String::new();
-    for i in 1..=n {
-        if i > 1 {
-            sql.push(',');
-        }
-        sql.push('?');
-        sql.push_str(&i.to_string());
-    }
-    sql
-}
-
-/// The oldest logged keys, sorted, to fold into `dedup_keys`.
+/// The oldest logged keys, sorted, to fold into a new run.
 pub(crate) struct FoldBatch {
-    /// `(key, first seen)`, in key order.
-    pub keys: Vec<(DedupHash, i64)>,
+    /// In key order, each once.
+    pub keys: Vec<DedupHash>,
+    /// When the oldest and the newest of them were first seen.
+    pub oldest_ms: i64,
+    pub newest_ms: i64,
     /// The newest log row the batch covers.
     pub last_log_id: i64,
-}
-
-impl FoldBatch {
-    /// The batch's keys, to [`RecentIds::forget`] once folded.
-    pub(crate) fn hashes(&self) -> Vec<DedupHash> {
-        self.keys.iter().map(|(key, _)| *key).collect()
-    }
 }
 
 /// Reads up to about [`FOLD_BATCH_MAX`] of the oldest logged keys (whole
 /// log rows), sorted; `None` when the log is empty. A read: any connection.
 ///
 /// # Design
-/// Folding works in two steps so that it keeps both the locality of a
-/// large sorted batch (neighbouring keys share index pages, so each page
-/// is written once per batch, not once per key) and short writer jobs: the
-/// batch is inserted by [`insert_folded`] in steps of [`FOLD_STEP`] keys,
-/// each its own job between ingest commits, and its log rows are deleted by
-/// [`drop_folded_log`] after the last step. A crash in between folds the
-/// same rows again, which changes nothing.
+/// The batch becomes a new run ([`runs`]) written in steps of
+/// [`FOLD_STEP`] keys, each its own job between ingest commits; the run
+/// goes live and its log rows are deleted in one job after the last step
+/// ([`seal_folded`]). A crash in between leaves a filling run, dropped at
+/// open, and the log rows, folded again.
 pub(crate) fn fold_batch(conn: &Connection) -> Result<Option<FoldBatch>, StorageError> {
     let mut select =
         conn.prepare_cached("SELECT id, seen_at_ms, ids FROM dedup_log ORDER BY id")?;
     let mut rows = select.query([])?;
     let mut keys = Vec::new();
+    let (mut oldest_ms, mut newest_ms) = (i64::MAX, i64::MIN);
     let mut last_log_id = None;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         let seen_at_ms: i64 = row.get(1)?;
         let blob = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
-        keys.extend(decode_keys(blob)?.map(|key| (key, seen_at_ms)));
+        keys.extend(decode_keys(blob)?);
+        oldest_ms = oldest_ms.min(seen_at_ms);
+        newest_ms = newest_ms.max(seen_at_ms);
         last_log_id = Some(id);
         if keys.len() >= FOLD_BATCH_MAX {
             break;
@@ -234,26 +224,22 @@ pub(crate) fn fold_batch(conn: &Connection) -> Result<Option<FoldBatch>, Storage
         return Ok(None);
     };
     keys.sort_unstable();
-    Ok(Some(FoldBatch { keys, last_log_id }))
+    keys.dedup();
+    Ok(Some(FoldBatch {
+        keys,
+        oldest_ms,
+        newest_ms,
+        last_log_id,
+    }))
 }
 
-/// In a writer job: inserts one step of a sorted [`FoldBatch`] into `dedup_keys`.
-pub(crate) fn insert_folded(
+/// In a writer job: the batch's run goes live and its log rows are deleted.
+pub(crate) fn seal_folded(
     conn: &Connection,
-    keys: &[(DedupHash, i64)],
+    run: i64,
+    last_log_id: i64,
 ) -> Result<(), StorageError> {
-    // NOTE: one row per statement: a multi-row VALUES insert measured twice as slow.
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO dedup_keys (key, seen_at_ms) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
-    )?;
-    for (key, seen_at_ms) in keys {
-        insert.execute(params![key.to_be_bytes(), seen_at_ms])?;
-    }
-    Ok(())
-}
-
-/// In a writer job: deletes the log rows of a folded batch.
-pub(crate) fn drop_folded_log(conn: &Connection, last_log_id: i64) -> Result<(), StorageError> {
+    runs::seal_run(conn, run)?;
     conn.prepare_cached("DELETE FROM dedup_log WHERE id <= ?1")?
         .execute([last_log_id])?;
     Ok(())
@@ -265,33 +251,39 @@ pub(crate) fn fold(conn: &Connection) -> Result<Vec<DedupHash>, StorageError> {
     let Some(batch) = fold_batch(conn)? else {
         return Ok(Vec::new());
     };
+    let run = runs::start_run(conn, batch.keys.len(), batch.oldest_ms, batch.newest_ms)?;
     for step in batch.keys.chunks(FOLD_STEP) {
-        insert_folded(conn, step)?;
+        runs::write_blocks(conn, run, step)?;
     }
-    drop_folded_log(conn, batch.last_log_id)?;
-    Ok(batch.hashes())
+    seal_folded(conn, run, batch.last_log_id)?;
+    Ok(batch.keys)
 }
 
-/// In a writer job: forgets folded keys first seen before `cutoff_ms`,
-/// looking at most [`PRUNE_CHUNK`] of the oldest rows. Returns how many
-/// were deleted.
-///
-/// Rows are in first-seen order to within a fold batch (a second or two),
-/// so the old ones are at the start; a younger row folded among them only
-/// delays the next ones until the following prune.
-pub(crate) fn prune(conn: &Connection, cutoff_ms: i64) -> Result<u64, StorageError> {
-    let deleted = conn
-        .prepare_cached(
-            "DELETE FROM dedup_keys WHERE seen_at_ms < ?1 AND id IN
-               (SELECT id FROM dedup_keys ORDER BY id LIMIT ?2)",
-        )?
-        .execute(params![cutoff_ms, PRUNE_CHUNK])?;
-    Ok(deleted as u64)
-}
-
-/// Whether a prune deleted a full chunk (call it again).
-pub(crate) fn prune_again(deleted: u64) -> bool {
-    deleted >= PRUNE_CHUNK as u64
+/// Migration 8's step in code: the keys of `dedup_keys` (migration 7)
+/// become one live run, and the table goes.
+pub(crate) fn convert_v7_keys(conn: &Connection) -> Result<(), StorageError> {
+    let mut keys: Vec<DedupHash> = Vec::new();
+    let (oldest, newest): (Option<i64>, Option<i64>) = conn.query_row(
+        "SELECT min(seen_at_ms), max(seen_at_ms) FROM dedup_keys",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    {
+        let mut stmt = conn.prepare("SELECT key FROM dedup_keys ORDER BY key")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let blob = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            keys.extend(decode_keys(blob)?);
+        }
+    }
+    if let (Some(oldest), Some(newest)) = (oldest, newest) {
+        keys.dedup();
+        let run = runs::start_run(conn, keys.len(), oldest, newest)?;
+        runs::write_blocks(conn, run, &keys)?;
+        runs::seal_run(conn, run)?;
+    }
+    conn.execute_batch("DROP TABLE dedup_keys")?;
+    Ok(())
 }
 
 /// A log row: the keys, 16 bytes each.

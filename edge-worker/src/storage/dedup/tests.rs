@@ -1,5 +1,8 @@
 use super::*;
 
+/// A filter small enough for tests, large enough to leave few "maybe"s.
+const TEST_FILTER: usize = 1 << 16;
+
 fn conn() -> Connection {
     let mut conn = Connection::open_in_memory().unwrap();
     crate::storage::schema::migrate_all(&mut conn).unwrap();
@@ -17,7 +20,7 @@ fn web(message_id: &str) -> Option<DedupHash> {
 #[test]
 fn ids_are_new_once_within_and_across_commits() {
     let conn = conn();
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     let (fresh, added) = recent
         .admit(&conn, &[web("a"), web("b"), web("a"), None, None], 1)
         .unwrap();
@@ -33,7 +36,7 @@ fn ids_are_new_once_within_and_across_commits() {
 #[test]
 fn folded_ids_are_still_seen_and_leave_memory() {
     let conn = conn();
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     recent.admit(&conn, &[web("a"), web("b")], 1).unwrap();
     recent.admit(&conn, &[id("app", "c")], 2).unwrap();
     let moved = fold(&conn).unwrap();
@@ -44,20 +47,20 @@ fn folded_ids_are_still_seen_and_leave_memory() {
         .query_row("SELECT COUNT(*) FROM dedup_log", [], |r| r.get(0))
         .unwrap();
     assert_eq!(logged, 0);
-    let mut folded: Vec<(Vec<u8>, i64)> = conn
-        .prepare("SELECT key, seen_at_ms FROM dedup_keys")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    folded.sort();
-    let mut expected: Vec<(Vec<u8>, i64)> = [(web("a"), 1), (web("b"), 1), (id("app", "c"), 2)]
+    let mut folded = Vec::new();
+    runs::for_each_live_key(&conn, |k| folded.push(k)).unwrap();
+    let mut expected: Vec<DedupHash> = [web("a"), web("b"), id("app", "c")]
         .into_iter()
-        .map(|(key, at)| (key.unwrap().to_be_bytes().to_vec(), at))
+        .flatten()
         .collect();
     expected.sort();
-    assert_eq!(folded, expected, "16-byte keys with their first-seen time");
+    assert_eq!(folded, expected, "one run of sorted 16-byte keys");
+    let span: (i64, i64) = conn
+        .query_row("SELECT oldest_ms, newest_ms FROM dedup_runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(span, (1, 2), "the run knows when its keys were first seen");
     let (fresh, _) = recent
         .admit(&conn, &[web("a"), id("app", "c"), web("d")], 3)
         .unwrap();
@@ -69,7 +72,7 @@ fn folded_ids_are_still_seen_and_leave_memory() {
 #[test]
 fn a_fold_batch_takes_whole_log_rows_up_to_the_limit_in_key_order() {
     let conn = conn();
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     let names: Vec<String> = (0..FOLD_BATCH_MAX + 10).map(|i| format!("m{i}")).collect();
     for chunk in names.chunks(1_000) {
         let ids: Vec<_> = chunk.iter().map(|m| web(m)).collect();
@@ -89,16 +92,18 @@ fn a_fold_batch_takes_whole_log_rows_up_to_the_limit_in_key_order() {
 #[test]
 fn ids_logged_while_a_batch_folds_stay_logged() {
     let conn = conn();
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     recent.admit(&conn, &[web("a")], 1).unwrap();
     let batch = fold_batch(&conn).unwrap().unwrap();
     recent.admit(&conn, &[web("b")], 2).unwrap();
-    insert_folded(&conn, &batch.keys).unwrap();
-    drop_folded_log(&conn, batch.last_log_id).unwrap();
-    recent.forget(&batch.hashes());
+    let run = runs::start_run(&conn, batch.keys.len(), batch.oldest_ms, batch.newest_ms).unwrap();
+    runs::write_blocks(&conn, run, &batch.keys).unwrap();
+    seal_folded(&conn, run, batch.last_log_id).unwrap();
+    recent.forget(&batch.keys);
     assert_eq!(recent.len(), 1, "b is still recent");
     let again = fold_batch(&conn).unwrap().unwrap();
-    assert_eq!(again.keys, [(web("b").unwrap(), 2)]);
+    assert_eq!(again.keys, [web("b").unwrap()]);
+    assert_eq!((again.oldest_ms, again.newest_ms), (2, 2));
     let (fresh, _) = recent.admit(&conn, &[web("a"), web("b")], 3).unwrap();
     assert_eq!(fresh, [false, false]);
 }
@@ -106,12 +111,12 @@ fn ids_logged_while_a_batch_folds_stay_logged() {
 #[test]
 fn recent_ids_are_read_back_from_the_log() {
     let conn = conn();
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     recent
         .admit(&conn, &[web("a"), web("é \u{0}x")], 1)
         .unwrap();
     // A restart before the fold: the set comes back from the log.
-    let reopened = RecentIds::load(&conn).unwrap();
+    let reopened = RecentIds::load(&conn, TEST_FILTER).unwrap();
     assert_eq!(reopened.len(), 2);
     let (fresh, _) = reopened
         .admit(&conn, &[web("a"), web("é \u{0}x"), web("z")], 2)
@@ -120,9 +125,30 @@ fn recent_ids_are_read_back_from_the_log() {
 }
 
 #[test]
+fn folded_ids_are_seen_after_a_restart_with_the_filter_on_or_off() {
+    for filter in [TEST_FILTER, 0] {
+        let conn = conn();
+        let recent = RecentIds::load(&conn, filter).unwrap();
+        let ids: Vec<_> = (0..500).map(|i| web(&format!("m{i}"))).collect();
+        recent.admit(&conn, &ids, 1).unwrap();
+        recent.forget(&fold(&conn).unwrap());
+        // A restart after the fold: the filter comes back from `dedup_keys`.
+        let reopened = RecentIds::load(&conn, filter).unwrap();
+        assert_eq!(reopened.len(), 0);
+        let (fresh, _) = reopened.admit(&conn, &ids, 2).unwrap();
+        assert!(
+            fresh.iter().all(|f| !f),
+            "filter {filter}: a folded id was new"
+        );
+        let (fresh, _) = reopened.admit(&conn, &[web("new")], 3).unwrap();
+        assert_eq!(fresh, [true]);
+    }
+}
+
+#[test]
 fn forgotten_ids_are_new_again() {
     let conn = conn();
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     let (_, added) = recent.admit(&conn, &[web("a")], 1).unwrap();
     conn.execute("DELETE FROM dedup_log", []).unwrap();
     recent.forget(&added);
@@ -133,16 +159,21 @@ fn forgotten_ids_are_new_again() {
 #[test]
 fn prune_forgets_folded_ids_past_the_cutoff() {
     let conn = conn();
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     recent.admit(&conn, &[web("old")], 1_000).unwrap();
     recent.admit(&conn, &[web("new")], 5_000).unwrap();
     recent.forget(&fold(&conn).unwrap());
-    assert_eq!(prune(&conn, 2_000).unwrap(), 1);
-    assert!(!prune_again(1));
+    // Both were folded into one run: it expires once its newest key does.
+    assert_eq!(runs::expire(&conn, 5_000).unwrap(), 0);
+    recent.admit(&conn, &[web("newer")], 5_000).unwrap();
+    assert_eq!(runs::expire(&conn, 5_001).unwrap(), 2);
+    while runs::drop_some(&conn).unwrap() {}
     let (fresh, _) = recent
         .admit(&conn, &[web("old"), web("new")], 6_000)
         .unwrap();
-    assert_eq!(fresh, [true, false]);
+    assert_eq!(fresh, [true, true]);
+    let (fresh, _) = recent.admit(&conn, &[web("newer")], 6_000).unwrap();
+    assert_eq!(fresh, [false], "a logged id is not pruned");
 }
 
 #[test]
@@ -163,23 +194,29 @@ fn a_damaged_log_row_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn prune_deletes_the_old_rows_among_the_oldest_even_past_a_young_one() {
+fn prune_expires_whole_runs_and_deletes_their_blocks() {
     let conn = conn();
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     for (i, at) in [1_000, 1_000, 9_000, 1_000].into_iter().enumerate() {
-        recent.admit(&conn, &[web(&format!("m{i}"))], at).unwrap();
+        let ids: Vec<_> = (0..300).map(|n| web(&format!("m{i}-{n}"))).collect();
+        recent.admit(&conn, &ids, at).unwrap();
         recent.forget(&fold(&conn).unwrap());
     }
     assert_eq!(
-        prune(&conn, 2_000).unwrap(),
-        3,
-        "old rows around a young one"
+        runs::expire(&conn, 2_000).unwrap(),
+        900,
+        "old runs around a young one"
     );
-    assert_eq!(prune(&conn, 2_000).unwrap(), 0);
-    let left: i64 = conn
-        .query_row("SELECT COUNT(*) FROM dedup_keys", [], |r| r.get(0))
+    assert_eq!(runs::expire(&conn, 2_000).unwrap(), 0);
+    while runs::drop_some(&conn).unwrap() {}
+    let (runs_left, blocks): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM dedup_runs), (SELECT count(*) FROM dedup_blocks)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
-    assert_eq!(left, 1);
+    assert_eq!((runs_left, blocks), (1, 2), "300 keys are two blocks");
 }
 
 #[test]
@@ -206,7 +243,7 @@ fn migration_7_turns_stored_ids_into_keys() {
     .unwrap();
     crate::storage::schema::migrate_all(&mut conn).unwrap();
 
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     assert_eq!(recent.len(), 2, "logged ids come back as keys");
     let (fresh, _) = recent
         .admit(
@@ -228,7 +265,7 @@ fn migration_7_turns_stored_ids_into_keys() {
 #[test]
 fn folded_ids_are_found_in_chunks_and_across_sources() {
     let conn = conn();
-    let recent = RecentIds::load(&conn).unwrap();
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
     let names: Vec<String> = (0..70).map(|i| format!("m{i}")).collect();
     let mut ids: Vec<_> = names.iter().map(|m| web(m)).collect();
     ids.push(id("app", "m1"));
@@ -244,6 +281,32 @@ fn folded_ids_are_found_in_chunks_and_across_sources() {
 }
 
 #[test]
-fn placeholders_are_numbered_from_one() {
-    assert_eq!(placeholders(3), "?1,?2,?3");
+fn migration_8_turns_folded_keys_into_one_run() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    register_migration_functions(&conn).unwrap();
+    for sql in &crate::storage::schema::MIGRATIONS[..7] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 7).unwrap();
+    for (i, at) in [(0, 5), (1, 3), (2, 9)] {
+        conn.execute(
+            "INSERT INTO dedup_keys (key, seen_at_ms) VALUES (?1, ?2)",
+            rusqlite::params![web(&format!("m{i}")).unwrap().to_be_bytes(), at],
+        )
+        .unwrap();
+    }
+    crate::storage::schema::migrate_all(&mut conn).unwrap();
+    let span: (i64, i64, i64) = conn
+        .query_row(
+            "SELECT keys, oldest_ms, newest_ms FROM dedup_runs WHERE state = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(span, (3, 3, 9));
+    let recent = RecentIds::load(&conn, TEST_FILTER).unwrap();
+    let (fresh, _) = recent
+        .admit(&conn, &[web("m0"), web("m1"), web("m2"), web("m3")], 10)
+        .unwrap();
+    assert_eq!(fresh, [false, false, false, true]);
 }

@@ -86,44 +86,99 @@ pub(super) async fn commit_ingest(
 }
 
 /// [`Storage::fold_dedup`](crate::storage::Storage::fold_dedup) on the
-/// embedded store: batch after batch, until one is smaller than a full one.
+/// embedded store: batch after batch, until one is smaller than a full one,
+/// then the runs' merges and drops ([`dedup::runs`]) for a bounded number
+/// of steps.
 pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, StorageError> {
     let mut moved = 0;
     loop {
         let batch = fold_one_batch(store).await?;
         moved += batch;
         if batch < dedup::FOLD_BATCH_MAX {
-            return Ok(moved);
+            break;
         }
     }
+    merge_runs(store).await?;
+    while store.write(dedup::runs::drop_some).await? {}
+    Ok(moved)
 }
 
-/// Folds one [`dedup::fold_batch`]; returns how many keys it moved.
+/// Merge steps one fold pass runs at most: about 150 k keys rewritten, more
+/// than a second's fold at the writer's top rate times the merges each key
+/// goes through.
+const MERGE_STEPS_PER_PASS: usize = 80;
+
+/// Advances the merge in progress, starting the next one when it ends.
+async fn merge_runs(store: &Arc<SqliteStorage>) -> Result<(), StorageError> {
+    let mut merge = store.merge.lock().ok().and_then(|mut m| m.take());
+    let span = store.merge_span_ms;
+    for _ in 0..MERGE_STEPS_PER_PASS {
+        let current = match merge.take() {
+            Some(m) => m,
+            None => match store
+                .write(move |conn| dedup::runs::Merge::start(conn, span))
+                .await?
+            {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let output = current.output();
+        let stepped = store
+            .write(move |conn| {
+                let mut m = current;
+                let done = m.step(conn)?;
+                Ok((!done).then_some(m))
+            })
+            .await;
+        match stepped {
+            Ok(next) => merge = next,
+            Err(error) => {
+                store
+                    .write(move |conn| dedup::runs::abandon(conn, output))
+                    .await?;
+                return Err(error);
+            }
+        }
+    }
+    if let Ok(mut m) = store.merge.lock() {
+        *m = merge;
+    }
+    Ok(())
+}
+
+/// Folds one [`dedup::fold_batch`] into a new run; returns how many keys
+/// it moved.
 async fn fold_one_batch(store: &Arc<SqliteStorage>) -> Result<usize, StorageError> {
-    // 1. The batch is read off the writer; 2. inserted in steps, each a
-    //    short job; 3. its log rows go, and then its ids leave memory.
+    // 1. The batch is read off the writer; 2. written as a run in steps,
+    //    each a short job; 3. the run goes live and its log rows go in one
+    //    job, and then its ids leave memory.
     let Some(batch) = store.read(dedup::fold_batch).await? else {
         return Ok(0);
     };
-    let hashes = batch.hashes();
+    let (n, oldest, newest) = (batch.keys.len(), batch.oldest_ms, batch.newest_ms);
+    let run = store
+        .write(move |conn| dedup::runs::start_run(conn, n, oldest, newest))
+        .await?;
     let keys = Arc::new(batch.keys);
     for start in (0..keys.len()).step_by(dedup::FOLD_STEP) {
         let keys = Arc::clone(&keys);
         store
             .write(move |conn| {
                 let end = (start + dedup::FOLD_STEP).min(keys.len());
-                dedup::insert_folded(conn, &keys[start..end])
+                dedup::runs::write_blocks(conn, run, &keys[start..end])
             })
             .await?;
     }
     let this = Arc::clone(store);
     let last_log_id = batch.last_log_id;
+    let folded = Arc::clone(&keys);
     store
         .write_then(
-            move |conn| dedup::drop_folded_log(conn, last_log_id),
+            move |conn| dedup::seal_folded(conn, run, last_log_id),
             move |_, committed| {
                 if committed {
-                    this.recent.forget(&hashes);
+                    this.recent.forget(&folded);
                 }
             },
         )

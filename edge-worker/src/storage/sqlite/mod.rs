@@ -49,12 +49,28 @@ pub struct SqliteStorage {
     packs: PackCache,
     /// Dedup ids logged but not folded yet.
     recent: Arc<RecentIds>,
+    /// The dedup runs' merge in progress, between fold passes.
+    merge: Mutex<Option<dedup::runs::Merge>>,
+    /// The longest time a merged run of dedup keys may span.
+    merge_span_ms: i64,
 }
 
 impl SqliteStorage {
     /// Opens (creating when missing) `<data_dir>/waymark.db`, applies
     /// migrations and starts the writer. `max_group` caps jobs per commit.
     pub fn open(data_dir: &Path, max_group: usize) -> Result<Arc<SqliteStorage>, StorageError> {
+        Self::open_sized(data_dir, max_group, dedup::DEFAULT_FILTER_BYTES, 86_400)
+    }
+
+    /// [`open`](Self::open) with a dedup filter of `dedup_filter_bytes`
+    /// (`[storage] dedup_filter_mib`; `0` turns it off) and the dedup window,
+    /// which bounds the time a merged run of keys spans.
+    pub fn open_sized(
+        data_dir: &Path,
+        max_group: usize,
+        dedup_filter_bytes: usize,
+        dedup_window_secs: u64,
+    ) -> Result<Arc<SqliteStorage>, StorageError> {
         let path = data_dir.join(DATABASE_FILE);
         let open_error = |reason: String| StorageError::Open {
             path: path.display().to_string(),
@@ -64,7 +80,9 @@ impl SqliteStorage {
         let mut conn =
             open_connection(&path, WRITER_CACHE_KIB).map_err(|e| open_error(e.to_string()))?;
         schema::migrate_all(&mut conn).map_err(|e| open_error(e.to_string()))?;
-        let recent = RecentIds::load(&conn).map_err(|e| open_error(e.to_string()))?;
+        dedup::runs::drop_unfinished(&conn).map_err(|e| open_error(e.to_string()))?;
+        let recent =
+            RecentIds::load(&conn, dedup_filter_bytes).map_err(|e| open_error(e.to_string()))?;
         let writer = WriteQueue::start(conn, max_group).map_err(|e| open_error(e.to_string()))?;
         Ok(Arc::new(SqliteStorage {
             path,
@@ -72,6 +90,8 @@ impl SqliteStorage {
             readers: Mutex::new(Vec::new()),
             packs: PackCache::new(PACK_CACHE_BYTES),
             recent: Arc::new(recent),
+            merge: Mutex::new(None),
+            merge_span_ms: dedup_window_secs as i64 * 1_000 / 4,
         }))
     }
 
@@ -187,17 +207,13 @@ impl IngestStore for Arc<SqliteStorage> {
     }
 
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
+        self.recent.rotate_filter(cutoff_ms, crate::time::now_ms());
+        let expired = self
+            .write(move |conn| dedup::runs::expire(conn, cutoff_ms))
+            .await?;
         // One chunk per job, so ingest commits run between them.
-        let mut pruned = 0;
-        loop {
-            let deleted = self
-                .write(move |conn| dedup::prune(conn, cutoff_ms))
-                .await?;
-            pruned += deleted;
-            if !dedup::prune_again(deleted) {
-                return Ok(pruned);
-            }
-        }
+        while self.write(dedup::runs::drop_some).await? {}
+        Ok(expired)
     }
 
     async fn fold_dedup(&self) -> Result<usize, StorageError> {
