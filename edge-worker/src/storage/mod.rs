@@ -28,7 +28,7 @@ pub(crate) mod syncs_hook_conformance;
 pub(crate) mod writer;
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 
 use std::sync::Arc;
 

@@ -108,6 +108,11 @@ pub trait DestinationRules: Send + Sync + 'static {
 /// scheduled for later are picked up.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
+/// How often a lane that never drains reads its queue from the start, so a
+/// retry coming due, or a row committed after later ones (PostgreSQL),
+/// below the rows in flight is not left waiting until the load stops.
+const REREAD_EVERY: Duration = Duration::from_secs(1);
+
 /// How often queue gauges are measured and expired consent holds dropped.
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
 
@@ -146,6 +151,7 @@ pub async fn run_worker(
     let mut in_flight: BTreeSet<i64> = BTreeSet::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut task_rows: HashMap<tokio::task::Id, Vec<i64>> = HashMap::new();
+    let mut last_reread = Instant::now();
     loop {
         if *shutdown.borrow() {
             break;
@@ -154,9 +160,17 @@ pub async fn run_worker(
         while tasks.len() < lane.policy.concurrency {
             // Read past the rows in flight rather than reading and skipping
             // them; rows below (retries coming due) are read once the lane
-            // drains.
-            let after_id = in_flight.last().copied().unwrap_or(0);
-            let limit = lane.policy.batch_size;
+            // drains, or every `REREAD_EVERY` while it does not.
+            let reread = !in_flight.is_empty() && last_reread.elapsed() >= REREAD_EVERY;
+            let (after_id, limit) = if reread || in_flight.is_empty() {
+                last_reread = Instant::now();
+                (0, lane.policy.batch_size + in_flight.len())
+            } else {
+                (
+                    in_flight.last().copied().unwrap_or(0),
+                    lane.policy.batch_size,
+                )
+            };
             let due = match storage
                 .outbox_due(&lane.name, now_ms(), after_id, limit)
                 .await

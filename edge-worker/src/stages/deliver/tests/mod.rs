@@ -353,3 +353,117 @@ fn rule_names_are_read_from_chain_reasons() {
 }
 
 mod sync_rows;
+
+/// Sends take 30 ms; `Retry-once` is refused the first time.
+struct SlowRetryOnce {
+    sent: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Destination for SlowRetryOnce {
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    async fn send(&self, events: &[OutboxEntry]) -> Vec<Outcome> {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let mut sent = self.sent.lock().unwrap();
+        events
+            .iter()
+            .map(|e| {
+                let first = !sent.contains(&e.message_id);
+                sent.push(e.message_id.clone());
+                if e.message_id == "retry-once" && first {
+                    Outcome::Retry(DeliveryError::retriable("vendor: HTTP 503"))
+                } else {
+                    Outcome::Delivered
+                }
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_sent_while_the_lane_stays_busy_on_sqlite() {
+    a_retry_is_sent_while_the_lane_stays_busy(crate::storage::conformance::Backend::sqlite()).await;
+}
+
+/// On PostgreSQL a retry keeps its id, below the rows in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_sent_while_the_lane_stays_busy_on_postgres() {
+    a_retry_is_sent_while_the_lane_stays_busy(crate::storage::conformance::Backend::postgres(
+        "busy_lane",
+    ))
+    .await;
+}
+
+async fn a_retry_is_sent_while_the_lane_stays_busy(b: crate::storage::conformance::Backend) {
+    let storage: Arc<dyn Storage> = Arc::clone(&b.store);
+    let store = &storage;
+    let event = |id: &str| AcceptedEvent {
+        source: "web".into(),
+        message_id: id.into(),
+        dedup: true,
+        granted: Default::default(),
+        json: format!(r#"{{"type":"track","messageId":"{id}","event":"E"}}"#).into(),
+        destinations: vec!["d".into()],
+    };
+    let commit = |events| IngestCommit {
+        accepted: events,
+        quarantined: vec![],
+        holds: Default::default(),
+    };
+    store
+        .commit_ingest(commit(vec![event("retry-once")]))
+        .await
+        .unwrap();
+    let destination = Arc::new(SlowRetryOnce {
+        sent: Default::default(),
+    });
+    let policy = RetryPolicy {
+        batch_size: 1,
+        concurrency: 2,
+        max_age_ms: 600_000,
+        initial_backoff_ms: 50,
+        max_backoff_ms: 100,
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let worker = tokio::spawn(run_worker(
+        "d".into(),
+        Arc::clone(&destination) as Arc<dyn Destination>,
+        policy,
+        Outbox::new(Arc::clone(&storage)),
+        None,
+        shutdown,
+    ));
+    // More arrives than the lane sends (2 at a time, 30 ms each): it never drains.
+    let started = Instant::now();
+    let mut n = 0;
+    let retried = loop {
+        store
+            .commit_ingest(commit(
+                (0..4).map(|i| event(&format!("m{n}-{i}"))).collect(),
+            ))
+            .await
+            .unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let sent = destination.sent.lock().unwrap().clone();
+        if sent.iter().filter(|m| *m == "retry-once").count() == 2 {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(4) {
+            break false;
+        }
+    };
+    assert!(
+        store.outbox_depth("d").await.unwrap() > 0,
+        "the lane stayed busy"
+    );
+    let _ = stop.send(true);
+    worker.await.unwrap();
+    assert!(
+        retried,
+        "the retry was not sent again while the lane was busy"
+    );
+}
