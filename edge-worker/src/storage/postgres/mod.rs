@@ -59,6 +59,8 @@ pub struct PgStorage {
     /// Per destination this worker drains: where its queue scan starts
     /// ([`queue::ScanFloor`]).
     floors: Mutex<HashMap<String, queue::ScanFloor>>,
+    /// Per destination: its last depth count and when it was taken.
+    depths: Mutex<HashMap<String, (u64, std::time::Instant)>>,
     /// How far each older dataset is known drained ([`datasets`]).
     drain_cursors: Mutex<datasets::DrainCursors>,
     /// Dedup partitions known to exist.
@@ -142,6 +144,7 @@ impl PgStorage {
             floors: Mutex::new(HashMap::new()),
             dedup_buckets: Mutex::new(Vec::new()),
             drain_cursors: Mutex::new(HashMap::new()),
+            depths: Mutex::new(HashMap::new()),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(renew_leases(Arc::downgrade(&store)));

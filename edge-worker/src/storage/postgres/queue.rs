@@ -31,6 +31,13 @@ use crate::storage::syncs::SettledRow;
 use crate::storage::{OutboxEntry, StorageError};
 use crate::time::now_ms;
 
+/// Above this many pending entries, a destination's depth is recounted
+/// only every [`DEEP_RECOUNT`].
+const DEEP_QUEUE: u64 = 50_000;
+
+/// How long a deep queue's count is reused.
+const DEEP_RECOUNT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Bits of an entry id that hold its sequence number.
 const ID_SEQ_BITS: u32 = 40;
 
@@ -233,7 +240,11 @@ impl PgStorage {
             return Ok(Vec::new());
         }
         let floor = self.scan_floor(destination).await?;
-        let (after_ds, after_seq) = (after_id >> ID_SEQ_BITS, after_id & ((1 << ID_SEQ_BITS) - 1));
+        // Ordered by `seq` alone (unique, drawn in commit order), so each
+        // partition's `(destination, seq)` index yields rows in order and
+        // the merge of them stops at the limit; ordered by `(ds, seq)` the
+        // planner sorted every row above the floor, each poll.
+        let start = floor.max(after_id & ((1 << ID_SEQ_BITS) - 1));
         let client = self.client().await?;
         let rows = client
             .query(
@@ -244,18 +255,11 @@ impl PgStorage {
                      SELECT done, attempts, next_attempt_ms FROM outbox_status s
                      WHERE s.ds = o.ds AND s.seq = o.seq ORDER BY s.id DESC LIMIT 1
                  ) s ON true
-                 WHERE o.destination = $1 AND o.seq > $6 AND (o.ds, o.seq) > ($2, $3)
-                   AND (s.done IS NULL OR (NOT s.done AND s.next_attempt_ms <= $4))
-                 ORDER BY o.ds, o.seq
-                 LIMIT $5",
-                &[
-                    &destination,
-                    &after_ds,
-                    &after_seq,
-                    &now,
-                    &(limit as i64),
-                    &floor,
-                ],
+                 WHERE o.destination = $1 AND o.seq > $2
+                   AND (s.done IS NULL OR (NOT s.done AND s.next_attempt_ms <= $3))
+                 ORDER BY o.seq
+                 LIMIT $4",
+                &[&destination, &start, &now, &(limit as i64)],
             )
             .await?;
         Ok(rows
@@ -368,6 +372,18 @@ impl PgStorage {
     }
 
     pub(super) async fn depth(&self, destination: &str) -> Result<u64, StorageError> {
+        // A deep queue is recounted only every `DEEP_RECOUNT`: counting costs
+        // a read of every pending row, and the gauge is read every few seconds.
+        let cached = self
+            .depths
+            .lock()
+            .ok()
+            .and_then(|d| d.get(destination).copied());
+        if let Some((n, at)) = cached {
+            if n > DEEP_QUEUE && at.elapsed() < DEEP_RECOUNT {
+                return Ok(n);
+            }
+        }
         // Below the scan floor every entry is done: count only above it, so
         // the gauge costs what is pending, not what the dataset holds.
         let floor = self.scan_floor(destination).await?;
@@ -380,6 +396,12 @@ impl PgStorage {
             )
             .await?
             .get(0);
+        if let Ok(mut d) = self.depths.lock() {
+            d.insert(
+                destination.to_owned(),
+                (n as u64, std::time::Instant::now()),
+            );
+        }
         Ok(n as u64)
     }
 }

@@ -12,8 +12,9 @@
 //!   no entries until a row in `datasets` starts it: ingest writes to the
 //!   newest started dataset.
 //! - **Drain check, incremental.** An older dataset is walked in `seq`
-//!   order a chunk at a time; the cursor remembers how far every entry is
-//!   done, so each pass reads only what is new since the last.
+//!   order up to its first entry not done; the cursor remembers how far
+//!   every entry is done, so each pass reads only what was done since the
+//!   last.
 //! - **Confirmed, then detached.** Once the walk finds nothing pending, a
 //!   transaction takes a `SHARE` lock on the dataset's partitions (it waits
 //!   for commits writing to them and holds new ones back), checks again
@@ -31,42 +32,23 @@
 
 use std::collections::HashMap;
 
+use catalogue::{partition_tables, Attached, PartitionTable};
 use tokio_postgres::GenericClient;
 
 use super::{partition, PgStorage};
+
+mod catalogue;
 use crate::storage::StorageError;
 use crate::time::now_ms;
 
 /// The advisory lock the schema-changing steps take.
 const UPKEEP_LOCK: i64 = 1_465_470_276;
 
-/// Entries read per step of the drain check.
-const CHUNK: i64 = 20_000;
-
-/// Chunks one pass reads of one dataset, so a pass stays short.
-const CHUNKS_PER_PASS: usize = 10;
-
 /// The two partitioned parents a dataset has a partition of.
 const PARENTS: [&str; 2] = ["outbox", "outbox_status"];
 
 /// Per older dataset: up to which `seq` every entry is known done.
 pub(super) type DrainCursors = HashMap<i64, i64>;
-
-/// One table named like a dataset partition, as the catalogue has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PartitionTable {
-    parent: &'static str,
-    ds: i64,
-    /// `None` when detached (or never attached).
-    attached: Option<Attached>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attached {
-    Yes,
-    /// A `DETACH … CONCURRENTLY` that did not finish.
-    DetachPending,
-}
 
 impl PgStorage {
     /// One upkeep pass: the dedup partitions of today and tomorrow, the
@@ -128,10 +110,10 @@ impl PgStorage {
         Ok(())
     }
 
-    /// Walks dataset `ds` from its cursor; whether every entry read is done
-    /// and the walk reached its end.
+    /// Walks dataset `ds` from its cursor to its first entry not done;
+    /// whether there is none.
     async fn walk_drained(&self, ds: i64) -> Result<bool, StorageError> {
-        let mut cursor = self
+        let cursor = self
             .drain_cursors
             .lock()
             .ok()
@@ -139,34 +121,31 @@ impl PgStorage {
             .unwrap_or(0);
         let client = self.client().await?;
         let (outbox, status) = (partition("outbox", ds), partition("outbox_status", ds));
-        let sql = format!(
-            "SELECT o.seq, EXISTS (SELECT 1 FROM {status} s WHERE s.seq = o.seq AND s.done)
-             FROM {outbox} o WHERE o.seq > $1 ORDER BY o.seq LIMIT $2"
-        );
-        let mut drained = false;
-        for _ in 0..CHUNKS_PER_PASS {
-            let rows = client.query(&sql, &[&cursor, &CHUNK]).await?;
-            let first_open = rows.iter().position(|r| !r.get::<_, bool>(1));
-            let done_to = match first_open {
-                Some(0) => None,
-                Some(i) => Some(rows[i - 1].get::<_, i64>(0)),
-                None => rows.last().map(|r| r.get::<_, i64>(0)),
-            };
-            if let Some(seq) = done_to {
-                cursor = seq;
-            }
-            if first_open.is_some() {
-                break;
-            }
-            if (rows.len() as i64) < CHUNK {
-                drained = true;
-                break;
-            }
-        }
+        // In key order, stopping at the first entry not done: each done
+        // entry is read once over the dataset's life, not once a pass.
+        let first_open: Option<i64> = client
+            .query_opt(
+                &format!(
+                    "SELECT o.seq FROM {outbox} o
+                     WHERE o.ds = {ds} AND o.seq > $1
+                       AND NOT EXISTS (SELECT 1 FROM {status} s WHERE s.seq = o.seq AND s.done)
+                     ORDER BY o.ds, o.seq LIMIT 1"
+                ),
+                &[&cursor],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let cursor = match first_open {
+            Some(seq) => seq - 1,
+            None => client
+                .query_one(&format!("SELECT coalesce(max(seq), 0) FROM {outbox}"), &[])
+                .await?
+                .get(0),
+        };
         if let Ok(mut c) = self.drain_cursors.lock() {
             c.insert(ds, cursor);
         }
-        Ok(drained)
+        Ok(first_open.is_none())
     }
 
     /// Confirms dataset `ds` drained, detaches and drops it.
@@ -358,83 +337,4 @@ async fn started_datasets(client: &impl GenericClient) -> Result<Vec<(i64, i64)>
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect())
-}
-
-/// Every table named like a dataset partition, attached or not.
-async fn partition_tables(
-    client: &impl GenericClient,
-) -> Result<Vec<PartitionTable>, StorageError> {
-    let rows = client
-        .query(
-            "SELECT c.relname, p.relname, i.inhdetachpending
-             FROM pg_class c
-             LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
-             LEFT JOIN pg_class p ON p.oid = i.inhparent
-             WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace
-               AND (c.relname LIKE 'outbox\\_ds%' OR c.relname LIKE 'outbox\\_status\\_ds%')",
-            &[],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            let name: &str = r.get(0);
-            let parent: Option<&str> = r.get(1);
-            let pending: Option<bool> = r.get(2);
-            parse_partition(name, parent, pending)
-        })
-        .collect())
-}
-
-/// A catalogue row as a [`PartitionTable`]; `None` for other tables.
-fn parse_partition(
-    name: &str,
-    parent: Option<&str>,
-    detach_pending: Option<bool>,
-) -> Option<PartitionTable> {
-    let (parent_name, ds) = if let Some(n) = name.strip_prefix("outbox_status_ds") {
-        ("outbox_status", n)
-    } else {
-        ("outbox", name.strip_prefix("outbox_ds")?)
-    };
-    let ds: i64 = ds.parse().ok()?;
-    let attached = match (parent, detach_pending) {
-        (Some(_), Some(true)) => Some(Attached::DetachPending),
-        (Some(_), _) => Some(Attached::Yes),
-        (None, _) => None,
-    };
-    Some(PartitionTable {
-        parent: if parent_name == "outbox" {
-            PARENTS[0]
-        } else {
-            PARENTS[1]
-        },
-        ds,
-        attached,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_names_are_read_back() {
-        let t = parse_partition("outbox_status_ds12", Some("outbox_status"), Some(true));
-        assert_eq!(
-            t,
-            Some(PartitionTable {
-                parent: "outbox_status",
-                ds: 12,
-                attached: Some(Attached::DetachPending)
-            })
-        );
-        let t = parse_partition("outbox_ds3", None, None);
-        assert_eq!(
-            t.map(|t| (t.parent, t.ds, t.attached)),
-            Some(("outbox", 3, None))
-        );
-        assert_eq!(parse_partition("outbox_dsx", None, None), None);
-        assert_eq!(parse_partition("dedup_ds3", None, None), None);
-    }
 }
