@@ -103,10 +103,11 @@ pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, Stor
     Ok(moved)
 }
 
-/// Merge steps one fold pass runs at most: about 150 k keys rewritten, more
-/// than a second's fold at the writer's top rate times the merges each key
-/// goes through.
-const MERGE_STEPS_PER_PASS: usize = 80;
+/// Merge steps one fold pass (once a second) runs at most: about 770 k keys
+/// rewritten, more than a second's fold at the writer's top rate (about
+/// 100 k keys) times the merges each key goes through over a 48 h window
+/// (about six). A pass stops as soon as no merge is due.
+const MERGE_STEPS_PER_PASS: usize = 400;
 
 /// Advances the merge in progress, starting the next one when it ends.
 async fn merge_runs(store: &Arc<SqliteStorage>) -> Result<(), StorageError> {
