@@ -161,8 +161,8 @@ pub async fn run_worker(
             // Read past the rows in flight rather than reading and skipping
             // them; rows below (retries coming due) are read once the lane
             // drains, or every `REREAD_EVERY` while it does not.
-            let reread = !in_flight.is_empty() && last_reread.elapsed() >= REREAD_EVERY;
-            let (after_id, limit) = if reread || in_flight.is_empty() {
+            let from_start = in_flight.is_empty() || last_reread.elapsed() >= REREAD_EVERY;
+            let (after_id, limit) = if from_start {
                 last_reread = Instant::now();
                 (0, lane.policy.batch_size + in_flight.len())
             } else {

@@ -138,9 +138,23 @@ pub(crate) fn write_blocks(
 
 /// In a writer job: a filled run becomes live.
 pub(crate) fn seal_run(conn: &Connection, run: i64) -> Result<(), StorageError> {
+    set_state(conn, run, LIVE)
+}
+
+/// In a writer job: run `run` moves to `state`.
+fn set_state(conn: &Connection, run: i64, state: i64) -> Result<(), StorageError> {
     conn.prepare_cached("UPDATE dedup_runs SET state = ?2 WHERE run = ?1")?
-        .execute(params![run, LIVE])?;
+        .execute(params![run, state])?;
     Ok(())
+}
+
+/// Whether run `run` is live.
+fn is_live(conn: &Connection, run: i64) -> Result<bool, StorageError> {
+    let state: Option<i64> = conn
+        .prepare_cached("SELECT state FROM dedup_runs WHERE run = ?1")?
+        .query_row([run], |r| r.get(0))
+        .optional()?;
+    Ok(state == Some(LIVE))
 }
 
 /// At open: runs a crash left filling are dropped.
@@ -152,7 +166,7 @@ pub(crate) fn drop_unfinished(conn: &Connection) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Every key of every live run, in run order (at open, for the filter).
+/// Every key of every live run (at open, for the filter).
 pub(crate) fn for_each_live_key(
     conn: &Connection,
     mut each: impl FnMut(DedupHash),
@@ -368,29 +382,18 @@ impl Merge {
             write_blocks(conn, self.output, &self.pending)?;
             self.pending.clear();
         }
-        let inputs: Vec<i64> = self.inputs.iter().map(|i| i.run).collect();
-        let live: i64 = conn.query_row(
-            &format!(
-                "SELECT count(*) FROM dedup_runs WHERE state = {LIVE} AND run IN ({})",
-                inputs
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            [],
-            |r| r.get(0),
-        )?;
-        if live as usize == inputs.len() {
+        let mut all_live = true;
+        for input in &self.inputs {
+            all_live &= is_live(conn, input.run)?;
+        }
+        if all_live {
             seal_run(conn, self.output)?;
-            for run in inputs {
-                conn.prepare_cached("UPDATE dedup_runs SET state = ?2 WHERE run = ?1")?
-                    .execute(params![run, DROPPING])?;
+            for input in &self.inputs {
+                set_state(conn, input.run, DROPPING)?;
             }
         } else {
             // An input expired meanwhile: the output would bring it back.
-            conn.prepare_cached("UPDATE dedup_runs SET state = ?2 WHERE run = ?1")?
-                .execute(params![self.output, DROPPING])?;
+            set_state(conn, self.output, DROPPING)?;
         }
         Ok(true)
     }

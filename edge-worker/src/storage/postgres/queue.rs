@@ -43,13 +43,18 @@ const ID_SEQ_BITS: u32 = 40;
 
 /// An entry id from its dataset and sequence number.
 fn entry_id(ds: i64, seq: i64) -> i64 {
-    (ds << ID_SEQ_BITS) | (seq & ((1 << ID_SEQ_BITS) - 1))
+    (ds << ID_SEQ_BITS) | seq_of(seq)
+}
+
+/// The sequence number of an entry id.
+fn seq_of(id: i64) -> i64 {
+    id & ((1 << ID_SEQ_BITS) - 1)
 }
 
 /// Dataset and sequence number of an entry id.
 pub(super) fn split_ids(ids: &[i64]) -> (Vec<i64>, Vec<i64>) {
     ids.iter()
-        .map(|&id| (id >> ID_SEQ_BITS, id & ((1 << ID_SEQ_BITS) - 1)))
+        .map(|&id| (id >> ID_SEQ_BITS, seq_of(id)))
         .unzip()
 }
 
@@ -244,7 +249,7 @@ impl PgStorage {
         // partition's `(destination, seq)` index yields rows in order and
         // the merge of them stops at the limit; ordered by `(ds, seq)` the
         // planner sorted every row above the floor, each poll.
-        let start = floor.max(after_id & ((1 << ID_SEQ_BITS) - 1));
+        let start = floor.max(seq_of(after_id));
         let client = self.client().await?;
         let rows = client
             .query(

@@ -59,7 +59,12 @@ impl SqliteStorage {
     /// Opens (creating when missing) `<data_dir>/waymark.db`, applies
     /// migrations and starts the writer. `max_group` caps jobs per commit.
     pub fn open(data_dir: &Path, max_group: usize) -> Result<Arc<SqliteStorage>, StorageError> {
-        Self::open_sized(data_dir, max_group, dedup::DEFAULT_FILTER_BYTES, 86_400)
+        Self::open_sized(
+            data_dir,
+            max_group,
+            dedup::DEFAULT_FILTER_BYTES,
+            crate::config::LimitsConfig::default().dedup_window_secs,
+        )
     }
 
     /// [`open`](Self::open) with a dedup filter of `dedup_filter_bytes`

@@ -36,12 +36,12 @@ use catalogue::{partition_tables, Attached, PartitionTable};
 use tokio_postgres::GenericClient;
 
 use super::{partition, PgStorage};
-
-mod catalogue;
 use crate::storage::StorageError;
 use crate::time::now_ms;
 
-/// The advisory lock the schema-changing steps take.
+mod catalogue;
+
+/// The session advisory lock an upkeep pass holds.
 const UPKEEP_LOCK: i64 = 1_465_470_276;
 
 /// The two partitioned parents a dataset has a partition of.
@@ -243,16 +243,10 @@ impl PgStorage {
             if t.ds > newest || is_started(t.ds) {
                 continue;
             }
-            match t.attached {
-                Some(Attached::Yes) => {
-                    let client = self.client().await?;
-                    detach(&**client, t.parent, t.ds, false).await?;
-                }
-                Some(Attached::DetachPending) => {
-                    let client = self.client().await?;
-                    detach(&**client, t.parent, t.ds, true).await?;
-                }
-                None => {}
+            if let Some(attached) = t.attached {
+                let client = self.client().await?;
+                let finalize = attached == Attached::DetachPending;
+                detach(&**client, t.parent, t.ds, finalize).await?;
             }
             if !left.contains(&t.ds) {
                 left.push(t.ds);
