@@ -214,12 +214,12 @@ pub struct StorageConfig {
     /// Most events written in one group commit. Default: 2000.
     #[serde(default = "default_max_commit_events")]
     pub max_commit_events: usize,
-    /// Memory for the filter that lets a new `messageId` skip the lookup in
-    /// the embedded store's dedup table, in MiB: two generations of half
-    /// of it, each covering at least the dedup window. About 1% of new ids
-    /// still look while a generation holds up to 0.8 M ids per MiB of it;
+    /// Most memory for the filter that lets a new `messageId` skip the
+    /// lookup in the embedded store's dedup runs, in MiB. It grows in
+    /// generations of 16 MiB (about 13 M ids each, so about 1% of new ids
+    /// still look) as the ids in the dedup window need; past the budget
     /// more ids only make more look. `0` turns it off. Backend `sqlite`
-    /// only. Default: 32.
+    /// only. Default: 256.
     #[serde(default = "default_dedup_filter_mib")]
     pub dedup_filter_mib: usize,
     /// Environment variable holding the `postgres://` URL (backend
@@ -324,7 +324,7 @@ fn default_pool_size() -> usize {
 }
 
 fn default_dedup_filter_mib() -> usize {
-    32
+    256
 }
 
 fn default_lease_secs() -> u64 {

@@ -155,6 +155,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX dedup_blocks_key ON dedup_blocks (run, first_key);
     "#,
+    // 9: a folded run is a file of sorted keys beside the database, listed
+    //    here once live (see `storage::dedup::runs`); the runs of
+    //    migration 8 are written to files ([`MIGRATION_CODE`]).
+    r#"
+    CREATE TABLE dedup_run_files (
+        run        INTEGER PRIMARY KEY,
+        keys       INTEGER NOT NULL,
+        oldest_ms  INTEGER NOT NULL,
+        newest_ms  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// A migration's step in code, run in its transaction after its SQL: the
@@ -162,7 +173,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 type MigrationCode = (usize, fn(&Connection) -> Result<(), super::StorageError>);
 
 /// The migrations that also run code.
-const MIGRATION_CODE: &[MigrationCode] = &[(8, super::dedup::convert_v7_keys)];
+const MIGRATION_CODE: &[MigrationCode] = &[
+    (8, super::dedup::convert_v7_keys),
+    (9, super::dedup::convert_v8_runs),
+];
 
 /// Applies the migrations that have not run yet.
 /// Every module's migrations, in the order the store applies them at open.

@@ -33,11 +33,17 @@ pub(crate) struct DedupFolded {
     pub moved: usize,
     /// Keys still recent (in memory) after the fold.
     pub recent: usize,
+    /// Bytes the dedup filter's generations take.
+    pub filter_bytes: usize,
+    /// Live runs after the fold and its merges.
+    pub runs: usize,
 }
 
 impl DedupFolded {
     pub(crate) fn emit(self) {
         metrics::counter!("waymark_dedup_folded_total").increment(self.moved as u64);
         metrics::gauge!("waymark_dedup_recent_keys").set(self.recent as f64);
+        metrics::gauge!("waymark_dedup_filter_bytes").set(self.filter_bytes as f64);
+        metrics::gauge!("waymark_dedup_runs").set(self.runs as f64);
     }
 }

@@ -9,9 +9,10 @@
 //!
 //! - **recent**: each ingest commit appends one row to `dedup_log` holding
 //!   the keys it saw first, and an in-memory set mirrors it;
-//! - **folded**: about once a second the oldest logged keys are moved into
-//!   a new sorted run, and their log rows are deleted ([`fold_batch`]);
-//!   runs are merged in the background and expire whole ([`runs`]).
+//! - **folded**: about once a second the oldest logged keys are written
+//!   to a new sorted run file, which goes live in the job that deletes
+//!   their log rows ([`fold_batch`]); runs are merged off the writer and
+//!   expire whole ([`runs`]).
 //!
 //! A key is looked up in the set, then in a Bloom filter of every key in
 //! either level ([`filter`]), and only where the filter says "maybe" in
@@ -28,16 +29,19 @@
 //! ids they stand for, and compare as plain bytes.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection};
 use sha2::{Digest, Sha256};
 
 use super::StorageError;
 use filter::SeenFilter;
+pub(crate) use migrate::{convert_v7_keys, convert_v8_runs, register_migration_functions};
+use runs::{NewRun, Runs};
 
 mod filter;
+mod migrate;
 pub(crate) mod runs;
 
 /// The key of an id: a 128-bit hash of its source and `messageId`,
@@ -49,10 +53,6 @@ const KEY_LEN: usize = 16;
 
 /// Most logged ids one fold batch takes ([`fold_batch`]).
 pub(crate) const FOLD_BATCH_MAX: usize = 65_536;
-
-/// Ids one writer job of a fold writes, whole blocks of a run: bounds the
-/// time ingest commits wait behind a fold, and so the ingest tail latency.
-pub(crate) const FOLD_STEP: usize = runs::MERGE_STEP;
 
 /// The key of `message_id` from `source`.
 pub(crate) fn dedup_hash(source: &str, message_id: &str) -> DedupHash {
@@ -66,8 +66,8 @@ pub(crate) fn dedup_hash(source: &str, message_id: &str) -> DedupHash {
     u128::from_be_bytes(key)
 }
 
-/// Default size of the filter of seen keys, both generations: 32 MiB.
-pub(crate) const DEFAULT_FILTER_BYTES: usize = 32 << 20;
+/// Default budget of the filter of seen keys: 256 MiB.
+pub(crate) const DEFAULT_FILTER_BYTES: usize = 256 << 20;
 
 /// The keys in `dedup_log` (and of the commit in progress), and the filter
 /// of every key dedup remembers.
@@ -80,25 +80,41 @@ struct Recent {
     filter: SeenFilter,
 }
 
+/// Opens dedup's state (at open): the runs in `dir`, the log read back,
+/// and a filter of `filter_bytes` filled from both.
+pub(crate) fn open(
+    conn: &Connection,
+    dir: &Path,
+    filter_bytes: usize,
+) -> Result<(RecentIds, Runs), StorageError> {
+    let now = crate::time::now_ms();
+    let mut filter = SeenFilter::new(filter_bytes, now);
+    let runs = Runs::open(conn, dir, |key| filter.insert(key, now))?;
+    Ok((RecentIds::load(conn, filter)?, runs))
+}
+
 impl RecentIds {
-    /// Reads the log back and fills a filter of `filter_bytes` from both
-    /// tables (at open).
-    pub(crate) fn load(conn: &Connection, filter_bytes: usize) -> Result<RecentIds, StorageError> {
+    /// Reads the log back, its keys joining `filter`.
+    fn load(conn: &Connection, mut filter: SeenFilter) -> Result<RecentIds, StorageError> {
         let mut hashes = HashSet::new();
-        let mut filter = SeenFilter::new(filter_bytes, crate::time::now_ms());
         let mut stmt = conn.prepare("SELECT ids FROM dedup_log")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let blob = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
             hashes.extend(decode_keys(blob)?);
         }
+        let now = crate::time::now_ms();
         for &key in &hashes {
-            filter.insert(key);
+            filter.insert(key, now);
         }
-        runs::for_each_live_key(conn, |key| filter.insert(key))?;
         Ok(RecentIds {
             state: Mutex::new(Recent { hashes, filter }),
         })
+    }
+
+    /// Bytes the filter takes (for metrics).
+    pub(crate) fn filter_bytes(&self) -> usize {
+        self.state.lock().map(|s| s.filter.bytes()).unwrap_or(0)
     }
 
     /// Keys in memory (for tests and metrics).
@@ -113,6 +129,7 @@ impl RecentIds {
     pub(crate) fn admit(
         &self,
         conn: &Connection,
+        runs: &Runs,
         ids: &[Option<DedupHash>],
         now_ms: i64,
     ) -> Result<(Vec<bool>, Vec<DedupHash>), StorageError> {
@@ -129,7 +146,7 @@ impl RecentIds {
                 .filter(|id| !hashes.contains(id) && filter.may_contain(**id))
                 .copied()
                 .collect();
-            let folded = runs::folded_among(conn, &unknown)?;
+            let folded = runs.folded_among(&unknown)?;
             // 2. In order: the first of equal ids in a request is the new one.
             for id in ids {
                 let Some(id) = id else {
@@ -140,7 +157,7 @@ impl RecentIds {
                 if new {
                     hashes.insert(*id);
                     // Also when the commit fails: a key too many only costs a lookup.
-                    filter.insert(*id);
+                    filter.insert(*id, now_ms);
                     added.push(*id);
                 }
                 fresh.push(new);
@@ -196,11 +213,10 @@ pub(crate) struct FoldBatch {
 /// log rows), sorted; `None` when the log is empty. A read: any connection.
 ///
 /// # Design
-/// The batch becomes a new run ([`runs`]) written in steps of
-/// [`FOLD_STEP`] keys, each its own job between ingest commits; the run
-/// goes live and its log rows are deleted in one job after the last step
-/// ([`seal_folded`]). A crash in between leaves a filling run, dropped at
-/// open, and the log rows, folded again.
+/// The batch becomes a new run file ([`Runs::write`]), off the writer;
+/// the run goes live and its log rows are deleted in one job
+/// ([`seal_folded`]). A crash in between leaves a file no row lists,
+/// deleted at open, and the log rows, folded again.
 pub(crate) fn fold_batch(conn: &Connection) -> Result<Option<FoldBatch>, StorageError> {
     let mut select =
         conn.prepare_cached("SELECT id, seen_at_ms, ids FROM dedup_log ORDER BY id")?;
@@ -236,54 +252,26 @@ pub(crate) fn fold_batch(conn: &Connection) -> Result<Option<FoldBatch>, Storage
 /// In a writer job: the batch's run goes live and its log rows are deleted.
 pub(crate) fn seal_folded(
     conn: &Connection,
-    run: i64,
+    run: &NewRun,
     last_log_id: i64,
 ) -> Result<(), StorageError> {
-    runs::seal_run(conn, run)?;
+    runs::record(conn, run)?;
     conn.prepare_cached("DELETE FROM dedup_log WHERE id <= ?1")?
         .execute([last_log_id])?;
     Ok(())
 }
 
-/// Folds the whole log in one go (tests; the worker folds in steps).
+/// Folds one batch in one go on one connection (tests; the worker writes
+/// the file off the writer and publishes the run in the job's hook).
 #[cfg(test)]
-pub(crate) fn fold(conn: &Connection) -> Result<Vec<DedupHash>, StorageError> {
+pub(crate) fn fold(conn: &Connection, runs: &Runs) -> Result<Vec<DedupHash>, StorageError> {
     let Some(batch) = fold_batch(conn)? else {
         return Ok(Vec::new());
     };
-    let run = runs::start_run(conn, batch.keys.len(), batch.oldest_ms, batch.newest_ms)?;
-    for step in batch.keys.chunks(FOLD_STEP) {
-        runs::write_blocks(conn, run, step)?;
-    }
-    seal_folded(conn, run, batch.last_log_id)?;
+    let run = runs.write(batch.keys.iter().copied(), batch.oldest_ms, batch.newest_ms)?;
+    seal_folded(conn, &run, batch.last_log_id)?;
+    runs.publish(run, &[]);
     Ok(batch.keys)
-}
-
-/// Migration 8's step in code: the keys of `dedup_keys` (migration 7)
-/// become one live run, and the table goes.
-pub(crate) fn convert_v7_keys(conn: &Connection) -> Result<(), StorageError> {
-    let mut keys: Vec<DedupHash> = Vec::new();
-    let (oldest, newest): (Option<i64>, Option<i64>) = conn.query_row(
-        "SELECT min(seen_at_ms), max(seen_at_ms) FROM dedup_keys",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    {
-        let mut stmt = conn.prepare("SELECT key FROM dedup_keys ORDER BY key")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let blob = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
-            keys.extend(decode_keys(blob)?);
-        }
-    }
-    if let (Some(oldest), Some(newest)) = (oldest, newest) {
-        keys.dedup();
-        let run = runs::start_run(conn, keys.len(), oldest, newest)?;
-        runs::write_blocks(conn, run, &keys)?;
-        runs::seal_run(conn, run)?;
-    }
-    conn.execute_batch("DROP TABLE dedup_keys")?;
-    Ok(())
 }
 
 /// A log row: the keys, 16 bytes each.
@@ -304,49 +292,6 @@ fn decode_keys(blob: &[u8]) -> Result<impl Iterator<Item = DedupHash> + '_, Stor
         bytes.copy_from_slice(key);
         DedupHash::from_be_bytes(bytes)
     }))
-}
-
-/// SQL functions migration 7 uses to turn stored ids into keys:
-/// `waymark_dedup_key(source, message_id)` and
-/// `waymark_dedup_log_keys(ids)` for a log row of the id format before it
-/// (each id a 4-byte little-endian length and its bytes, source then id).
-pub(crate) fn register_migration_functions(conn: &Connection) -> rusqlite::Result<()> {
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    conn.create_scalar_function("waymark_dedup_key", 2, flags, |ctx| {
-        let source = ctx.get_raw(0).as_str().map_err(rusqlite::Error::from)?;
-        let message_id = ctx.get_raw(1).as_str().map_err(rusqlite::Error::from)?;
-        Ok(dedup_hash(source, message_id).to_be_bytes().to_vec())
-    })?;
-    conn.create_scalar_function("waymark_dedup_log_keys", 1, flags, |ctx| {
-        let blob = ctx.get_raw(0).as_blob().map_err(rusqlite::Error::from)?;
-        let ids = decode_v6_log(blob)
-            .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
-        let keys: Vec<DedupHash> = ids.into_iter().map(|(s, m)| dedup_hash(s, m)).collect();
-        Ok(encode_keys(&keys))
-    })
-}
-
-/// The `(source, messageId)` pairs of a log row written before migration 7.
-fn decode_v6_log(mut blob: &[u8]) -> Result<Vec<(&str, &str)>, StorageError> {
-    fn part<'b>(blob: &mut &'b [u8]) -> Option<&'b str> {
-        let (len, rest) = blob.split_first_chunk::<4>()?;
-        let len = u32::from_le_bytes(*len) as usize;
-        let text = rest.get(..len)?;
-        *blob = rest.get(len..)?;
-        std::str::from_utf8(text).ok()
-    }
-    let mut ids = Vec::new();
-    while !blob.is_empty() {
-        match (part(&mut blob), part(&mut blob)) {
-            (Some(source), Some(message_id)) => ids.push((source, message_id)),
-            _ => {
-                return Err(StorageError::Sql(
-                    "dedup: a log row is not valid".to_owned(),
-                ))
-            }
-        }
-    }
-    Ok(ids)
 }
 
 #[cold]

@@ -49,11 +49,12 @@ pub(super) async fn commit_ingest(
         }
     };
     let recent = Arc::clone(&store.recent);
+    let runs = Arc::clone(&store.runs);
     let written = store
         .write_then(
             move |conn| {
                 let now = now_ms();
-                let (fresh, new_ids) = recent.admit(conn, &hashes, now)?;
+                let (fresh, new_ids) = recent.admit(conn, &runs, &hashes, now)?;
                 match write_ingest(conn, &commit, &fresh, now) {
                     Ok((packs, holds)) => Ok(IngestWritten {
                         holds,
@@ -86,9 +87,10 @@ pub(super) async fn commit_ingest(
 }
 
 /// [`Storage::fold_dedup`](crate::storage::Storage::fold_dedup) on the
-/// embedded store: batch after batch, until one is smaller than a full one,
-/// then the runs' merges and drops ([`dedup::runs`]) for a bounded number
-/// of steps.
+/// embedded store: batch after batch, until one is smaller than a full one;
+/// then, unless they are running already, the runs' merges
+/// ([`dedup::runs`]) start in a task of their own, so a long merge never
+/// holds up the next fold.
 pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, StorageError> {
     let mut moved = 0;
     loop {
@@ -98,97 +100,130 @@ pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, Stor
             break;
         }
     }
-    merge_runs(store).await?;
-    while store.write(dedup::runs::drop_some).await? {}
+    if !store
+        .merging
+        .swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
+        let this = Arc::clone(store);
+        tokio::spawn(async move {
+            if let Err(error) = merge_runs(&this).await {
+                tracing::warn!(error = %error, "Merging dedup runs failed; the next fold retries.");
+            }
+            this.merging
+                .store(false, std::sync::atomic::Ordering::Release);
+        });
+    }
+    DedupFolded {
+        moved,
+        recent: store.recent.len(),
+        filter_bytes: store.recent.filter_bytes(),
+        runs: store.runs.infos().len(),
+    }
+    .emit();
     Ok(moved)
 }
 
-/// Merge steps one fold pass (once a second) runs at most: about 770 k keys
-/// rewritten, more than a second's fold at the writer's top rate (about
-/// 100 k keys) times the merges each key goes through over a 48 h window
-/// (about six). A pass stops as soon as no merge is due.
-const MERGE_STEPS_PER_PASS: usize = 400;
-
-/// Advances the merge in progress, starting the next one when it ends.
+/// Merges runs, one merge at a time, until none is due: each merge is read
+/// and written off the writer, and swapped in by one short writer job.
 async fn merge_runs(store: &Arc<SqliteStorage>) -> Result<(), StorageError> {
-    let mut merge = store.merge.lock().ok().and_then(|mut m| m.take());
     let span = store.merge_span_ms;
-    for _ in 0..MERGE_STEPS_PER_PASS {
-        let current = match merge.take() {
-            Some(m) => m,
-            None => match store
-                .write(move |conn| dedup::runs::Merge::start(conn, span))
-                .await?
-            {
-                Some(m) => m,
-                None => break,
-            },
+    while let Some(inputs) = store.runs.plan_merge(span) {
+        let runs = Arc::clone(&store.runs);
+        let planned = inputs.clone();
+        let merged = in_background(move || runs.merge(&planned)).await?;
+        let Some(new) = merged else {
+            continue;
         };
-        let output = current.output();
-        let stepped = store
-            .write(move |conn| {
-                let mut m = current;
-                let done = m.step(conn)?;
-                Ok((!done).then_some(m))
-            })
+        let runs = Arc::clone(&store.runs);
+        let (job_new, hook_new) = (new.clone(), new.clone());
+        let replaces: Vec<i64> = inputs.iter().map(|r| r.run).collect();
+        let swapped = store
+            .write_then(
+                move |conn| dedup::runs::record_merge(conn, &inputs, &job_new),
+                move |swapped, committed| {
+                    if committed && *swapped {
+                        runs.publish(hook_new, &replaces);
+                    } else {
+                        runs.discard(hook_new);
+                    }
+                },
+            )
             .await;
-        match stepped {
-            Ok(next) => merge = next,
-            Err(error) => {
-                store
-                    .write(move |conn| dedup::runs::abandon(conn, output))
-                    .await?;
-                return Err(error);
-            }
+        if let Err(error) = swapped {
+            store.runs.discard(new);
+            return Err(error);
         }
     }
-    if let Ok(mut m) = store.merge.lock() {
-        *m = merge;
-    }
     Ok(())
+}
+
+/// Runs `work` on a thread of its own at the lowest CPU priority, so a
+/// merge of millions of keys takes the CPU ingest leaves idle rather than
+/// delaying requests (a merge is a few a minute at most under load).
+async fn in_background<R: Send + 'static>(
+    work: impl FnOnce() -> Result<R, StorageError> + Send + 'static,
+) -> Result<R, StorageError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("waymark-dedup-merge".into())
+        .spawn(move || {
+            lowest_priority();
+            let _ = done.send(work());
+        })
+        .map_err(|e| StorageError::Sql(format!("dedup: starting a merge thread failed: {e}")))?;
+    result.await.map_err(|_| StorageError::Closed)?
+}
+
+/// Lowers the calling thread to nice 19 (Linux sets it per thread);
+/// best effort, and nothing elsewhere.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id, no memory
+    // passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
 }
 
 /// Folds one [`dedup::fold_batch`] into a new run; returns how many keys
 /// it moved.
 async fn fold_one_batch(store: &Arc<SqliteStorage>) -> Result<usize, StorageError> {
-    // 1. The batch is read off the writer; 2. written as a run in steps,
-    //    each a short job; 3. the run goes live and its log rows go in one
-    //    job, and then its ids leave memory.
+    // 1. The batch is read off the writer; 2. written to a run file off
+    //    the writer; 3. the run goes live and its log rows go in one job,
+    //    and then its ids leave memory.
     let Some(batch) = store.read(dedup::fold_batch).await? else {
         return Ok(0);
     };
-    let (n, oldest, newest) = (batch.keys.len(), batch.oldest_ms, batch.newest_ms);
-    let run = store
-        .write(move |conn| dedup::runs::start_run(conn, n, oldest, newest))
-        .await?;
+    let (oldest, newest, last_log_id) = (batch.oldest_ms, batch.newest_ms, batch.last_log_id);
     let keys = Arc::new(batch.keys);
-    for start in (0..keys.len()).step_by(dedup::FOLD_STEP) {
-        let keys = Arc::clone(&keys);
-        store
-            .write(move |conn| {
-                let end = (start + dedup::FOLD_STEP).min(keys.len());
-                dedup::runs::write_blocks(conn, run, &keys[start..end])
-            })
-            .await?;
-    }
+    let runs = Arc::clone(&store.runs);
+    let to_write = Arc::clone(&keys);
+    let new =
+        tokio::task::spawn_blocking(move || runs.write(to_write.iter().copied(), oldest, newest))
+            .await
+            .map_err(|_| StorageError::Closed)??;
     let this = Arc::clone(store);
-    let last_log_id = batch.last_log_id;
     let folded = Arc::clone(&keys);
-    store
+    let (job_new, hook_new) = (new.clone(), new.clone());
+    let sealed = store
         .write_then(
-            move |conn| dedup::seal_folded(conn, run, last_log_id),
+            move |conn| dedup::seal_folded(conn, &job_new, last_log_id),
             move |_, committed| {
                 if committed {
+                    // Live before the ids leave memory: always in one of them.
+                    this.runs.publish(hook_new, &[]);
                     this.recent.forget(&folded);
+                } else {
+                    this.runs.discard(hook_new);
                 }
             },
         )
-        .await?;
-    DedupFolded {
-        moved: keys.len(),
-        recent: store.recent.len(),
+        .await;
+    if let Err(error) = sealed {
+        store.runs.discard(new);
+        return Err(error);
     }
-    .emit();
     Ok(keys.len())
 }
 

@@ -49,8 +49,10 @@ pub struct SqliteStorage {
     packs: PackCache,
     /// Dedup ids logged but not folded yet.
     recent: Arc<RecentIds>,
-    /// The dedup runs' merge in progress, between fold passes.
-    merge: Mutex<Option<dedup::runs::Merge>>,
+    /// Folded dedup ids: the live run files.
+    runs: Arc<dedup::runs::Runs>,
+    /// Whether the runs' merges are running.
+    merging: std::sync::atomic::AtomicBool,
     /// The longest time a merged run of dedup keys may span.
     merge_span_ms: i64,
 }
@@ -85,9 +87,12 @@ impl SqliteStorage {
         let mut conn =
             open_connection(&path, WRITER_CACHE_KIB).map_err(|e| open_error(e.to_string()))?;
         schema::migrate_all(&mut conn).map_err(|e| open_error(e.to_string()))?;
-        dedup::runs::drop_unfinished(&conn).map_err(|e| open_error(e.to_string()))?;
-        let recent =
-            RecentIds::load(&conn, dedup_filter_bytes).map_err(|e| open_error(e.to_string()))?;
+        let (recent, runs) = dedup::open(
+            &conn,
+            &data_dir.join(dedup::runs::RUNS_DIR),
+            dedup_filter_bytes,
+        )
+        .map_err(|e| open_error(e.to_string()))?;
         let writer = WriteQueue::start(conn, max_group).map_err(|e| open_error(e.to_string()))?;
         Ok(Arc::new(SqliteStorage {
             path,
@@ -95,7 +100,8 @@ impl SqliteStorage {
             readers: Mutex::new(Vec::new()),
             packs: PackCache::new(PACK_CACHE_BYTES),
             recent: Arc::new(recent),
-            merge: Mutex::new(None),
+            runs: Arc::new(runs),
+            merging: std::sync::atomic::AtomicBool::new(false),
             merge_span_ms: dedup_window_secs as i64 * 1_000 / 4,
         }))
     }
@@ -213,12 +219,18 @@ impl IngestStore for Arc<SqliteStorage> {
 
     async fn prune_dedup(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
         self.recent.rotate_filter(cutoff_ms, crate::time::now_ms());
-        let expired = self
-            .write(move |conn| dedup::runs::expire(conn, cutoff_ms))
+        let runs = Arc::clone(&self.runs);
+        let (_, keys) = self
+            .write_then(
+                move |conn| dedup::runs::expire(conn, cutoff_ms),
+                move |(expired, _), committed| {
+                    if committed {
+                        runs.retire(expired);
+                    }
+                },
+            )
             .await?;
-        // One chunk per job, so ingest commits run between them.
-        while self.write(dedup::runs::drop_some).await? {}
-        Ok(expired)
+        Ok(keys)
     }
 
     async fn fold_dedup(&self) -> Result<usize, StorageError> {

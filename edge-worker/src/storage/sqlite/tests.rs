@@ -102,6 +102,50 @@ async fn folded_ids_stay_duplicates_across_reopen() {
 }
 
 #[tokio::test]
+async fn runs_merge_in_the_background_and_every_id_stays_a_duplicate() {
+    let dir = tempdir();
+    let ids: Vec<String> = (0..5 * 300).map(|i| format!("m{i}")).collect();
+    let commit = |ids: &[String]| IngestCommit {
+        accepted: ids.iter().map(|id| accepted(id, &["a"])).collect(),
+        quarantined: vec![],
+        holds: Default::default(),
+    };
+    {
+        let store = SqliteStorage::open(&dir, 100).unwrap();
+        // Five folds of one size: four of them merge into one.
+        for chunk in ids.chunks(300) {
+            store.commit_ingest(commit(chunk)).await.unwrap();
+            assert_eq!(store.fold_dedup().await.unwrap(), 300);
+        }
+        let merged = async {
+            while store.runs.infos().len() > 2
+                || store.merging.load(std::sync::atomic::Ordering::Acquire)
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), merged)
+            .await
+            .expect("the merge finished");
+        let mut sizes: Vec<i64> = store.runs.infos().iter().map(|r| r.keys).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, [300, 1_200]);
+        let stored = store.commit_ingest(commit(&ids)).await.unwrap().stored;
+        assert!(stored.iter().all(|s| *s == Stored::Duplicate));
+    }
+    let files = std::fs::read_dir(dir.join(dedup::runs::RUNS_DIR))
+        .unwrap()
+        .count();
+    assert_eq!(files, 2, "the merged inputs' files are gone");
+    let store = SqliteStorage::open(&dir, 100).unwrap();
+    let mut fresh = ids.clone();
+    fresh.push("new".into());
+    let stored = store.commit_ingest(commit(&fresh)).await.unwrap().stored;
+    assert_eq!(stored.iter().filter(|s| **s == Stored::Enqueued).count(), 1);
+    assert_eq!(stored.last(), Some(&Stored::Enqueued));
+}
+
+#[tokio::test]
 async fn retry_delays_and_dead_letter_moves() {
     let dir = tempdir();
     let store = SqliteStorage::open(&dir, 100).unwrap();
