@@ -68,9 +68,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The workspace root (the parent of xtask/).
+/// The workspace root (the parent of xtask/). Read at run time first:
+/// `cargo run` sets `CARGO_MANIFEST_DIR` for the binary it runs, and a
+/// binary shared through a target dir another checkout built (cargo's
+/// fingerprints do not depend on the workspace's path) would otherwise
+/// work on that checkout.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
