@@ -1,11 +1,13 @@
 //! The ingest commit (dedup admission, one pack per destination, the
 //! quarantine) and the dedup fold, on the embedded store.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
 use super::SqliteStorage;
+use crate::storage::dedup::runs::NewRun;
 use crate::storage::dedup::{self, dedup_hash, DedupHash};
 use crate::storage::delivery::write_holds;
 use crate::storage::outbox::{self, PackMeta, PACK_MAX};
@@ -100,17 +102,14 @@ pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, Stor
             break;
         }
     }
-    if !store
-        .merging
-        .swap(true, std::sync::atomic::Ordering::AcqRel)
-    {
+    if !store.merging.swap(true, Ordering::AcqRel) {
         let this = Arc::clone(store);
         tokio::spawn(async move {
+            // Cleared however the task ends, a panic included.
+            let _merging = ClearOnDrop(&this.merging);
             if let Err(error) = merge_runs(&this).await {
                 tracing::warn!(error = %error, "Merging dedup runs failed; the next fold retries.");
             }
-            this.merging
-                .store(false, std::sync::atomic::Ordering::Release);
         });
     }
     DedupFolded {
@@ -123,6 +122,15 @@ pub(super) async fn fold_dedup(store: &Arc<SqliteStorage>) -> Result<usize, Stor
     Ok(moved)
 }
 
+/// Clears its flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Merges runs, one merge at a time, until none is due: each merge is read
 /// and written off the writer, and swapped in by one short writer job.
 async fn merge_runs(store: &Arc<SqliteStorage>) -> Result<(), StorageError> {
@@ -130,31 +138,50 @@ async fn merge_runs(store: &Arc<SqliteStorage>) -> Result<(), StorageError> {
     while let Some(inputs) = store.runs.plan_merge(span) {
         let runs = Arc::clone(&store.runs);
         let planned = inputs.clone();
-        let merged = in_background(move || runs.merge(&planned)).await?;
-        let Some(new) = merged else {
+        let Some(new) = in_background(move || runs.merge(&planned)).await? else {
             continue;
         };
         let runs = Arc::clone(&store.runs);
-        let (job_new, hook_new) = (new.clone(), new.clone());
         let replaces: Vec<i64> = inputs.iter().map(|r| r.run).collect();
-        let swapped = store
-            .write_then(
-                move |conn| dedup::runs::record_merge(conn, &inputs, &job_new),
-                move |swapped, committed| {
-                    if committed && *swapped {
-                        runs.publish(hook_new, &replaces);
-                    } else {
-                        runs.discard(hook_new);
-                    }
-                },
-            )
-            .await;
-        if let Err(error) = swapped {
-            store.runs.discard(new);
-            return Err(error);
-        }
+        make_live(
+            store,
+            new,
+            move |conn, new| dedup::runs::record_merge(conn, &inputs, new),
+            move |new| runs.publish(new, &replaces),
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// Makes a written run live: `record` lists it in a writer job (`false`:
+/// it is not to go live), and once that commits, `live` runs in the job's
+/// hook. A run that does not go live is deleted.
+async fn make_live<J, L>(
+    store: &Arc<SqliteStorage>,
+    new: NewRun,
+    record: J,
+    live: L,
+) -> Result<(), StorageError>
+where
+    J: FnOnce(&Connection, &NewRun) -> Result<bool, StorageError> + Send + 'static,
+    L: FnOnce(NewRun) + Send + 'static,
+{
+    let (job_new, hook_new) = (new.clone(), new.clone());
+    let recorded = store
+        .write_then(
+            move |conn| record(conn, &job_new),
+            move |listed, committed| {
+                if committed && *listed {
+                    live(hook_new);
+                }
+            },
+        )
+        .await;
+    if !matches!(recorded, Ok(true)) {
+        store.runs.discard(new);
+    }
+    recorded.map(drop)
 }
 
 /// Runs `work` on a thread of its own at the lowest CPU priority, so a
@@ -205,25 +232,17 @@ async fn fold_one_batch(store: &Arc<SqliteStorage>) -> Result<usize, StorageErro
             .map_err(|_| StorageError::Closed)??;
     let this = Arc::clone(store);
     let folded = Arc::clone(&keys);
-    let (job_new, hook_new) = (new.clone(), new.clone());
-    let sealed = store
-        .write_then(
-            move |conn| dedup::seal_folded(conn, &job_new, last_log_id),
-            move |_, committed| {
-                if committed {
-                    // Live before the ids leave memory: always in one of them.
-                    this.runs.publish(hook_new, &[]);
-                    this.recent.forget(&folded);
-                } else {
-                    this.runs.discard(hook_new);
-                }
-            },
-        )
-        .await;
-    if let Err(error) = sealed {
-        store.runs.discard(new);
-        return Err(error);
-    }
+    make_live(
+        store,
+        new,
+        move |conn, new| dedup::seal_folded(conn, new, last_log_id).map(|()| true),
+        move |new| {
+            // Live before the ids leave memory: always in one of them.
+            this.runs.publish(new, &[]);
+            this.recent.forget(&folded);
+        },
+    )
+    .await?;
     Ok(keys.len())
 }
 

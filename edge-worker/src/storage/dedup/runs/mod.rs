@@ -195,12 +195,25 @@ impl Runs {
         oldest_ms: i64,
         newest_ms: i64,
     ) -> Result<NewRun, StorageError> {
+        self.create(oldest_ms, newest_ms, |writer| {
+            keys.into_iter().try_for_each(|key| writer.push(key))
+        })
+    }
+
+    /// A new run file that `fill` writes; removed again when it fails.
+    fn create(
+        &self,
+        oldest_ms: i64,
+        newest_ms: i64,
+        fill: impl FnOnce(&mut RunWriter) -> Result<(), StorageError>,
+    ) -> Result<NewRun, StorageError> {
         let run = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut writer = RunWriter::create(run_path(&self.dir, run))?;
-        for key in keys {
-            writer.push(key)?;
-        }
-        let file = writer.finish()?;
+        let path = run_path(&self.dir, run);
+        let mut writer = RunWriter::create(path.clone())?;
+        let file = fill(&mut writer).and_then(|()| writer.finish());
+        let file = file.inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })?;
         Ok(NewRun(Arc::new(Run {
             info: RunInfo {
                 run,
@@ -229,38 +242,30 @@ impl Runs {
         let Some(runs) = runs else {
             return Ok(None);
         };
-        let mut readers: Vec<_> = runs.iter().map(|r| r.file.iter().peekable()).collect();
         let oldest = inputs.iter().map(|r| r.oldest_ms).min().unwrap_or(0);
         let newest = inputs.iter().map(|r| r.newest_ms).max().unwrap_or(0);
-        let merged = std::iter::from_fn(|| {
-            // The smallest head; a read error ends the merge as an error.
-            let mut min: Option<(usize, DedupHash)> = None;
-            for (i, reader) in readers.iter_mut().enumerate() {
-                match reader.peek() {
-                    Some(Ok(k)) if min.is_none_or(|(_, m)| *k < m) => min = Some((i, *k)),
-                    Some(Err(_)) => return reader.next().map(|r| r.map_err(Some)),
-                    _ => {}
-                }
+        let merged = self.create(oldest, newest, |writer| {
+            let read_failed =
+                |e| StorageError::Sql(format!("dedup: reading a run to merge failed: {e}"));
+            let mut readers: Vec<_> = runs.iter().map(|r| r.file.iter()).collect();
+            let mut heads = readers
+                .iter_mut()
+                .map(|r| r.next().transpose())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(read_failed)?;
+            // The smallest head each time; the writer keeps equal keys once.
+            while let Some((i, key)) = heads
+                .iter()
+                .enumerate()
+                .filter_map(|(i, head)| head.map(|k| (i, k)))
+                .min_by_key(|&(_, k)| k)
+            {
+                writer.push(key)?;
+                heads[i] = readers[i].next().transpose().map_err(read_failed)?;
             }
-            let (i, _) = min?;
-            readers[i].next().map(|r| r.map_err(Some))
-        });
-        let mut error = None;
-        let keys = merged.map_while(|k| match k {
-            Ok(k) => Some(k),
-            Err(e) => {
-                error = e;
-                None
-            }
-        });
-        let new = self.write(keys, oldest, newest)?;
-        if let Some(e) = error {
-            self.discard(new);
-            return Err(StorageError::Sql(format!(
-                "dedup: reading a run to merge failed: {e}"
-            )));
-        }
-        Ok(Some(new))
+            Ok(())
+        })?;
+        Ok(Some(merged))
     }
 
     /// After the commit of its row: `new` goes live and the runs it
