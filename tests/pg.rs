@@ -86,6 +86,12 @@ impl Cluster {
             self.port,
             self.dir.display()
         );
+        // More server options for a profiling run, e.g.
+        // `-c shared_preload_libraries=pg_stat_statements`.
+        let options = match std::env::var("WAYMARK_PG_EXTRA") {
+            Ok(extra) => format!("{options} {extra}"),
+            Err(_) => options,
+        };
         run(self
             .command("pg_ctl")
             .arg("-D")

@@ -17,8 +17,8 @@ const TIME_MARK: &str = "%%%%%%%%%%%%%%%%%%%%%%%%";
 /// the same event the previous generator built with `serde_json::json!`).
 fn track_event(i: usize) -> String {
     format!(
-        r#"{{"type":"track","event":"Product Added","messageId":"{ID_MARK}","anonymousId":"anon-{:03}","timestamp":"2024-05-01T12:00:00.000Z","properties":{{"product_id":"507f1f77bcf86cd799439011","sku":"G-32","category":"Games","name":"Monopoly: 3rd Edition","brand":"Hasbro","variant":"200 pieces","price":18.99,"quantity":1,"coupon":"MAYDEALS","position":3,"url":"https://www.example.com/product/path","image_url":"https://www.example.com/product/path.jpg"}},"context":{{"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36","page":{{"path":"/product/path","url":"https://www.example.com/product/path"}},"library":{{"name":"waymark-loadgen","version":"0.1.0"}}}}}}"#,
-        i % 1000
+        r#"{{"type":"track","event":"Product Added","messageId":"{ID_MARK}","anonymousId":"anon-{:05}","timestamp":"2024-05-01T12:00:00.000Z","properties":{{"product_id":"507f1f77bcf86cd799439011","sku":"G-32","category":"Games","name":"Monopoly: 3rd Edition","brand":"Hasbro","variant":"200 pieces","price":18.99,"quantity":1,"coupon":"MAYDEALS","position":3,"url":"https://www.example.com/product/path","image_url":"https://www.example.com/product/path.jpg"}},"context":{{"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36","page":{{"path":"/product/path","url":"https://www.example.com/product/path"}},"library":{{"name":"waymark-loadgen","version":"0.1.0"}}}}}}"#,
+        i % 100_000
     )
 }
 
@@ -56,10 +56,10 @@ impl Shape {
     }
 
     /// The JSON body with its slots marked.
-    fn body(self) -> String {
+    fn body(self, conn: usize) -> String {
         match self {
             Shape::Batch(n) => {
-                let events: Vec<String> = (0..n).map(track_event).collect();
+                let events: Vec<String> = (conn * n..conn * n + n).map(track_event).collect();
                 format!(
                     r#"{{"batch":[{}],"sentAt":"{TIME_MARK}"}}"#,
                     events.join(",")
@@ -97,8 +97,14 @@ fn offsets(haystack: &[u8], mark: &str) -> Vec<usize> {
 impl Template {
     /// The request for `shape` to `host` (`127.0.0.1:PORT`), with the write
     /// key as Basic username and an optional `Cookie` header.
-    pub fn new(shape: Shape, host: &str, write_key: &str, cookie: Option<&str>) -> Template {
-        let body = shape.body();
+    pub fn new(
+        shape: Shape,
+        conn: usize,
+        host: &str,
+        write_key: &str,
+        cookie: Option<&str>,
+    ) -> Template {
+        let body = shape.body(conn);
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"));
         let cookie = cookie
             .map(|c| format!("Cookie: {c}\r\n"))
@@ -237,7 +243,7 @@ mod tests {
     #[test]
     fn templates_are_valid_json_of_the_advertised_size() {
         for (shape, per_event) in [(Shape::Batch(20), 700..800), (Shape::Page, 400..500)] {
-            let mut t = Template::new(shape, "127.0.0.1:1", "wk", Some("wm_vid=x"));
+            let mut t = Template::new(shape, 3, "127.0.0.1:1", "wk", Some("wm_vid=x"));
             assert_eq!(t.id_slots(), shape.events());
             let mut ids = Ids::new(7, 3, false);
             for slot in 0..t.id_slots() {
@@ -261,6 +267,25 @@ mod tests {
             };
             assert_eq!(first["messageId"].as_str().unwrap().len(), ID_WIDTH);
         }
+    }
+
+    #[test]
+    fn each_connection_sends_its_own_visitors() {
+        let visitors = |conn| {
+            let t = Template::new(Shape::Batch(20), conn, "127.0.0.1:1", "wk", None);
+            let text = String::from_utf8(t.bytes).unwrap();
+            let (_, body) = text.split_once("\r\n\r\n").unwrap();
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            v["batch"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["anonymousId"].as_str().unwrap().to_owned())
+                .collect::<std::collections::HashSet<_>>()
+        };
+        let (a, b) = (visitors(0), visitors(1));
+        assert_eq!((a.len(), b.len()), (20, 20));
+        assert!(a.is_disjoint(&b));
     }
 
     #[test]

@@ -267,7 +267,7 @@ pub async fn run(load: Load) -> Report {
     for i in 0..load.concurrency {
         let base = &load.bases[i % load.bases.len().max(1)];
         let host = base.trim_start_matches("http://").trim_end_matches('/');
-        let template = Template::new(load.shape, host, &load.write_key, load.cookie.as_deref());
+        let template = Template::new(load.shape, i, host, &load.write_key, load.cookie.as_deref());
         let ids = Ids::new(run_id, i as u16, load.random_ids);
         tasks.push(tokio::spawn(connection(
             host.to_owned(),
