@@ -246,7 +246,7 @@ pub(super) async fn commit_holds(
 /// Writes `held` (holds of `commit`) and applies `commit`'s decisions in
 /// the caller's transaction (the ingest commit's, or one of its own).
 pub(super) async fn write_holds<'a>(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     held: impl Iterator<Item = &'a HeldEvent>,
     commit: &HoldCommit,
     now: i64,

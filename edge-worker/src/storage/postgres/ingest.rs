@@ -15,12 +15,33 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use deadpool_postgres::Transaction;
+
 use super::{partition, PgStorage};
 use crate::storage::{HoldOutcome, IngestCommit, IngestOutcome, StorageError, Stored};
 use crate::time::now_ms;
 
 /// How close to a day's boundary a key goes into both days' partitions.
 const BOUNDARY_GRACE_MS: i64 = 60_000;
+
+/// Inserts the keys into day `$1` unless a day in `[$4, $5)` has them;
+/// returns those inserted.
+const ADMIT: &str = "INSERT INTO dedup (bucket, source, message_id)
+     SELECT $1::integer, u.source, u.message_id
+     FROM unnest($2::text[], $3::text[]) AS u(source, message_id)
+     WHERE NOT EXISTS (SELECT 1 FROM dedup d
+                       WHERE d.bucket >= $4::integer AND d.bucket < $5::integer
+                         AND d.source = u.source AND d.message_id = u.message_id)
+     ON CONFLICT DO NOTHING
+     RETURNING source, message_id";
+
+/// Appends outbox rows to the current dataset, in array order.
+const INSERT_OUTBOX: &str =
+    "INSERT INTO outbox (ds, destination, source, message_id, event, enqueued_at_ms, granted)
+     SELECT (SELECT max(ds) FROM datasets), destination, source, message_id, event, $1::bigint, granted
+     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+          WITH ORDINALITY AS u(destination, source, message_id, event, granted, n)
+     ORDER BY n";
 
 pub(super) async fn commit_ingest(
     store: &Arc<PgStorage>,
@@ -52,51 +73,29 @@ pub(super) async fn commit_ingest(
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
     if !candidates.is_empty() {
+        // 2. Admitted into the current day (and its neighbour near
+        //    midnight) unless an earlier day of the window has it: a key
+        //    not inserted is a duplicate, seen earlier or just now by
+        //    another commit.
+        let first = buckets.first().copied().unwrap_or(oldest);
         let sources: Vec<&str> = candidates.iter().map(|c| c.0).collect();
         let ids: Vec<&str> = candidates.iter().map(|c| c.1).collect();
-        let mut known: HashSet<(String, String)> = HashSet::new();
-        // 2. Seen in an earlier day of the window.
-        let first = buckets.first().copied().unwrap_or(oldest);
-        if oldest < first {
+        let admit = tx.prepare_cached(ADMIT).await?;
+        let mut known: HashSet<(&str, &str)> = HashSet::new();
+        for b in &buckets {
             let rows = tx
-                .query(
-                    "SELECT d.source, d.message_id FROM dedup d
-                     JOIN unnest($3::text[], $4::text[]) AS u(source, message_id)
-                       ON d.source = u.source AND d.message_id = u.message_id
-                     WHERE d.bucket >= $1 AND d.bucket < $2",
-                    &[&oldest, &first, &sources, &ids],
-                )
+                .query(&admit, &[b, &sources, &ids, &oldest, &first])
                 .await?;
-            known.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
-        }
-        // 3. Admitted into the current day (and its neighbour near midnight).
-        let fresh: Vec<&(&str, &str, usize)> = candidates
-            .iter()
-            .filter(|c| !known.contains(&(c.0.to_owned(), c.1.to_owned())))
-            .collect();
-        let sources: Vec<&str> = fresh.iter().map(|c| c.0).collect();
-        let ids: Vec<&str> = fresh.iter().map(|c| c.1).collect();
-        for b in buckets.iter().filter(|_| !fresh.is_empty()) {
-            let rows = tx
-                .query(
-                    "INSERT INTO dedup (bucket, source, message_id)
-                     SELECT $1::integer, source, message_id FROM unnest($2::text[], $3::text[]) AS u(source, message_id)
-                     ON CONFLICT DO NOTHING
-                     RETURNING source, message_id",
-                    &[b, &sources, &ids],
-                )
-                .await?;
-            let inserted: HashSet<(String, String)> =
+            let inserted: HashSet<(&str, &str)> =
                 rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            for c in &fresh {
-                let key = (c.0.to_owned(), c.1.to_owned());
-                if !inserted.contains(&key) {
-                    known.insert(key);
+            for c in &candidates {
+                if !inserted.contains(&(c.0, c.1)) {
+                    known.insert((c.0, c.1));
                 }
             }
         }
         for c in &candidates {
-            if known.contains(&(c.0.to_owned(), c.1.to_owned())) {
+            if known.contains(&(c.0, c.1)) {
                 stored[c.2] = Stored::Duplicate;
             }
         }
@@ -171,29 +170,26 @@ pub(super) struct OutboxRows<'a> {
 
 /// Appends outbox rows to the current dataset, in array order.
 pub(super) async fn insert_outbox(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     rows: &OutboxRows<'_>,
     now: i64,
 ) -> Result<(), StorageError> {
+    let xact = tx.prepare_cached("SELECT pg_current_xact_id()").await?;
+    let insert = tx.prepare_cached(INSERT_OUTBOX).await?;
     // The transaction takes its id before it draws sequence numbers, so a
     // scan floor (queue.rs) that waits for older transactions waits for it.
-    tx.execute("SELECT pg_current_xact_id()", &[]).await?;
-    tx.execute(
-        "INSERT INTO outbox (ds, destination, source, message_id, event, enqueued_at_ms, granted)
-         SELECT (SELECT max(ds) FROM datasets), destination, source, message_id, event, $1::bigint, granted
-         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-              WITH ORDINALITY AS u(destination, source, message_id, event, granted, n)
-         ORDER BY n",
-        &[
-            &now,
-            &rows.destinations,
-            &rows.sources,
-            &rows.message_ids,
-            &rows.events,
-            &rows.granted,
-        ],
-    )
-    .await?;
+    // Both statements go in one round trip, run in the order sent.
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &now,
+        &rows.destinations,
+        &rows.sources,
+        &rows.message_ids,
+        &rows.events,
+        &rows.granted,
+    ];
+    let (xact, inserted) = tokio::join!(tx.execute(&xact, &[]), tx.execute(&insert, &params));
+    xact?;
+    inserted?;
     Ok(())
 }
 

@@ -97,6 +97,7 @@ impl PgStorage {
         if pg.get_application_name().is_none() {
             pg.application_name("waymark");
         }
+        session_defaults(&mut pg);
         let migrate_with = pg.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -188,6 +189,21 @@ async fn keep_datasets(store: Weak<PgStorage>) {
         }
         drop(s);
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Session settings every worker connection starts with, unless the URL's
+/// `options` already sets them.
+///
+/// JIT is off: the queue's statements are short and run thousands of times
+/// a second, and with JIT on PostgreSQL compiled the delivery scan on every
+/// call (its estimated cost is above `jit_above_cost`), which cost more CPU
+/// than running it.
+fn session_defaults(pg: &mut tokio_postgres::Config) {
+    let given = pg.get_options().unwrap_or_default().to_owned();
+    if !given.contains("jit") {
+        let options = format!("{given} -c jit=off");
+        pg.options(options.trim_start());
     }
 }
 

@@ -88,13 +88,10 @@ impl PgStorage {
             .and_then(|m| m.get(destination).copied())
             .unwrap_or_default();
         let client = self.client().await?;
-        let xmin: i64 = client
-            .query_one(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                &[],
-            )
-            .await?
-            .get(0);
+        let xmin = client
+            .prepare_cached("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .await?;
+        let xmin: i64 = client.query_one(&xmin, &[]).await?.get(0);
         let renew = match f.candidate {
             Some((seq, until)) if xmin >= until => {
                 f.safe_seq = seq;
@@ -110,30 +107,31 @@ impl PgStorage {
             // is at or past `next_xid` it has ended. (The bound may not come
             // from a snapshot: its `xmax` is one past the newest *completed*
             // id, below ids still running.) One id is used per renewal.
-            let last: i64 = client
-                .query_one(
+            let last = client
+                .prepare_cached(
                     "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM outbox_seq",
-                    &[],
                 )
-                .await?
-                .get(0);
-            let next_xid: i64 = client
-                .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
-                .await?
-                .get(0);
+                .await?;
+            let last: i64 = client.query_one(&last, &[]).await?.get(0);
+            let next_xid = client
+                .prepare_cached("SELECT pg_current_xact_id()::text::bigint")
+                .await?;
+            let next_xid: i64 = client.query_one(&next_xid, &[]).await?.get(0);
             f.candidate = Some((last, next_xid));
         }
         if f.safe_seq > f.floor {
-            let first_open: Option<i64> = client
-                .query_one(
+            let first_open = client
+                .prepare_cached(
                     "SELECT min(o.seq) FROM (
                          SELECT o.ds, o.seq FROM outbox o
                          WHERE o.destination = $1 AND o.seq > $2 AND o.seq <= $3
                            AND NOT EXISTS (SELECT 1 FROM outbox_status s
                                            WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)
                          ORDER BY o.seq LIMIT 1) o",
-                    &[&destination, &f.floor, &f.safe_seq],
                 )
+                .await?;
+            let first_open: Option<i64> = client
+                .query_one(&first_open, &[&destination, &f.floor, &f.safe_seq])
                 .await?
                 .get(0);
             f.floor = match first_open {
@@ -251,8 +249,8 @@ impl PgStorage {
         // planner sorted every row above the floor, each poll.
         let start = floor.max(seq_of(after_id));
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let due = client
+            .prepare_cached(
                 "SELECT o.ds, o.seq, o.source, o.message_id, o.event, o.enqueued_at_ms,
                         coalesce(s.attempts, 0), o.granted
                  FROM outbox o
@@ -264,8 +262,10 @@ impl PgStorage {
                    AND (s.done IS NULL OR (NOT s.done AND s.next_attempt_ms <= $3))
                  ORDER BY o.seq
                  LIMIT $4",
-                &[&destination, &start, &now, &(limit as i64)],
             )
+            .await?;
+        let rows = client
+            .query(&due, &[&destination, &start, &now, &(limit as i64)])
             .await?;
         Ok(rows
             .iter()
@@ -299,7 +299,8 @@ impl PgStorage {
         let (ds, seq) = split_ids(ids);
         let mut client = self.client().await?;
         if rows.is_empty() {
-            client.execute(MARK_DONE, &[&ds, &seq]).await?;
+            let mark = client.prepare_cached(MARK_DONE).await?;
+            client.execute(&mark, &[&ds, &seq]).await?;
             return Ok(());
         }
         let tx = client.transaction().await?;
@@ -392,13 +393,19 @@ impl PgStorage {
         // Below the scan floor every entry is done: count only above it, so
         // the gauge costs what is pending, not what the dataset holds.
         let floor = self.scan_floor(destination).await?;
+        // Each entry's outcome is looked up by its index (a subplan per
+        // row): as `NOT EXISTS` the planner hashed every outcome of the
+        // dataset instead, a scan of the whole partition each time.
         let client = self.client().await?;
-        let n: i64 = client
-            .query_one(
+        let count = client
+            .prepare_cached(
                 "SELECT count(*) FROM outbox o WHERE o.destination = $1 AND o.seq > $2
-                 AND NOT EXISTS (SELECT 1 FROM outbox_status s WHERE s.ds = o.ds AND s.seq = o.seq AND s.done)",
-                &[&destination, &floor],
+                 AND NOT coalesce((SELECT true FROM outbox_status s
+                                   WHERE s.ds = o.ds AND s.seq = o.seq AND s.done LIMIT 1), false)",
             )
+            .await?;
+        let n: i64 = client
+            .query_one(&count, &[&destination, &floor])
             .await?
             .get(0);
         if let Ok(mut d) = self.depths.lock() {
