@@ -130,3 +130,72 @@ fn a_restart_with_a_non_empty_outbox_delivers_everything() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `GET /admin/dlq` for `destination`.
+fn dead_letters(worker: &Worker, destination: &str) -> Vec<Value> {
+    let r: Value = client()
+        .get(worker.url(&format!("/admin/dlq?destination={destination}")))
+        .header("Authorization", "Bearer admin-secret")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    r["deadLetters"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_removed_destinations_events_go_to_the_dead_letters_and_replay_when_it_returns() {
+    let healthy = webhook::start("s");
+    let sick = webhook::start("s");
+    sick.set_mode(Mode::Status(503));
+    let admin = "\n[admin]\ntoken = \"admin-secret\"\n";
+    let both = config(&healthy, &sick) + admin;
+    let mut worker = Worker::start(&both);
+    send(&worker, 0, 40);
+    healthy.wait_for(40, Duration::from_secs(20));
+    let data_dir = worker.data_dir.clone();
+    worker.kill();
+
+    // Restarted without `sick`: its 40 waiting events move to the dead letters.
+    // `sick` is the last destination of the config: cut it off.
+    let text = config(&healthy, &sick);
+    let cut = text
+        .find("[[destinations]]\nname = \"sick\"")
+        .expect("the config names `sick`");
+    let without = format!("{}{admin}", &text[..cut]);
+    let mut worker = Worker::start_in(
+        &format!("{without}\n[storage]\nremoved_destination_secs = 0\n"),
+        data_dir.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let letters = loop {
+        let letters = dead_letters(&worker, "sick");
+        if letters.len() >= 40 || Instant::now() > deadline {
+            break letters;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(letters.len(), 40, "{letters:?}");
+    assert!(letters
+        .iter()
+        .all(|l| l["reason"] == "destination `sick` is no longer configured"));
+    worker.kill();
+
+    // Added back, a replay delivers every one of them.
+    sick.set_mode(Mode::Normal);
+    let worker = Worker::start_in(&both, data_dir);
+    let r: Value = client()
+        .post(worker.url("/admin/dlq/replay"))
+        .header("Authorization", "Bearer admin-secret")
+        .json(&json!({"destination": "sick"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["replayed"], 40);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ids(&sick).len() < 40 {
+        assert!(Instant::now() < deadline, "got {} of 40", ids(&sick).len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -17,7 +17,7 @@ use crate::destinations::{self, BuildContext, Destination};
 use crate::http::admin::AdminAuth;
 use crate::http::{router, AppState};
 use crate::rules::{RuleHost, RuleWatcher};
-use crate::stages::deliver::{run_worker, DestinationRules, RetryPolicy};
+use crate::stages::deliver::{abandon_removed, run_worker, DestinationRules, RetryPolicy};
 use crate::stages::Pipeline;
 use crate::storage::Storage;
 use crate::time::now_ms;
@@ -140,7 +140,8 @@ impl App {
     }
 
     /// Starts what runs beside the HTTP server: one delivery worker per
-    /// destination, dedup upkeep and the identity flusher (steps 1 to 3).
+    /// destination, removed destinations' upkeep, dedup upkeep and the
+    /// identity flusher (steps 1 to 4).
     async fn start_background(
         &self,
         shutdown_rx: &watch::Receiver<bool>,
@@ -161,13 +162,24 @@ impl App {
                 shutdown_rx.clone(),
             )));
         }
-        // 2. Housekeeping: fold recent dedup keys, forget those past the window.
+        // 2. Entries of destinations no longer configured go to the dead
+        //    letters after a grace period.
+        workers.push(tokio::spawn(abandon_removed(
+            Arc::clone(&self.state.storage),
+            self.destinations
+                .iter()
+                .map(|d| d.name.to_string())
+                .collect(),
+            Duration::from_secs(self.config.storage.removed_destination_secs),
+            shutdown_rx.clone(),
+        )));
+        // 3. Housekeeping: fold recent dedup keys, forget those past the window.
         workers.push(tokio::spawn(keep_dedup(
             Arc::clone(&self.state.storage),
             self.config.limits.dedup_window_secs,
             shutdown_rx.clone(),
         )));
-        // 3. Identity activity (counters, sessions) is written once a second
+        // 4. Identity activity (counters, sessions) is written once a second
         //    and at shutdown.
         workers.push(tokio::spawn(
             self.state

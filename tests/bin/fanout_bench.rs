@@ -5,7 +5,8 @@
 //! sends at half that rate and reports ingest→destination latency p50/p99,
 //! measured per event from the moment its request was sent to the moment a
 //! destination received it. `WAYMARK_BIN` picks the binary (release for
-//! real numbers).
+//! real numbers); `BENCH_BACKEND=postgres` runs the worker on a throwaway
+//! PostgreSQL cluster instead of its embedded store (issue #12).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 use waymark_tests::loadgen::{self, Load};
+use waymark_tests::pg::Cluster;
 use waymark_tests::Worker;
 
 type Samples = Arc<Mutex<Vec<f64>>>;
@@ -67,6 +69,20 @@ fn main() -> anyhow::Result<()> {
     let mut config = String::from(
         "[identity]\nkeys = [{ id = \"k1\", secret = \"bench-secret-0123456789abcdef0123456789\" }]\n[[sources]]\nname = \"bench\"\nwrite_key = \"wk_bench\"\ndefault_consent = { analytics = \"granted\" }\n",
     );
+    let backend = std::env::var("BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
+    let cluster = match backend.as_str() {
+        "sqlite" => None,
+        "postgres" => {
+            let cluster = Cluster::start()?;
+            let url = cluster.create_database("fanout")?;
+            config.push_str(&format!(
+                "[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+            ));
+            Some(cluster)
+        }
+        other => anyhow::bail!("BENCH_BACKEND is sqlite or postgres, not {other:?}"),
+    };
+    println!("backend: {backend}");
     for (i, b) in bases.iter().enumerate() {
         config.push_str(&format!(
             "[[destinations]]\nname = \"d{i}\"\ntype = \"webhook\"\nurl = \"{b}/hook\"\nmax_batch = 500\n"
@@ -95,11 +111,13 @@ fn main() -> anyhow::Result<()> {
     let per_sender_interval = Duration::from_secs_f64(20.0 * senders as f64 / target.max(1.0));
     let client = reqwest::Client::new();
     let url = worker.url("/v1/batch");
+    let acked: Samples = Samples::default();
     let sent = rt.block_on(async {
         let mut tasks = Vec::new();
         for w in 0..senders {
             let client = client.clone();
             let url = url.clone();
+            let acked = Arc::clone(&acked);
             tasks.push(tokio::spawn(async move {
                 let end = Instant::now() + Duration::from_secs(secs);
                 let mut tick = tokio::time::interval(per_sender_interval);
@@ -115,12 +133,16 @@ fn main() -> anyhow::Result<()> {
                         })
                         .collect();
                     n += 1;
-                    let _ = client
+                    let sent = client
                         .post(&url)
                         .basic_auth("wk_bench", Some(""))
                         .json(&json!({ "batch": batch }))
                         .send()
                         .await;
+                    if sent.is_ok_and(|r| r.status().is_success()) {
+                        let ms = (now_micros() - t0) as f64 / 1_000.0;
+                        acked.lock().unwrap().push(ms);
+                    }
                 }
                 n * 20
             }));
@@ -133,6 +155,14 @@ fn main() -> anyhow::Result<()> {
     });
     std::thread::sleep(Duration::from_secs(5));
     println!("half load: target {target:.0} events/s, sent {sent} events in {secs} s");
+    let mut v = acked.lock().unwrap().clone();
+    v.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "  ingest: {} requests acked  p50 {:.1} ms  p99 {:.1} ms",
+        v.len(),
+        pct(&v, 0.5),
+        pct(&v, 0.99)
+    );
     for (i, s) in samples.iter().enumerate() {
         let mut v = s.lock().unwrap().clone();
         v.sort_by(|a, b| a.total_cmp(b));
@@ -143,5 +173,7 @@ fn main() -> anyhow::Result<()> {
             pct(&v, 0.99)
         );
     }
+    drop(worker);
+    drop(cluster);
     Ok(())
 }

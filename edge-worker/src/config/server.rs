@@ -246,6 +246,12 @@ pub struct StorageConfig {
     /// in milliseconds. Default: 2000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// How long entries of a destination no longer in the configuration
+    /// wait before they move to the dead letters (replayable once it is
+    /// back), in seconds. On PostgreSQL they move only while no worker
+    /// holds the destination's lease. Default: 3600.
+    #[serde(default = "default_removed_destination_secs")]
+    pub removed_destination_secs: u64,
 }
 
 /// Which store `[storage]` uses.
@@ -272,6 +278,7 @@ impl Default for StorageConfig {
             lease_secs: default_lease_secs(),
             dataset_secs: default_dataset_secs(),
             connect_timeout_ms: default_connect_timeout_ms(),
+            removed_destination_secs: default_removed_destination_secs(),
         }
     }
 }
@@ -317,6 +324,10 @@ impl StorageConfig {
     pub fn resolve_url(&self) -> Result<Option<String>, ConfigError> {
         secret("storage.url", self.url.as_deref(), self.url_env.as_deref())
     }
+}
+
+fn default_removed_destination_secs() -> u64 {
+    3_600
 }
 
 fn default_pool_size() -> usize {

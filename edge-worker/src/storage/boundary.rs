@@ -125,11 +125,55 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// Events held for `destination`.
     async fn held_count(&self, destination: &str) -> Result<u64, StorageError>;
 
+    /// Destinations with entries or holds in the store (on PostgreSQL also
+    /// those whose entries are all done but not yet dropped with their
+    /// dataset). Used to find the entries of destinations removed from the
+    /// configuration.
+    async fn outbox_destinations(&self) -> Result<Vec<String>, StorageError>;
+
+    /// Moves every entry waiting for `destination`, due or not, to the dead
+    /// letters with `reason`, and drops its consent holds; returns how many
+    /// entries moved. For a destination removed from the configuration:
+    /// nothing is lost, and a dead-letter replay sends them once it is
+    /// back. On a shared store it takes the destination's lease, so it
+    /// moves nothing while another worker delivers the destination.
+    async fn outbox_abandon(&self, destination: &str, reason: &str) -> Result<u64, StorageError> {
+        abandon_through_due(self, destination, reason).await
+    }
+
     /// Gives up what this worker holds in a shared store (delivery leases)
     /// so other workers take over at once. Called at graceful shutdown.
     async fn close(&self) -> Result<(), StorageError> {
         Ok(())
     }
+}
+
+/// [`DeliveryQueue::outbox_abandon`] through the queue's own reads and
+/// dead-letter writes, a page at a time.
+pub(crate) async fn abandon_through_due<Q: DeliveryQueue + ?Sized>(
+    queue: &Q,
+    destination: &str,
+    reason: &str,
+) -> Result<u64, StorageError> {
+    const PAGE: usize = 500;
+    let mut moved = 0u64;
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        // Due at the end of time: entries waiting on a retry move too.
+        let due = queue.outbox_due(destination, i64::MAX, 0, PAGE).await?;
+        let ids: Vec<i64> = due.iter().map(|e| e.id).collect();
+        // NOTE: stop when a page brings nothing new, so a store that keeps
+        // an entry (its dataset being removed) cannot hold this loop.
+        if !ids.iter().any(|id| seen.insert(*id)) {
+            break;
+        }
+        moved += ids.len() as u64;
+        queue
+            .outbox_dead_letter(ids, reason.to_owned(), Vec::new())
+            .await?;
+    }
+    queue.expire_holds(destination, i64::MAX).await?;
+    Ok(moved)
 }
 
 /// Quarantine and dead letters: listing and replay for operators.

@@ -175,6 +175,7 @@ conformance!(
     holds_release_on_grant_drop_on_denial_and_expire,
     a_failed_hold_write_leaves_nothing_of_the_request,
     readiness_is_a_durable_write,
+    a_removed_destinations_entries_move_to_the_dead_letters,
 );
 
 async fn dedup_is_per_source_and_first_in_a_request_wins(b: Backend) {
@@ -577,4 +578,44 @@ async fn holds_release_on_grant_drop_on_denial_and_expire(b: Backend) {
 async fn readiness_is_a_durable_write(b: Backend) {
     b.store.check_writable().await.unwrap();
     b.store.check_writable().await.unwrap();
+}
+
+async fn a_removed_destinations_entries_move_to_the_dead_letters(b: Backend) {
+    let s = &b.store;
+    s.commit_ingest(commit(vec![
+        accepted("web", "m1", &["a", "gone"]),
+        accepted("web", "m2", &["gone"]),
+    ]))
+    .await
+    .unwrap();
+    // One of them waits on a retry an hour away: it moves too.
+    let due = s.outbox_due("gone", now_ms(), 0, 10).await.unwrap();
+    s.outbox_retry(vec![due[0].id], now_ms() + 3_600_000, "503".into())
+        .await
+        .unwrap();
+    let mut names = s.outbox_destinations().await.unwrap();
+    names.sort();
+    assert_eq!(names, ["a", "gone"]);
+    let reason = "destination `gone` is no longer configured";
+    if b.config.backend == StorageBackend::Postgres {
+        // This worker holds the lease (it read the queue above): another
+        // moves nothing under it.
+        let other = b.second_worker();
+        assert_eq!(other.outbox_abandon("gone", reason).await.unwrap(), 0);
+        assert_eq!(s.outbox_depth("gone").await.unwrap(), 2);
+        other.close().await.unwrap();
+    }
+    assert_eq!(s.outbox_abandon("gone", reason).await.unwrap(), 2);
+    assert_eq!(s.outbox_depth("gone").await.unwrap(), 0);
+    assert_eq!(s.outbox_depth("a").await.unwrap(), 1);
+    let letters = s.dead_letters("gone", 10).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    assert!(letters.iter().all(|l| l.reason == reason));
+    assert_eq!(s.outbox_abandon("gone", reason).await.unwrap(), 0);
+    // Added back and replayed, they are due again.
+    assert_eq!(s.replay_dead_letters("gone", None).await.unwrap(), 2);
+    assert_eq!(
+        s.outbox_due("gone", now_ms(), 0, 10).await.unwrap().len(),
+        2
+    );
 }

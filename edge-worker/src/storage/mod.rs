@@ -32,6 +32,7 @@ pub(crate) mod conformance;
 
 use std::sync::Arc;
 
+use boundary::abandon_through_due;
 pub use boundary::{DeliveryQueue, IngestStore, ReplayStore, Storage, SyncStore};
 pub use delivery::{
     ConsentSettled, DeadLetter, HeldEvent, HoldCommit, HoldOutcome, RuleQuarantine,
@@ -54,6 +55,23 @@ pub(crate) fn conformance_tempdir() -> std::path::PathBuf {
 }
 
 use crate::config::{StorageBackend, StorageConfig};
+
+/// The destinations with entries in the outbox table `outbox` or with
+/// consent holds, in SQL both backends run. The outbox part is a loose scan
+/// of its `(destination, …)` index: one probe per destination, not a read of
+/// every entry.
+fn destinations_waiting_sql(outbox: &str) -> String {
+    format!(
+        "WITH RECURSIVE d(name) AS (
+             SELECT min(destination) FROM {outbox}
+             UNION ALL
+             SELECT (SELECT min(destination) FROM {outbox} WHERE destination > d.name)
+             FROM d WHERE d.name IS NOT NULL)
+         SELECT name FROM d WHERE name IS NOT NULL
+         UNION
+         SELECT DISTINCT destination FROM consent_holds"
+    )
+}
 
 /// Opens the store `[storage] backend` names. `dedup_window_secs` is
 /// `[limits] dedup_window_secs` (the PostgreSQL store probes that far back).

@@ -609,5 +609,8 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) ->
     }
 }
 
+mod removed;
+pub use removed::abandon_removed;
+
 #[cfg(test)]
 mod tests;

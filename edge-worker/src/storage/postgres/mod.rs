@@ -442,6 +442,22 @@ impl DeliveryQueue for Arc<PgStorage> {
         holds::count_for(self, "consent_holds", destination).await
     }
 
+    async fn outbox_destinations(&self) -> Result<Vec<String>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&super::destinations_waiting_sql("outbox"), &[])
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn outbox_abandon(&self, destination: &str, reason: &str) -> Result<u64, StorageError> {
+        let moved = super::abandon_through_due(self, destination, reason).await?;
+        // The lease taken to move them goes at once, so a worker that has
+        // the destination configured again takes it over.
+        self.release_lease(destination).await?;
+        Ok(moved)
+    }
+
     async fn close(&self) -> Result<(), StorageError> {
         self.release_leases().await
     }

@@ -107,17 +107,20 @@ impl PgStorage {
             // is at or past `next_xid` it has ended. (The bound may not come
             // from a snapshot: its `xmax` is one past the newest *completed*
             // id, below ids still running.) One id is used per renewal.
+            // Both go in one round trip, run in the order sent.
             let last = client
                 .prepare_cached(
                     "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM outbox_seq",
                 )
                 .await?;
-            let last: i64 = client.query_one(&last, &[]).await?.get(0);
             let next_xid = client
                 .prepare_cached("SELECT pg_current_xact_id()::text::bigint")
                 .await?;
-            let next_xid: i64 = client.query_one(&next_xid, &[]).await?.get(0);
-            f.candidate = Some((last, next_xid));
+            let (last, next_xid) = tokio::join!(
+                client.query_one(&last, &[]),
+                client.query_one(&next_xid, &[])
+            );
+            f.candidate = Some((last?.get(0), next_xid?.get(0)));
         }
         if f.safe_seq > f.floor {
             let first_open = client
@@ -212,6 +215,24 @@ impl PgStorage {
             for d in kept {
                 leases.insert(d, expires);
             }
+        }
+        Ok(())
+    }
+
+    /// Gives up this worker's lease of `destination`, if it holds it.
+    pub(super) async fn release_lease(&self, destination: &str) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM leases WHERE destination = $1 AND owner = $2",
+                &[&destination, &self.owner],
+            )
+            .await?;
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.remove(destination);
+        }
+        if let Ok(mut floors) = self.floors.lock() {
+            floors.remove(destination);
         }
         Ok(())
     }

@@ -360,6 +360,17 @@ impl DeliveryQueue for Arc<SqliteStorage> {
     async fn held_count(&self, destination: &str) -> Result<u64, StorageError> {
         super::delivery::held_count(self, destination).await
     }
+
+    async fn outbox_destinations(&self) -> Result<Vec<String>, StorageError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&super::destinations_waiting_sql("outbox_packs"))?;
+            let names = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(names)
+        })
+        .await
+    }
 }
 
 #[async_trait::async_trait]
