@@ -138,7 +138,9 @@ pub fn bench_event(i: u64, worker: usize) -> serde_json::Value {
         "type": "track",
         "event": "Product Added",
         "messageId": format!("bench-{worker}-{i}-{}", uuid::Uuid::new_v4()),
-        "anonymousId": format!("anon-{}", i % 1000),
+        // Each sender its own 1 000 visitors: senders in step must not
+        // all move the same visitors' sessions at once.
+        "anonymousId": format!("anon-{worker}-{}", i % 1000),
         "timestamp": "2024-05-01T12:00:00.000Z",
         "properties": {
             "product_id": "507f1f77bcf86cd799439011",
