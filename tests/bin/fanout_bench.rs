@@ -57,6 +57,14 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// How many latencies `samples` holds, and their "p50 X ms  p99 Y ms".
+fn summary(samples: &Samples) -> (usize, String) {
+    let mut v = samples.lock().unwrap().clone();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let text = format!("p50 {:.1} ms  p99 {:.1} ms", pct(&v, 0.5), pct(&v, 0.99));
+    (v.len(), text)
+}
+
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -155,23 +163,11 @@ fn main() -> anyhow::Result<()> {
     });
     std::thread::sleep(Duration::from_secs(5));
     println!("half load: target {target:.0} events/s, sent {sent} events in {secs} s");
-    let mut v = acked.lock().unwrap().clone();
-    v.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "  ingest: {} requests acked  p50 {:.1} ms  p99 {:.1} ms",
-        v.len(),
-        pct(&v, 0.5),
-        pct(&v, 0.99)
-    );
+    let (n, latency) = summary(&acked);
+    println!("  ingest: {n} requests acked  {latency}");
     for (i, s) in samples.iter().enumerate() {
-        let mut v = s.lock().unwrap().clone();
-        v.sort_by(|a, b| a.total_cmp(b));
-        println!(
-            "  d{i}: {} delivered  ingest->destination p50 {:.1} ms  p99 {:.1} ms",
-            v.len(),
-            pct(&v, 0.5),
-            pct(&v, 0.99)
-        );
+        let (n, latency) = summary(s);
+        println!("  d{i}: {n} delivered  ingest->destination {latency}");
     }
     drop(worker);
     drop(cluster);

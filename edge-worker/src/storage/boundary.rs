@@ -164,10 +164,11 @@ pub(crate) async fn abandon_through_due<Q: DeliveryQueue + ?Sized>(
         let ids: Vec<i64> = due.iter().map(|e| e.id).collect();
         // NOTE: stop when a page brings nothing new, so a store that keeps
         // an entry (its dataset being removed) cannot hold this loop.
-        if !ids.iter().any(|id| seen.insert(*id)) {
+        let fresh = ids.iter().filter(|id| seen.insert(**id)).count();
+        if fresh == 0 {
             break;
         }
-        moved += ids.len() as u64;
+        moved += fresh as u64;
         queue
             .outbox_dead_letter(ids, reason.to_owned(), Vec::new())
             .await?;

@@ -593,6 +593,14 @@ async fn a_removed_destinations_entries_move_to_the_dead_letters(b: Backend) {
     s.outbox_retry(vec![due[0].id], now_ms() + 3_600_000, "503".into())
         .await
         .unwrap();
+    // And one of its events waits for consent: its hold goes too.
+    s.commit_holds(HoldCommit {
+        held: vec![held("gone", "v1", "m3")],
+        settled: vec![],
+        expires_at_ms: HashMap::from([(Arc::from("gone"), now_ms() + 60_000)]),
+    })
+    .await
+    .unwrap();
     let mut names = s.outbox_destinations().await.unwrap();
     names.sort();
     assert_eq!(names, ["a", "gone"]);
@@ -603,10 +611,12 @@ async fn a_removed_destinations_entries_move_to_the_dead_letters(b: Backend) {
         let other = b.second_worker();
         assert_eq!(other.outbox_abandon("gone", reason).await.unwrap(), 0);
         assert_eq!(s.outbox_depth("gone").await.unwrap(), 2);
+        assert_eq!(s.held_count("gone").await.unwrap(), 1);
         other.close().await.unwrap();
     }
     assert_eq!(s.outbox_abandon("gone", reason).await.unwrap(), 2);
     assert_eq!(s.outbox_depth("gone").await.unwrap(), 0);
+    assert_eq!(s.held_count("gone").await.unwrap(), 0);
     assert_eq!(s.outbox_depth("a").await.unwrap(), 1);
     let letters = s.dead_letters("gone", 10).await.unwrap();
     assert_eq!(letters.len(), 2);

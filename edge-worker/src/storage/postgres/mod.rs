@@ -451,6 +451,11 @@ impl DeliveryQueue for Arc<PgStorage> {
     }
 
     async fn outbox_abandon(&self, destination: &str, reason: &str) -> Result<u64, StorageError> {
+        // The lease first: without it another worker delivers the
+        // destination, and neither its entries nor its holds may go.
+        if !self.hold_lease(destination, crate::time::now_ms()).await? {
+            return Ok(0);
+        }
         let moved = super::abandon_through_due(self, destination, reason).await?;
         // The lease taken to move them goes at once, so a worker that has
         // the destination configured again takes it over.
