@@ -127,6 +127,12 @@ pub(crate) fn link_batch(
 ) -> Result<(Vec<Linked>, BatchReport), StorageError> {
     let mut report = BatchReport::default();
     let (suppressions, blocks) = state.counts(conn)?;
+    // A job on a shared store reads its nodes and sessions up front, one
+    // statement each, instead of one round trip per lookup.
+    if state.is_job() {
+        let (node_keys, session_keys) = named_keys(events);
+        state.prefetch(conn, node_keys, session_keys, suppressions > 0)?;
+    }
     // Per event: its anchor node, or why it has none.
     let mut anchors: Vec<Result<String, Linked>> = Vec::with_capacity(events.len());
     for ev in events {
@@ -220,6 +226,23 @@ pub(crate) fn link_batch(
     Ok((out, report))
 }
 
+/// Every node key the events name (each `previousId` under every kind it
+/// may resolve to) and their session keys.
+fn named_keys(events: &[EventIds]) -> (Vec<String>, Vec<String>) {
+    let mut nodes = Vec::new();
+    let mut sessions = Vec::new();
+    for ev in events {
+        nodes.extend(ev.keys.iter().cloned());
+        if let Some(previous) = &ev.previous_id {
+            for kind in [USER, ANON, COOKIE] {
+                nodes.push(format!("{kind}:{previous}"));
+            }
+        }
+        sessions.extend(ev.session_key.iter().cloned());
+    }
+    (nodes, sessions)
+}
+
 /// The event's keys with `previousId` resolved to its node.
 fn resolve_keys(
     conn: &dyn IdentityTx,
@@ -255,9 +278,14 @@ fn is_suppressed(
     report: &mut BatchReport,
 ) -> Result<bool, StorageError> {
     for key in keys {
-        if state.lookup(conn, key, report)?.is_none()
-            && conn.is_suppressed(&suppression_hash(key))?
-        {
+        if state.lookup(conn, key, report)?.is_some() {
+            continue;
+        }
+        let suppressed = match state.prefetched_suppression(key) {
+            Some(known) => known,
+            None => conn.is_suppressed(&suppression_hash(key))?,
+        };
+        if suppressed {
             return Ok(true);
         }
     }

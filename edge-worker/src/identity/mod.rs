@@ -298,7 +298,7 @@ impl Identity {
                         }
                     }
                     // Nothing is kept between jobs: no lock to hold meanwhile.
-                    let mut scratch = GraphState::shared();
+                    let mut scratch = GraphState::job(events.len() * 4);
                     return graph::link_batch(conn, &mut scratch, &events, cx).map(Some);
                 }
                 let mut guard = lock(&state);

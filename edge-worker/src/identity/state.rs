@@ -2,7 +2,7 @@
 //! lookups, counters that let lookups which cannot hit be skipped, and the
 //! activity (node counters, sessions) not yet written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use hashlink::LruCache;
@@ -33,6 +33,22 @@ pub(crate) struct GraphState {
     /// The store has several writers: nothing above may be kept (see
     /// `crate::storage::identity`), and activity is written at once.
     shared: bool,
+    /// What one job on a shared store read, kept for that job alone
+    /// ([`GraphState::job`]); `None` elsewhere.
+    job: Option<JobReads>,
+}
+
+/// One graph job's reads on a shared store, valid inside its transaction:
+/// the store's rows do not change under it (its snapshot), and the job's
+/// own writes go through the same caches as on a single writer.
+#[derive(Debug, Default)]
+struct JobReads {
+    /// Keys read and found not to be nodes; a key leaves when the job creates it.
+    absent_nodes: HashSet<String>,
+    /// Session keys read and found without a stored session.
+    absent_sessions: HashSet<String>,
+    /// Keys whose suppression was read up front: absent then, `true` when suppressed.
+    suppression: HashMap<String, bool>,
 }
 
 /// Node counters and sessions recorded but not yet written (write-behind).
@@ -85,6 +101,7 @@ impl GraphState {
             counts: None,
             pending: Pending::default(),
             shared: false,
+            job: None,
         }
     }
 
@@ -96,16 +113,107 @@ impl GraphState {
         }
     }
 
+    /// Scratch for one graph job on a store several workers write: as
+    /// [`GraphState::shared`], but lookups are cached for the job, whose
+    /// transaction sees no other writer's rows, so the job reads each key
+    /// once and can read them all at the start ([`GraphState::prefetch`]).
+    /// Dropped with the job; never outlives its transaction.
+    pub(crate) fn job(keys: usize) -> GraphState {
+        GraphState {
+            shared: true,
+            job: Some(JobReads::default()),
+            ..GraphState::new(keys)
+        }
+    }
+
+    /// Whether this is one job's scratch (see [`GraphState::job`]).
+    pub(crate) fn is_job(&self) -> bool {
+        self.job.is_some()
+    }
+
     /// Whether the store has several writers (see [`GraphState::shared`]).
     pub(crate) fn is_shared(&self) -> bool {
         self.shared
     }
 
-    /// Caches a node's profile (single writer only).
+    /// Caches a node's profile (single writer, or one job's scratch).
     pub(super) fn cache_node(&mut self, key: &str, profile: &Arc<str>) {
-        if !self.shared {
+        if !self.shared || self.job.is_some() {
             self.nodes.insert(key.to_owned(), Arc::clone(profile));
         }
+        if let Some(job) = &mut self.job {
+            job.absent_nodes.remove(key);
+        }
+    }
+
+    /// Reads every node and session a job's events name, one statement
+    /// each, and, when `suppression` is asked, which of the keys that are
+    /// not nodes are suppressed (job scratch only; elsewhere a no-op).
+    pub(super) fn prefetch(
+        &mut self,
+        conn: &dyn IdentityTx,
+        mut node_keys: Vec<String>,
+        mut session_keys: Vec<String>,
+        suppression: bool,
+    ) -> Result<(), StorageError> {
+        if self.job.is_none() {
+            return Ok(());
+        }
+        node_keys.sort_unstable();
+        node_keys.dedup();
+        session_keys.sort_unstable();
+        session_keys.dedup();
+        let found = if node_keys.is_empty() {
+            Vec::new()
+        } else {
+            conn.node_profiles(&node_keys)?
+        };
+        let sessions = if session_keys.is_empty() {
+            Vec::new()
+        } else {
+            conn.node_sessions(&session_keys)?
+        };
+        let found: HashMap<String, String> = found.into_iter().collect();
+        let mut absent = HashSet::new();
+        for key in node_keys {
+            match found.get(&key) {
+                Some(profile) => {
+                    self.nodes.insert(key, Arc::from(profile.as_str()));
+                }
+                None => {
+                    absent.insert(key);
+                }
+            }
+        }
+        let mut read = HashMap::new();
+        if suppression && !absent.is_empty() {
+            let by_hash: HashMap<String, &String> = absent
+                .iter()
+                .map(|k| (super::key::suppression_hash(k), k))
+                .collect();
+            let hashes: Vec<String> = by_hash.keys().cloned().collect();
+            let suppressed: HashSet<String> = conn.suppressed_among(&hashes)?.into_iter().collect();
+            for (hash, key) in by_hash {
+                read.insert(key.clone(), suppressed.contains(&hash));
+            }
+        }
+        let mut absent_sessions: HashSet<String> = session_keys.into_iter().collect();
+        for (key, row) in sessions {
+            absent_sessions.remove(&key);
+            self.sessions.insert(key, row);
+        }
+        self.job = Some(JobReads {
+            absent_nodes: absent,
+            absent_sessions,
+            suppression: read,
+        });
+        Ok(())
+    }
+
+    /// Whether a key that is not a node is suppressed, when this job read
+    /// it in its prefetch (`None`: ask the store).
+    pub(super) fn prefetched_suppression(&self, key: &str) -> Option<bool> {
+        self.job.as_ref()?.suppression.get(key).copied()
     }
 
     /// Forgets every cached lookup (after a failed job, or a privacy
@@ -168,6 +276,13 @@ impl GraphState {
     ) -> Result<Option<SessionRow>, StorageError> {
         match self.cached_session(key) {
             Some(row) => Ok(Some(row)),
+            None if self
+                .job
+                .as_ref()
+                .is_some_and(|j| j.absent_sessions.contains(key)) =>
+            {
+                Ok(None)
+            }
             None => conn.session(key),
         }
     }
@@ -229,10 +344,21 @@ impl GraphState {
             report.cache_hits += 1;
             return Ok(Some(Arc::clone(p)));
         }
+        if let Some(job) = &self.job {
+            if job.absent_nodes.contains(key) {
+                report.cache_hits += 1;
+                return Ok(None);
+            }
+        }
         report.cache_misses += 1;
         let found: Option<Arc<str>> = conn.node_profile(key)?.map(Arc::from);
-        if let Some(p) = &found {
-            self.cache_node(key, p);
+        match &found {
+            Some(p) => self.cache_node(key, p),
+            None => {
+                if let Some(job) = &mut self.job {
+                    job.absent_nodes.insert(key.to_owned());
+                }
+            }
         }
         Ok(found)
     }

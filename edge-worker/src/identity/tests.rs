@@ -22,6 +22,8 @@ use crate::storage::identity::{IdentityTx, SessionRow};
 struct Graph {
     conn: Connection,
     state: GraphState,
+    /// Each batch on a fresh [`GraphState::job`], as on a shared store.
+    job_scratch: bool,
     rules: KeyRules,
     clock_ms: i64,
 }
@@ -39,6 +41,7 @@ impl Graph {
         Graph {
             conn,
             state: GraphState::new(entries),
+            job_scratch: false,
             rules: KeyRules::from_config(&IdentityConfig::default()),
             clock_ms: 1_700_000_000_000,
         }
@@ -86,7 +89,11 @@ impl Graph {
         let ids = self.ids(events);
         let cx = self.cx();
         let tx = self.conn.unchecked_transaction().unwrap();
-        let (linked, _) = link_batch(&*tx, &mut self.state, &ids, cx).unwrap();
+        let (linked, _) = if self.job_scratch {
+            link_batch(&*tx, &mut GraphState::job(4), &ids, cx).unwrap()
+        } else {
+            link_batch(&*tx, &mut self.state, &ids, cx).unwrap()
+        };
         tx.commit().unwrap();
         linked
     }
@@ -749,16 +756,46 @@ proptest! {
         batches in prop::collection::vec(prop::collection::vec(arb_event(), 1..4), 1..12)
     ) {
         // A tiny cache, so eviction is exercised too.
+        components_match_the_model(Graph::with_cache(16), batches)?;
+    }
+
+    #[test]
+    fn a_shared_stores_job_scratch_links_as_the_single_writer_does(
+        batches in prop::collection::vec(prop::collection::vec(arb_event(), 1..4), 1..12)
+    ) {
+        // Every batch read up front into a fresh scratch (of a tiny cache).
         let mut g = Graph::with_cache(16);
+        g.job_scratch = true;
+        components_match_the_model(g, batches)?;
+    }
+}
+
+/// Links `batches` on `g` and checks its profiles against the model's.
+fn components_match_the_model(
+    mut g: Graph,
+    batches: Vec<Vec<(Value, Option<String>)>>,
+) -> Result<(), TestCaseError> {
+    {
         let mut model = Model::default();
         for batch in batches {
             for (body, cookie) in &batch {
                 let mut b = body.clone();
-                b.as_object_mut().unwrap().insert("messageId".into(), json!("m"));
-                let ids = event_ids(&Event::from_map(b.as_object().unwrap().clone()), &g.rules, cookie.as_deref(), cookie.as_deref(), 0);
+                b.as_object_mut()
+                    .unwrap()
+                    .insert("messageId".into(), json!("m"));
+                let ids = event_ids(
+                    &Event::from_map(b.as_object().unwrap().clone()),
+                    &g.rules,
+                    cookie.as_deref(),
+                    cookie.as_deref(),
+                    0,
+                );
                 let mut keys = ids.keys.clone();
                 if let Some(prev) = &ids.previous_id {
-                    let known = ["user", "anon", "cookie"].iter().map(|k| format!("{k}:{prev}")).find(|k| model.parent.contains_key(k));
+                    let known = ["user", "anon", "cookie"]
+                        .iter()
+                        .map(|k| format!("{k}:{prev}"))
+                        .find(|k| model.parent.contains_key(k));
                     let pk = known.unwrap_or_else(|| format!("anon:{prev}"));
                     if !keys.contains(&pk) {
                         let at = usize::from(keys.first().is_some_and(|k| k.starts_with("user:")));
@@ -769,13 +806,23 @@ proptest! {
                     model.apply(&keys, ids.user_seed);
                 }
             }
-            let refs = batch.iter().map(|(b, c)| (b.clone(), c.as_deref())).collect();
+            let refs = batch
+                .iter()
+                .map(|(b, c)| (b.clone(), c.as_deref()))
+                .collect();
             g.batch(refs);
         }
         // 1. The store's profiles equal the model's components.
         let mut stored: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut stmt = g.conn.prepare("SELECT key, profile_id FROM identity_nodes").unwrap();
-        let rows: Vec<(String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        let mut stmt = g
+            .conn
+            .prepare("SELECT key, profile_id FROM identity_nodes")
+            .unwrap();
+        let rows: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         for (k, p) in &rows {
             stored.entry(p.clone()).or_default().insert(k.clone());
         }
@@ -783,14 +830,28 @@ proptest! {
         prop_assert_eq!(&stored, &model.partition());
         // 2. They are also the connected components of the active links,
         //    which form a forest (one link fewer than nodes per profile).
-        let links: i64 = g.conn.query_row("SELECT COUNT(*) FROM identity_links WHERE active = 1", [], |r| r.get(0)).unwrap();
+        let links: i64 = g
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM identity_links WHERE active = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         prop_assert_eq!(links as usize, rows.len() - stored.len());
         let mut by_links = Model::default();
         for (k, _) in &rows {
             by_links.parent.insert(k.clone(), k.clone());
         }
-        let mut stmt = g.conn.prepare("SELECT a, b FROM identity_links WHERE active = 1").unwrap();
-        for (a, b) in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).unwrap().map(Result::unwrap) {
+        let mut stmt = g
+            .conn
+            .prepare("SELECT a, b FROM identity_links WHERE active = 1")
+            .unwrap();
+        for (a, b) in stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+        {
             let (ra, rb) = (by_links.find(&a), by_links.find(&b));
             if ra != rb {
                 by_links.parent.insert(ra, rb);
@@ -798,4 +859,5 @@ proptest! {
         }
         prop_assert_eq!(&by_links.partition(), &stored);
     }
+    Ok(())
 }

@@ -223,6 +223,16 @@ pub trait IdentityTx {
     fn is_blocked(&self, p: &str, q: &str) -> Result<bool, StorageError>;
     /// Whether an identifier hash is suppressed (its person was deleted).
     fn is_suppressed(&self, hash: &str) -> Result<bool, StorageError>;
+    /// Those of `hashes` that are suppressed (a backend may ask in one statement).
+    fn suppressed_among(&self, hashes: &[String]) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        for hash in hashes {
+            if self.is_suppressed(hash)? {
+                out.push(hash.clone());
+            }
+        }
+        Ok(out)
+    }
     /// How many suppressions and split barriers exist.
     fn guard_counts(&self) -> Result<(u64, u64), StorageError>;
     /// Node keys of a profile, in key order.

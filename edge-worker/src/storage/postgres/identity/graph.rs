@@ -68,18 +68,15 @@ impl IdentityTx for PgTx<'_> {
     }
 
     fn insert_profile(&self, id: &str, now_ms: i64) -> Result<(), StorageError> {
-        self.conn.execute(
-            "INSERT INTO identity_profiles (id, created_ms) VALUES ($1, $2)",
-            &[&id, &now_ms],
-        )?;
+        // Sent with the next statement (`PgConn` says why).
+        self.conn.defer_profile(id, now_ms);
         Ok(())
     }
 
     fn insert_node(&self, key: &str, profile: &str, now_ms: i64) -> Result<(), StorageError> {
-        self.conn.execute(
-            "INSERT INTO identity_nodes (key, profile_id, created_ms) VALUES ($1, $2, $3)",
-            &[&key, &profile, &now_ms],
-        )?;
+        // Sent with the next statement; a node that exists fails it, and
+        // with it the job.
+        self.conn.defer_node(key, profile, now_ms);
         Ok(())
     }
 
@@ -132,6 +129,13 @@ impl IdentityTx for PgTx<'_> {
                 &[&hash],
             )?
             .is_some())
+    }
+
+    fn suppressed_among(&self, hashes: &[String]) -> Result<Vec<String>, StorageError> {
+        Ok(strings(self.conn.query(
+            "SELECT hash FROM identity_suppressions WHERE hash = ANY($1)",
+            &[&hashes],
+        )?))
     }
 
     fn guard_counts(&self) -> Result<(u64, u64), StorageError> {

@@ -30,7 +30,7 @@
 mod graph;
 mod known;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -291,6 +291,7 @@ impl Held {
             handle,
             conflict: Cell::new(false),
             broken: Cell::new(false),
+            deferred: RefCell::default(),
         };
         let failure = |conn: &PgConn<'_>, error| Failure {
             error,
@@ -310,7 +311,7 @@ impl Held {
             Err(e) => {
                 // NOTE: a failed ROLLBACK leaves the connection unusable;
                 // `broken` then keeps it out of the pool.
-                let _ = conn.batch("ROLLBACK");
+                let _ = conn.rollback();
                 Err(failure(&conn, e))
             }
         }
@@ -334,12 +335,36 @@ impl Drop for Held {
 /// One pooled connection inside a job, with blocking statement helpers
 /// (for [`PersonEventTables`] implementations too). Errors note whether
 /// PostgreSQL reported a conflict worth running the job again for.
+///
+/// New profiles and nodes are not inserted one statement each: they wait
+/// in [`Deferred`] and go to PostgreSQL in the same round trip as the next
+/// statement of the job (or its `COMMIT`), sent before it, so every
+/// statement still sees them and a conflict on a node key still fails the
+/// job. A new visitor's event then costs no round trip of its own.
 pub(crate) struct PgConn<'a> {
     client: &'a ClientWrapper,
     handle: &'a tokio::runtime::Handle,
     conflict: Cell<bool>,
     broken: Cell<bool>,
+    deferred: RefCell<Deferred>,
 }
+
+/// Rows written with the job's next statement (see [`PgConn`]).
+#[derive(Default)]
+struct Deferred {
+    /// `(id, created_ms)`.
+    profiles: Vec<(String, i64)>,
+    /// `(key, profile_id, created_ms)`.
+    nodes: Vec<(String, String, i64)>,
+}
+
+const INSERT_PROFILES: &str = "INSERT INTO identity_profiles (id, created_ms)
+     SELECT * FROM unnest($1::text[], $2::int8[])";
+
+/// In key order, so two jobs inserting the same keys meet on the first one
+/// instead of deadlocking.
+const INSERT_NODES: &str = "INSERT INTO identity_nodes (key, profile_id, created_ms)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) ORDER BY 1";
 
 /// Statement parameters.
 pub(crate) type Params<'p> = [&'p (dyn ToSql + Sync)];
@@ -347,10 +372,19 @@ pub(crate) type Params<'p> = [&'p (dyn ToSql + Sync)];
 impl PgConn<'_> {
     /// Rows of a (cached, prepared) statement.
     pub(crate) fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StorageError> {
+        let deferred = self.deferred.take();
         self.handle
             .block_on(async {
+                let flush = self.prepare_flush(&deferred).await?;
                 let stmt = self.client.prepare_cached(sql).await?;
-                self.client.query(&stmt, params).await
+                // `biased`: the deferred rows are sent first.
+                let (flushed, rows) = tokio::join!(
+                    biased;
+                    self.flush(flush.as_ref(), &deferred),
+                    self.client.query(&stmt, params)
+                );
+                flushed?;
+                rows
             })
             .map_err(|e| self.error(e))
     }
@@ -366,18 +400,115 @@ impl PgConn<'_> {
 
     /// Rows changed by a statement.
     pub(crate) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, StorageError> {
+        let deferred = self.deferred.take();
         self.handle
             .block_on(async {
+                let flush = self.prepare_flush(&deferred).await?;
                 let stmt = self.client.prepare_cached(sql).await?;
-                self.client.execute(&stmt, params).await
+                let (flushed, changed) = tokio::join!(
+                    biased;
+                    self.flush(flush.as_ref(), &deferred),
+                    self.client.execute(&stmt, params)
+                );
+                flushed?;
+                changed
             })
             .map_err(|e| self.error(e))
     }
 
+    /// Creates a profile with the job's next statement.
+    pub(crate) fn defer_profile(&self, id: &str, now_ms: i64) {
+        self.deferred
+            .borrow_mut()
+            .profiles
+            .push((id.to_owned(), now_ms));
+    }
+
+    /// Creates a node with the job's next statement.
+    pub(crate) fn defer_node(&self, key: &str, profile: &str, now_ms: i64) {
+        self.deferred
+            .borrow_mut()
+            .nodes
+            .push((key.to_owned(), profile.to_owned(), now_ms));
+    }
+
+    /// Runs `sql` (`BEGIN`, `COMMIT`) after the deferred rows.
     fn batch(&self, sql: &str) -> Result<(), StorageError> {
+        let deferred = self.deferred.take();
         self.handle
-            .block_on(self.client.batch_execute(sql))
+            .block_on(async {
+                let flush = self.prepare_flush(&deferred).await?;
+                let (flushed, done) = tokio::join!(
+                    biased;
+                    self.flush(flush.as_ref(), &deferred),
+                    self.client.batch_execute(sql)
+                );
+                flushed?;
+                done
+            })
             .map_err(|e| self.error(e))
+    }
+
+    /// Rolls the job back; its deferred rows go with it.
+    fn rollback(&self) -> Result<(), StorageError> {
+        self.deferred.take();
+        self.handle
+            .block_on(self.client.batch_execute("ROLLBACK"))
+            .map_err(|e| self.error(e))
+    }
+
+    /// The statements `deferred` needs, prepared before anything is sent,
+    /// so the rows and the statement after them go out in order.
+    async fn prepare_flush(
+        &self,
+        deferred: &Deferred,
+    ) -> Result<Option<[tokio_postgres::Statement; 2]>, tokio_postgres::Error> {
+        if deferred.profiles.is_empty() && deferred.nodes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some([
+            self.client.prepare_cached(INSERT_PROFILES).await?,
+            self.client.prepare_cached(INSERT_NODES).await?,
+        ]))
+    }
+
+    /// Sends the deferred rows, profiles first.
+    async fn flush(
+        &self,
+        statements: Option<&[tokio_postgres::Statement; 2]>,
+        deferred: &Deferred,
+    ) -> Result<(), tokio_postgres::Error> {
+        let Some([profiles, nodes]) = statements else {
+            return Ok(());
+        };
+        let (ids, created): (Vec<&str>, Vec<i64>) = deferred
+            .profiles
+            .iter()
+            .map(|(id, at)| (id.as_str(), *at))
+            .unzip();
+        let keys: Vec<&str> = deferred.nodes.iter().map(|n| n.0.as_str()).collect();
+        let owners: Vec<&str> = deferred.nodes.iter().map(|n| n.1.as_str()).collect();
+        let node_created: Vec<i64> = deferred.nodes.iter().map(|n| n.2).collect();
+        let (p, n) = tokio::join!(
+            biased;
+            async {
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                self.client.execute(profiles, &[&ids, &created]).await
+            },
+            async {
+                if keys.is_empty() {
+                    return Ok(0);
+                }
+                self.client
+                    .execute(nodes, &[&keys, &owners, &node_created])
+                    .await
+            }
+        );
+        p?;
+        n?;
+        Ok(())
     }
 
     #[cold]
