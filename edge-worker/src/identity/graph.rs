@@ -228,7 +228,7 @@ pub(crate) fn link_batch(
 
 /// Every node key the events name (each `previousId` under every kind it
 /// may resolve to) and their session keys.
-fn named_keys(events: &[EventIds]) -> (Vec<String>, Vec<String>) {
+pub(crate) fn named_keys(events: &[EventIds]) -> (Vec<String>, Vec<String>) {
     let mut nodes = Vec::new();
     let mut sessions = Vec::new();
     for ev in events {

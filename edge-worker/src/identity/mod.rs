@@ -292,13 +292,21 @@ impl Identity {
         self.store
             .write(move |conn: &dyn IdentityTx| {
                 if shared {
+                    // Nothing is kept between jobs: no lock to hold meanwhile.
+                    // The job's reads answer whether the request is known
+                    // by now too.
+                    let (node_keys, session_keys) = graph::named_keys(&events);
+                    let mut scratch = GraphState::job(node_keys.len() + session_keys.len());
+                    scratch.prefetch(conn, node_keys, session_keys, true)?;
                     if let Some(query) = &known {
-                        if query.is_known_in(conn)? {
+                        let known = match scratch.known_from_reads(query) {
+                            Some(known) => known,
+                            None => query.is_known_in(conn)?,
+                        };
+                        if known {
                             return Ok(None);
                         }
                     }
-                    // Nothing is kept between jobs: no lock to hold meanwhile.
-                    let mut scratch = GraphState::job(events.len() * 4);
                     return graph::link_batch(conn, &mut scratch, &events, cx).map(Some);
                 }
                 let mut guard = lock(&state);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hashlink::LruCache;
 
 use super::graph::BatchReport;
-use crate::storage::identity::{IdentityTx, NodeStats, SessionRow};
+use crate::storage::identity::{IdentityTx, KnownQuery, NodeStats, SessionRow};
 use crate::storage::StorageError;
 
 /// Pending activity entries (counters plus sessions) that make the next
@@ -47,6 +47,8 @@ struct JobReads {
     absent_nodes: HashSet<String>,
     /// Session keys read and found without a stored session.
     absent_sessions: HashSet<String>,
+    /// Whether [`GraphState::prefetch`] ran (it reads once per job).
+    read: bool,
     /// Keys whose suppression was read up front: absent then, `true` when suppressed.
     suppression: HashMap<String, bool>,
 }
@@ -156,7 +158,7 @@ impl GraphState {
         mut session_keys: Vec<String>,
         suppression: bool,
     ) -> Result<(), StorageError> {
-        if self.job.is_none() {
+        if self.job.as_ref().is_none_or(|j| j.read) {
             return Ok(());
         }
         node_keys.sort_unstable();
@@ -206,8 +208,37 @@ impl GraphState {
             absent_nodes: absent,
             absent_sessions,
             suppression: read,
+            read: true,
         });
         Ok(())
+    }
+
+    /// Whether `query` is known by this job's prefetch (see
+    /// [`KnownQuery::is_known`]); `None` when it did not read every key the
+    /// query needs.
+    pub(crate) fn known_from_reads(&self, query: &KnownQuery) -> Option<bool> {
+        let job = self.job.as_ref().filter(|j| j.read)?;
+        let mut sessions = HashMap::new();
+        for key in &query.required_sessions {
+            match self.sessions.peek(key.as_str()) {
+                Some(row) => {
+                    sessions.insert(key.as_str(), *row);
+                }
+                None if job.absent_sessions.contains(key) => {}
+                None => return None,
+            }
+        }
+        let mut nodes = HashMap::new();
+        for key in &query.node_keys {
+            match self.nodes.peek(key.as_str()) {
+                Some(profile) => {
+                    nodes.insert(key.as_str(), &**profile);
+                }
+                None if job.absent_nodes.contains(key) => {}
+                None => return None,
+            }
+        }
+        Some(query.is_known(&sessions, &nodes))
     }
 
     /// Whether a key that is not a node is suppressed, when this job read

@@ -566,6 +566,26 @@ fn activity_put_back_after_a_failed_write_adds_up_and_keeps_the_newest_session()
 }
 
 #[test]
+fn a_jobs_reads_answer_whether_a_request_is_known_as_the_store_does() {
+    let mut g = Graph::new();
+    g.batch(vec![(json!({"anonymousId":"a1"}), Some("c1"))]);
+    let returning = vec![(json!({"type":"page","anonymousId":"a1"}), Some("c1"))];
+    let new = vec![(json!({"type":"page","anonymousId":"a2"}), Some("c2"))];
+    let mixed = vec![returning[0].clone(), new[0].clone()];
+    for (events, expected) in [(returning, true), (new, false), (mixed, false)] {
+        let ids = g.ids(events);
+        let query = super::activity::known_query(&ids, g.cx()).expect("a light request");
+        let (nodes, sessions) = super::graph::named_keys(&ids);
+        let mut scratch = GraphState::job(nodes.len() + sessions.len());
+        // Before the reads nothing can be answered from them.
+        assert_eq!(scratch.known_from_reads(&query), None);
+        scratch.prefetch(&g.conn, nodes, sessions, true).unwrap();
+        assert_eq!(scratch.known_from_reads(&query), Some(expected));
+        assert_eq!(query.is_known_in(&g.conn).unwrap(), expected);
+    }
+}
+
+#[test]
 fn a_returning_visitor_is_linked_from_memory_like_the_write_path() {
     let mut g = Graph::new();
     let first = g.batch(vec![(json!({"anonymousId":"a1"}), Some("c1"))]);
