@@ -156,7 +156,7 @@ impl Identity {
             Some(done) => Ok(done),
             None if self.store.shared() => self.link_shared(events, cx).await,
             None => self
-                .link_on_writer(Arc::new(events), cx, None)
+                .link_on_writer(Arc::new(events), cx, None, false)
                 .await
                 .and_then(|linked| {
                     linked.ok_or_else(|| {
@@ -256,6 +256,9 @@ impl Identity {
         for _ in 0..LIGHT_TRIES {
             let Some(query) = &query else { break };
             let rows = self.store.move_known(KnownQuery::clone(query)).await?;
+            // None of its nodes and sessions exists: a first-time visitor,
+            // whose graph job may take the store's lighter path.
+            let new = rows.nodes.is_empty() && rows.sessions.is_empty();
             if let Some(known) = activity::link_known(&events, rows, cx)? {
                 // Committed: only now may its counts wait for the flush.
                 let mut state = lock(&self.state);
@@ -265,13 +268,13 @@ impl Identity {
                 return Ok((known.linked, known.report));
             }
             if let Some(linked) = self
-                .link_on_writer(Arc::clone(&events), cx, Some(Arc::clone(query)))
+                .link_on_writer(Arc::clone(&events), cx, Some(Arc::clone(query)), new)
                 .await?
             {
                 return Ok(linked);
             }
         }
-        match self.link_on_writer(events, cx, None).await? {
+        match self.link_on_writer(events, cx, None, false).await? {
             Some(linked) => Ok(linked),
             None => Err(StorageError::Sql(
                 "identity: a graph job yielded without a light job to yield to".into(),
@@ -280,44 +283,50 @@ impl Identity {
     }
 
     /// Runs the graph job of a request; `None` when `known` is given and
-    /// the job found the request known by then (nothing written).
+    /// the job found the request known by then (nothing written). `new`:
+    /// none of its nodes and sessions existed a moment ago, so the job is
+    /// run as one over new identifiers ([`IdentityStore::run_new`]).
     async fn link_on_writer(
         &self,
         events: Arc<Vec<EventIds>>,
         cx: BatchContext,
         known: Option<Arc<KnownQuery>>,
+        new: bool,
     ) -> Result<Option<(Vec<Linked>, graph::BatchReport)>, StorageError> {
         let state = Arc::clone(&self.state);
         let shared = self.store.shared();
-        self.store
-            .write(move |conn: &dyn IdentityTx| {
-                if shared {
-                    // Nothing is kept between jobs: no lock to hold meanwhile.
-                    // The job's reads answer whether the request is known
-                    // by now too.
-                    let (node_keys, session_keys) = graph::named_keys(&events);
-                    let mut scratch = GraphState::job(node_keys.len() + session_keys.len());
-                    scratch.prefetch(conn, node_keys, session_keys, true)?;
-                    if let Some(query) = &known {
-                        let known = match scratch.known_from_reads(query) {
-                            Some(known) => known,
-                            None => query.is_known_in(conn)?,
-                        };
-                        if known {
-                            return Ok(None);
-                        }
+        let job = move |conn: &dyn IdentityTx| {
+            if shared {
+                // Nothing is kept between jobs: no lock to hold meanwhile.
+                // The job's reads answer whether the request is known
+                // by now too.
+                let (node_keys, session_keys) = graph::named_keys(&events);
+                let mut scratch = GraphState::job(node_keys.len() + session_keys.len());
+                scratch.prefetch(conn, node_keys, session_keys, true)?;
+                if let Some(query) = &known {
+                    let known = match scratch.known_from_reads(query) {
+                        Some(known) => known,
+                        None => query.is_known_in(conn)?,
+                    };
+                    if known {
+                        return Ok(None);
                     }
-                    return graph::link_batch(conn, &mut scratch, &events, cx).map(Some);
                 }
-                let mut guard = lock(&state);
-                let result = graph::link_batch(conn, &mut guard, &events, cx);
-                if result.is_err() {
-                    // The job's savepoint is rolled back: so must the cache be.
-                    guard.clear();
-                }
-                result.map(Some)
-            })
-            .await
+                return graph::link_batch(conn, &mut scratch, &events, cx).map(Some);
+            }
+            let mut guard = lock(&state);
+            let result = graph::link_batch(conn, &mut guard, &events, cx);
+            if result.is_err() {
+                // The job's savepoint is rolled back: so must the cache be.
+                guard.clear();
+            }
+            result.map(Some)
+        };
+        if new {
+            self.store.write_new(job).await
+        } else {
+            self.store.write(job).await
+        }
     }
 
     fn reset_state(&self) {

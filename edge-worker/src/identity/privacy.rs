@@ -88,6 +88,8 @@ pub(crate) fn delete(
     lookup: &Lookup,
     actor: &str,
 ) -> Result<DeleteReport, IdentityError> {
+    // First: no job over new identifiers may overlap the delete.
+    conn.exclude_new_links()?;
     let profile =
         resolve(conn, lookup)?.ok_or_else(|| IdentityError::NotFound(lookup.describe()))?;
     let p = person(conn, &profile)?;

@@ -90,3 +90,19 @@ impl PersonAudited<'_> {
             .increment(1);
     }
 }
+
+/// A job on a store several workers write conflicted with another worker's
+/// and runs again.
+pub(crate) struct IdentityJobConflict {
+    /// `new` (a job over new identifiers found a row it did not write, or
+    /// met another's on a unique key, and runs again serializable) or
+    /// `other` (a serialization failure, deadlock or unique violation).
+    pub job: &'static str,
+}
+
+impl IdentityJobConflict {
+    pub(crate) fn emit(self) {
+        tracing::debug!(job = self.job, "Identity job conflicted; it runs again.");
+        metrics::counter!("waymark_identity_job_conflicts_total", "job" => self.job).increment(1);
+    }
+}

@@ -368,6 +368,14 @@ pub trait IdentityTx {
     /// Deletes the graph rows of a person: traits, sessions, links, merge
     /// log, refusals, barriers, nodes and profiles.
     fn delete_graph(&self, profile_ids: &[String], nodes: &[String]) -> Result<(), StorageError>;
+    /// Holds off, until this job ends, every job begun by
+    /// [`IdentityStore::run_new`] on a store several workers write, and
+    /// waits for those running to end. A privacy delete calls it as its
+    /// first statement, so it sees every node such a job created and no such
+    /// job misses its suppressions. The single writer needs nothing.
+    fn exclude_new_links(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Suppresses identifier hashes (kept when already there).
     fn suppress(&self, hashes: &[String], now_ms: i64, audit_id: i64) -> Result<(), StorageError>;
     /// Appends to the audit log; returns the entry's id.
@@ -399,6 +407,15 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// Runs a write job in one transaction and resolves once it is durable.
     /// An error means nothing of the job was written.
     async fn run_write(&self, job: Job) -> Result<JobOutput, StorageError>;
+
+    /// Runs a write job that expects every node and session it names to be
+    /// new (a first-time visitor). A store several workers write may run it
+    /// under less isolation than [`IdentityStore::run_write`], provided it
+    /// runs the job again as a write job when any of them exists by then;
+    /// the result is the same. The single writer runs it as a write job.
+    async fn run_new(&self, job: Job) -> Result<JobOutput, StorageError> {
+        self.run_write(job).await
+    }
 
     /// Runs a job that reads the graph but writes only activity (sessions
     /// under [`IdentityTx::lock_sessions`], additive counters), so it needs
@@ -442,6 +459,20 @@ impl dyn IdentityStore {
     {
         let out = self
             .run_write(Box::new(move |tx: &dyn IdentityTx| {
+                job(tx).map(|r| Box::new(r) as JobOutput)
+            }))
+            .await?;
+        downcast(out)
+    }
+
+    /// Runs a typed job over new identifiers (see [`IdentityStore::run_new`]).
+    pub async fn write_new<R, F>(&self, mut job: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnMut(&dyn IdentityTx) -> Result<R, StorageError> + Send + 'static,
+    {
+        let out = self
+            .run_new(Box::new(move |tx: &dyn IdentityTx| {
                 job(tx).map(|r| Box::new(r) as JobOutput)
             }))
             .await?;

@@ -40,13 +40,14 @@ fn strings(rows: Vec<Row>) -> Vec<String> {
 
 impl IdentityTx for PgTx<'_> {
     fn node_profile(&self, key: &str) -> Result<Option<String>, StorageError> {
-        Ok(self
-            .conn
-            .query_opt(
-                "SELECT profile_id FROM identity_nodes WHERE key = $1",
-                &[&key],
-            )?
-            .map(|r| r.get(0)))
+        let found = self.conn.query_opt(
+            "SELECT profile_id FROM identity_nodes WHERE key = $1",
+            &[&key],
+        )?;
+        if found.is_some() {
+            self.conn.nodes_new([key])?;
+        }
+        Ok(found.map(|r| r.get(0)))
     }
 
     fn node_profiles(&self, keys: &[String]) -> Result<Vec<(String, String)>, StorageError> {
@@ -54,7 +55,9 @@ impl IdentityTx for PgTx<'_> {
             "SELECT key, profile_id FROM identity_nodes WHERE key = ANY($1)",
             &[&keys],
         )?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        let found: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        self.conn.nodes_new(found.iter().map(|(k, _)| k.as_str()))?;
+        Ok(found)
     }
 
     fn profile_created(&self, id: &str) -> Result<i64, StorageError> {
@@ -289,17 +292,16 @@ impl IdentityTx for PgTx<'_> {
     }
 
     fn session(&self, key: &str) -> Result<Option<SessionRow>, StorageError> {
-        Ok(self
-            .conn
-            .query_opt(
-                "SELECT session_id, count, last_activity_ms FROM identity_sessions WHERE key = $1",
-                &[&key],
-            )?
-            .map(|r| SessionRow {
-                session_id: r.get(0),
-                count: r.get(1),
-                last_activity_ms: r.get(2),
-            }))
+        let found = self.conn.query_opt(
+            "SELECT session_id, count, last_activity_ms FROM identity_sessions WHERE key = $1",
+            &[&key],
+        )?;
+        self.conn.sessions_new(usize::from(found.is_some()))?;
+        Ok(found.map(|r| SessionRow {
+            session_id: r.get(0),
+            count: r.get(1),
+            last_activity_ms: r.get(2),
+        }))
     }
 
     fn put_session(&self, key: &str, s: &SessionRow) -> Result<(), StorageError> {
@@ -318,14 +320,20 @@ impl IdentityTx for PgTx<'_> {
         }
         let (k, id, n, at) = session_columns(rows);
         // One statement, rows in key order (the caller sorts), so two jobs
-        // storing shared sessions lock them in the same order.
-        self.conn.execute(
+        // storing shared sessions lock them in the same order. A job over
+        // new identifiers found none of them: one another job created
+        // meanwhile is a unique violation, which runs it as a serializable
+        // job on that row.
+        let sql = if self.conn.is_new() {
+            "INSERT INTO identity_sessions (key, session_id, count, last_activity_ms)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])"
+        } else {
             "INSERT INTO identity_sessions (key, session_id, count, last_activity_ms)
              SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])
              ON CONFLICT (key) DO UPDATE SET session_id = excluded.session_id,
-               count = excluded.count, last_activity_ms = excluded.last_activity_ms",
-            &[&k, &id, &n, &at],
-        )?;
+               count = excluded.count, last_activity_ms = excluded.last_activity_ms"
+        };
+        self.conn.execute(sql, &[&k, &id, &n, &at])?;
         Ok(())
     }
 
@@ -336,6 +344,7 @@ impl IdentityTx for PgTx<'_> {
              WHERE key = ANY($1) ORDER BY key FOR UPDATE",
             &[&keys],
         )?;
+        self.conn.sessions_new(rows.len())?;
         Ok(rows.iter().map(keyed_session).collect())
     }
 
@@ -544,6 +553,7 @@ impl IdentityTx for PgTx<'_> {
              WHERE key = ANY($1) ORDER BY key",
             &[&nodes],
         )?;
+        self.conn.sessions_new(rows.len())?;
         Ok(rows.iter().map(keyed_session).collect())
     }
 
@@ -584,6 +594,14 @@ impl IdentityTx for PgTx<'_> {
             self.conn.execute(sql, &[&arg])?;
         }
         Ok(())
+    }
+
+    fn exclude_new_links(&self) -> Result<(), StorageError> {
+        // LOCK takes no snapshot: as the job's first statement, it leaves
+        // the job's snapshot to its next, after every job over new
+        // identifiers that held the gate has committed.
+        self.conn
+            .batch("LOCK TABLE identity_link_gate IN EXCLUSIVE MODE")
     }
 
     fn suppress(&self, hashes: &[String], now_ms: i64, audit_id: i64) -> Result<(), StorageError> {

@@ -19,6 +19,22 @@
 //! its sessions on, its locks held for that statement alone; its counters
 //! wait for the worker's write-behind.
 //!
+//! A request whose identifiers and sessions are all absent (a first-time
+//! visitor, by the light statement's reads) runs its graph job at
+//! `READ COMMITTED` instead ([`IdentityStore::run_new`]): it only creates
+//! nodes, profiles and sessions, so the unique keys arbitrate between racing
+//! jobs, and a node or session it finds that it did not write, or a unique
+//! violation, ends it and runs it at once as a serializable job. The
+//! suppressions it reads are kept consistent by `identity_link_gate`, an
+//! empty table: such a job holds it in `SHARE` mode from its `BEGIN`; a
+//! privacy delete takes it `EXCLUSIVE` as its first statement, which takes
+//! no snapshot, so the delete's snapshot sees every node such a job created
+//! before it, and every such job after it sees its suppressions. This keeps
+//! new visitors, most of a fleet's graph writes, out of `SERIALIZABLE`'s
+//! page-level conflicts between jobs inserting neighbouring keys.
+//! (During a rolling upgrade from a worker without the gate, run privacy
+//! deletes from upgraded workers: the older ones do not take it.)
+//!
 //! Jobs are synchronous ([`IdentityTx`]) and run on a blocking thread, each
 //! statement driven by the runtime's handle; a pooled connection is held for
 //! the length of one job.
@@ -31,6 +47,7 @@ mod graph;
 mod known;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +60,7 @@ use crate::storage::identity::{
     DeletedEvents, IdentityStore, Job, JobOutput, KnownQuery, KnownRows, PersonEvents, PersonMatch,
 };
 use crate::storage::StorageError;
+use crate::telemetry::identity::IdentityJobConflict;
 
 /// Migrations of the `identity` module on PostgreSQL; step N is version N.
 /// Released steps never change.
@@ -151,7 +169,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         detail  text NOT NULL
     );
     "#,
+    // 2: the gate between jobs over new identifiers and privacy deletes
+    //    (`PgIdentity::run_new`); no rows, only its table lock is taken.
+    "CREATE TABLE identity_link_gate ();",
 ];
+
+const SERIALIZABLE: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 
 /// Attempts of one job before its conflict is reported as an error.
 const MAX_ATTEMPTS: u32 = 40;
@@ -195,8 +218,15 @@ impl PgIdentity {
     }
 
     /// Runs `job` in a transaction begun with `begin`, again while it
-    /// fails on a conflict; the job's result once committed.
-    async fn run(&self, begin: &'static str, mut job: Job) -> Result<JobOutput, StorageError> {
+    /// fails on a conflict; the job's result once committed. `new`: the
+    /// job runs over new identifiers only ([`PgIdentity::run_new`]), and
+    /// its first conflict runs it again at once as a serializable job.
+    async fn run(
+        &self,
+        mut begin: &'static str,
+        mut new: bool,
+        mut job: Job,
+    ) -> Result<JobOutput, StorageError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -205,7 +235,7 @@ impl PgIdentity {
             let handle = tokio::runtime::Handle::current();
             let (result, job_back) = tokio::task::spawn_blocking(move || {
                 let mut guard = Held(Some(client));
-                let result = guard.run(&handle, begin, &mut job, &*events);
+                let result = guard.run(&handle, begin, new, &mut job, &*events);
                 guard.release(!matches!(&result, Err(f) if f.broken));
                 (result, job)
             })
@@ -214,7 +244,14 @@ impl PgIdentity {
             job = job_back;
             match result {
                 Ok(out) => return Ok(out),
+                Err(e) if e.conflict && new => {
+                    // Something it took for new exists: the serializable
+                    // job decides on it, without waiting.
+                    IdentityJobConflict { job: "new" }.emit();
+                    (begin, new) = (SERIALIZABLE, false);
+                }
                 Err(e) if e.conflict && attempt < MAX_ATTEMPTS => {
+                    IdentityJobConflict { job: "other" }.emit();
                     // Back off a little, more each time, so racing workers
                     // do not meet again at once.
                     let jitter = rand::random::<u64>() % 16;
@@ -234,7 +271,24 @@ impl IdentityStore for PgIdentity {
     }
 
     async fn run_write(&self, job: Job) -> Result<JobOutput, StorageError> {
-        self.run("BEGIN ISOLATION LEVEL SERIALIZABLE", job).await
+        self.run(SERIALIZABLE, false, job).await
+    }
+
+    async fn run_new(&self, job: Job) -> Result<JobOutput, StorageError> {
+        // Statement by statement at READ COMMITTED: every row the job
+        // writes is new, so unique keys arbitrate between racing jobs, and
+        // every row it finds that it did not write ends it (`PgConn::not_new`)
+        // and runs it as a serializable job. The gate, shared, keeps every
+        // privacy delete (which takes it exclusively before its snapshot)
+        // either wholly before this job or wholly after. As for activity,
+        // the ingest commit that follows flushes the WAL past this commit.
+        self.run(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off; \
+             LOCK TABLE identity_link_gate IN SHARE MODE",
+            true,
+            job,
+        )
+        .await
     }
 
     async fn run_activity(&self, job: Job) -> Result<JobOutput, StorageError> {
@@ -243,6 +297,7 @@ impl IdentityStore for PgIdentity {
         // commit that follows flushes the WAL past this commit.
         self.run(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off",
+            false,
             job,
         )
         .await
@@ -253,8 +308,12 @@ impl IdentityStore for PgIdentity {
     }
 
     async fn run_read(&self, job: Job) -> Result<JobOutput, StorageError> {
-        self.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", job)
-            .await
+        self.run(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            false,
+            job,
+        )
+        .await
     }
 }
 
@@ -276,6 +335,7 @@ impl Held {
         &mut self,
         handle: &tokio::runtime::Handle,
         begin: &str,
+        new: bool,
         job: &mut Job,
         events: &dyn PersonEventTables,
     ) -> Result<JobOutput, Failure> {
@@ -292,6 +352,7 @@ impl Held {
             conflict: Cell::new(false),
             broken: Cell::new(false),
             deferred: RefCell::default(),
+            new: new.then(RefCell::default),
         };
         let failure = |conn: &PgConn<'_>, error| Failure {
             error,
@@ -347,6 +408,9 @@ pub(crate) struct PgConn<'a> {
     conflict: Cell<bool>,
     broken: Cell<bool>,
     deferred: RefCell<Deferred>,
+    /// In a job over new identifiers ([`PgIdentity::run_new`]), the keys of
+    /// the nodes it created: any other node or session it finds ends it.
+    new: Option<RefCell<HashSet<String>>>,
 }
 
 /// Rows written with the job's next statement (see [`PgConn`]).
@@ -426,6 +490,9 @@ impl PgConn<'_> {
 
     /// Creates a node with the job's next statement.
     pub(crate) fn defer_node(&self, key: &str, profile: &str, now_ms: i64) {
+        if let Some(own) = &self.new {
+            own.borrow_mut().insert(key.to_owned());
+        }
         self.deferred
             .borrow_mut()
             .nodes
@@ -509,6 +576,43 @@ impl PgConn<'_> {
         p?;
         n?;
         Ok(())
+    }
+
+    /// Whether this job runs over new identifiers only.
+    fn is_new(&self) -> bool {
+        self.new.is_some()
+    }
+
+    /// In a job over new identifiers, fails it as a conflict when `keys`
+    /// name a node it did not create; elsewhere `Ok`.
+    fn nodes_new<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Result<(), StorageError> {
+        let Some(own) = &self.new else {
+            return Ok(());
+        };
+        let own = own.borrow();
+        match keys.into_iter().find(|k| !own.contains(*k)) {
+            Some(_) => Err(self.not_new()),
+            None => Ok(()),
+        }
+    }
+
+    /// In a job over new identifiers, fails it as a conflict when it found
+    /// a session (it writes its own only at its end); elsewhere `Ok`.
+    fn sessions_new(&self, found: usize) -> Result<(), StorageError> {
+        if self.is_new() && found > 0 {
+            return Err(self.not_new());
+        }
+        Ok(())
+    }
+
+    /// The conflict that ends a job over new identifiers that found a row
+    /// it did not write: it runs again as a serializable job.
+    #[cold]
+    fn not_new(&self) -> StorageError {
+        self.conflict.set(true);
+        StorageError::Sql(
+            "identity: a key this job took for new exists; it runs again serializable".into(),
+        )
     }
 
     #[cold]

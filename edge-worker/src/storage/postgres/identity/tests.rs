@@ -359,3 +359,149 @@ async fn the_one_statement_moves_sessions_as_the_graph_does_event_by_event() {
         }
     }
 }
+
+/// A store of its own over `db`, for jobs run directly.
+fn store_over(db: &TestDb) -> Arc<dyn IdentityStore> {
+    let config: tokio_postgres::Config = db.url().parse().expect("test URL");
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .build()
+        .expect("pool");
+    Arc::new(PgIdentity::new(pool, Arc::new(NoEvents)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_new_identifiers_that_finds_one_runs_again_serializable() {
+    let (db, _workers) = two_workers().await;
+    let store = store_over(&db);
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = Arc::clone(&runs);
+    // Its own node, read back, is new: the job runs once.
+    let own = store
+        .write_new(move |tx| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tx.insert_profile("p1", T0)?;
+            tx.insert_node("anon:n1", "p1", T0)?;
+            tx.node_profiles(&["anon:n1".to_owned()])
+        })
+        .await
+        .expect("job");
+    assert_eq!(own, vec![("anon:n1".to_owned(), "p1".to_owned())]);
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Another job's node is not: the job runs again, serializable, and
+    // answers as a write job would.
+    for (i, read) in ["node", "nodes", "session"].into_iter().enumerate() {
+        let count = Arc::clone(&runs);
+        runs.store(0, std::sync::atomic::Ordering::SeqCst);
+        let session = SessionRow {
+            session_id: T0,
+            count: 1,
+            last_activity_ms: T0,
+        };
+        let key = format!("anon:s{i}");
+        store
+            .write({
+                let key = key.clone();
+                move |tx| tx.put_sessions(&[(key.clone(), session)])
+            })
+            .await
+            .expect("session");
+        let found = store
+            .write_new(move |tx| {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(match read {
+                    "node" => tx.node_profile("anon:n1")?.into_iter().count(),
+                    "nodes" => tx.node_profiles(&["anon:n1".to_owned()])?.len(),
+                    _ => tx.session(&key)?.into_iter().count(),
+                })
+            })
+            .await
+            .expect("job");
+        assert_eq!(found, 1, "{read}");
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "{read}: once over new identifiers, once serializable"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_visitor_first_seen_on_both_workers_at_once_is_one_profile_and_session() {
+    let (_db, workers) = two_workers().await;
+    let workers = Arc::new(workers);
+    // Every request finds nothing stored and takes the job over new
+    // identifiers; all but the first meet its node on the unique key.
+    let mut tasks = Vec::new();
+    for i in 0..16i64 {
+        let workers = Arc::clone(&workers);
+        tasks.push(tokio::spawn(async move {
+            workers[(i % 2) as usize]
+                .link(vec![event(&["anon:new1"], "anon:new1", T0 + i)])
+                .await
+                .expect("link")
+        }));
+    }
+    let mut profiles = std::collections::BTreeSet::new();
+    let mut all = Vec::new();
+    for t in tasks {
+        let linked = t.await.expect("task");
+        profiles.insert(first_profile(&linked).to_string());
+        all.extend(sessions(&linked));
+    }
+    assert_eq!(profiles.len(), 1, "one profile: {profiles:?}");
+    let ids: std::collections::BTreeSet<i64> = all.iter().map(|s| s.0).collect();
+    assert_eq!(ids.len(), 1, "one session: {all:?}");
+    assert_eq!(all.iter().filter(|s| s.2).count(), 1, "one start: {all:?}");
+    // Later requests may find it known and leave their counts behind.
+    for worker in workers.iter() {
+        worker.flush().await.expect("flush");
+    }
+    let view = workers[1]
+        .find(Lookup::AnonymousId("new1".into()))
+        .await
+        .expect("profile");
+    assert_eq!(view.event_counts["total"], serde_json::json!(16));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_holding_the_gate_holds_off_a_new_visitors_link_until_it_commits() {
+    let (db, workers) = two_workers().await;
+    let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    // What a privacy delete does first: the gate, then its suppressions.
+    client
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE identity_link_gate IN EXCLUSIVE MODE",
+        )
+        .await
+        .expect("gate");
+    let hash = crate::identity::key::suppression_hash("anon:gone");
+    client
+        .execute(
+            "INSERT INTO identity_suppressions (hash, created_ms) VALUES ($1, 0)",
+            &[&hash],
+        )
+        .await
+        .expect("suppress");
+    let workers = Arc::new(workers);
+    let link = tokio::spawn({
+        let workers = Arc::clone(&workers);
+        async move {
+            workers[0]
+                .link(vec![event(&["anon:gone"], "anon:gone", T0)])
+                .await
+                .expect("link")
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!link.is_finished(), "the link waits for the delete");
+    client.batch_execute("COMMIT").await.expect("commit");
+    let linked = link.await.expect("task");
+    assert!(
+        matches!(linked[..], [Linked::Suppressed]),
+        "the link sees the delete's suppression: {linked:?}"
+    );
+}
